@@ -1,0 +1,48 @@
+# Vaxelbox. `make run` and `make test` are the two commands the README starts with;
+# both work on a fresh Debian machine as root and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+ARGS ?=
+
+# `$(NEED_DEBS) pkg...` installs the Debian packages that are missing (needs root).
+NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
+
+.PHONY: setup run test lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { $(NEED_DEBS) python3 python3-venv; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "Vaxelbox needs Python 3.11 or newer; $(PYTHON) is older" >&2; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { $(NEED_DEBS) python3-venv; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# The agent on the embedded demo office (or pass ARGS="--site my-site.toml").
+run: setup
+	$(BIN)/vaxelbox run $(ARGS)
+
+# The whole suite: lint, then every test (nothing is skipped for a missing tool).
+test: setup lint
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build

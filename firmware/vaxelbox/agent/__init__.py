@@ -1,0 +1,1 @@
+"""The agent process: one asyncio supervisor running the appliance's services."""

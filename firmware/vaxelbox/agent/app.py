@@ -1,0 +1,172 @@
+"""The agent: loads the site, keeps it in the store, runs the services, obeys signals.
+
+Site rules: `--site FILE` is applied at start and on SIGHUP; a file that fails
+validation is refused with every problem logged and the running (or stored)
+site stays. Without `--site`, the stored active site runs, or the demo site
+on a fresh data directory.
+"""
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+
+from vaxelbox import __version__
+from vaxelbox.agent.logs import Redactor, get_logger
+from vaxelbox.agent.options import RunOptions
+from vaxelbox.agent.sdnotify import SystemdNotifier
+from vaxelbox.agent.supervisor import Supervisor
+from vaxelbox.problems import read_config
+from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
+from vaxelbox.store import SiteVersion, Store
+
+log = get_logger("vaxelbox.agent")
+
+
+class StartupError(RuntimeError):
+    """The agent cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ActiveSite:
+    site: Site
+    version: SiteVersion
+
+
+class Agent:
+    def __init__(
+        self, options: RunOptions, redactor: Redactor, notifier: SystemdNotifier | None = None
+    ) -> None:
+        self.options = options
+        self.redactor = redactor
+        self.notifier = notifier or SystemdNotifier()
+        self.supervisor = Supervisor()
+        self.started = time.monotonic()
+        self.active: ActiveSite | None = None
+        self._store: Store | None = None
+        self._stopping = asyncio.Event()
+        self._reloading = asyncio.Lock()
+
+    @property
+    def store(self) -> Store:
+        assert self._store, "the agent has not started"
+        return self._store
+
+    async def run(self) -> None:
+        """Run until SIGTERM or SIGINT. Raises StartupError if it cannot start."""
+        self._store = await asyncio.to_thread(Store, self.options.data_dir)
+        try:
+            self._activate(await self._initial_site())
+            self._add_services()
+            self.supervisor.start()
+            self._install_signal_handlers()
+            self._announce()
+            await self._stopping.wait()
+            self.notifier.notify(STOPPING=1, STATUS="stopping")
+            log.info("agent stopping")
+            await self.supervisor.stop()
+        finally:
+            await asyncio.to_thread(self.store.close)
+        log.info("agent stopped")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def reload(self) -> bool:
+        """Apply the site file again (SIGHUP). A bad file is refused and the running site stays."""
+        if self.options.site_file is None:
+            log.warning("reload: no site file to read (started without --site)")
+            return False
+        async with self._reloading:
+            self.notifier.reloading()
+            try:
+                self._activate(await self._apply_file())
+                return True
+            except SiteError as exc:
+                self._log_refusal(exc)
+                return False
+            finally:
+                self.notifier.notify(READY=1, STATUS=self._status())
+
+    async def _initial_site(self) -> ActiveSite:
+        stored = await asyncio.to_thread(self.store.sites.active)
+        if self.options.site_file is not None:
+            try:
+                return await self._apply_file()
+            except SiteError as exc:
+                self._log_refusal(exc)
+                if stored is None:
+                    raise StartupError(f"{exc}\nno stored site to fall back to; fix the file") from None
+        if stored is not None:
+            return ActiveSite(parse_site(stored.source, f"stored version {stored.number}"), stored)
+        text = demo_site_text()
+        version = await asyncio.to_thread(self.store.sites.apply, text, "demo site")
+        return ActiveSite(parse_site(text, "demo site"), version)
+
+    async def _apply_file(self) -> ActiveSite:
+        """Validate the site file, then make it the stored active version. Raises SiteError."""
+        path = self.options.site_file
+        assert path is not None
+        source = await asyncio.to_thread(read_config, path, SiteError)
+        site = parse_site(source, str(path))
+        version = await asyncio.to_thread(self.store.sites.apply, source, f"file {path}")
+        return ActiveSite(site, version)
+
+    def _activate(self, active: ActiveSite) -> None:
+        # Secrets first: nothing about the new site may be logged before they are known.
+        self.redactor.set_secrets(active.site.secrets())
+        previous = self.active
+        self.active = active
+        if previous is None or previous.version.number != active.version.number:
+            log.info(
+                "site active",
+                site=active.site.site.name,
+                version=active.version.number,
+                origin=active.version.origin,
+                contents=active.site.summary(),
+            )
+
+    def _log_refusal(self, exc: SiteError) -> None:
+        for problem in exc.problems:
+            log.error("site refused", file=exc.source, problem=str(problem))
+        running = self.active.version.number if self.active else None
+        log.error("site file refused; the running site stays", file=exc.source, running_version=running)
+
+    def _add_services(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            self.supervisor.add("systemd-watchdog", lambda: self._ping_systemd(interval))
+
+    async def _ping_systemd(self, interval: float) -> None:
+        # The ping runs on the event loop, so a blocked loop misses it and systemd restarts us.
+        while True:
+            self.notifier.notify(WATCHDOG=1)
+            await asyncio.sleep(interval)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+
+    def _announce(self) -> None:
+        assert self.active
+        site, options = self.active.site, self.options
+        cloud = options.cloud_override or ", ".join(site.cloud.proxies)
+        listening = [f"{s.name}: {', '.join(s.listening)}" for s in self.supervisor.services.values()]
+        log.info(
+            "agent ready",
+            version=__version__,
+            board=options.board.name if options.board else "none (development host)",
+            data_dir=str(options.data_dir),
+            lan=str(options.lan),
+            cloud=cloud,
+            listening=[entry for entry in listening if not entry.endswith(": ")]
+            or "nothing yet: this build has no network services",
+        )
+        self.notifier.notify(READY=1, STATUS=self._status())
+
+    def _status(self) -> str:
+        if self.active is None:
+            return "no site"
+        return f"site {self.active.site.site.name!r} version {self.active.version.number}"

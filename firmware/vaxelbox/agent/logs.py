@@ -1,0 +1,104 @@
+"""Structured logging: human lines on a terminal, JSON lines otherwise, secrets redacted.
+
+Every record passes one redaction step at the very end, after tracebacks are
+rendered, whether it came from our code (structlog) or a library (stdlib
+logging), so a secret cannot reach the log by any route.
+"""
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|private|psk|credential", re.IGNORECASE)
+# Digest credentials in SIP or HTTP headers: the response and cnonce let an
+# eavesdropper brute-force the password offline.
+_DIGEST_FIELD = re.compile(r'\b(response|cnonce)="[^"]*"', re.IGNORECASE)
+
+LogFormat = Literal["auto", "human", "json"]
+
+
+class Redactor:
+    """A structlog processor that removes known secret values and secret-looking fields."""
+
+    def __init__(self) -> None:
+        self._secrets: tuple[str, ...] = ()
+
+    def set_secrets(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is removed whole.
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def redact_text(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return _DIGEST_FIELD.sub(lambda m: f'{m[1]}="{REDACTED}"', text)
+
+    def _redact(self, key: str, value: Any) -> Any:
+        if _SECRET_KEY.search(key) and value not in (None, ""):
+            return REDACTED
+        if isinstance(value, str):
+            return self.redact_text(value)
+        if isinstance(value, dict):
+            return {k: self._redact(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact(key, v) for v in value]
+        return value if isinstance(value, int | float | bool | None) else self.redact_text(str(value))
+
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        return {k: v if k.startswith("_") else self._redact(k, v) for k, v in event.items()}
+
+
+def configure_logging(
+    redactor: Redactor, level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None
+) -> None:
+    """Route structlog and stdlib logging to one handler on `stream` (default stderr)."""
+    stream = stream or sys.stderr
+    human = fmt == "human" or (fmt == "auto" and stream.isatty())
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=not human)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        timestamper,
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+        if human
+        else structlog.processors.JSONRenderer(ensure_ascii=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redactor,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name)

@@ -1,0 +1,102 @@
+"""What `vaxelbox run` was asked to do, with every address and path resolved.
+
+Precedence: a command-line flag, then the board file, then a default for a
+development host (loopback, the user's state directory).
+"""
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import psutil
+
+from vaxelbox.hw.board import Board, load_board
+from vaxelbox.site.fields import check_proxy_uri
+
+SIP_PORT = 5060
+
+
+class OptionsError(ValueError):
+    """A flag or board setting the agent cannot run with; the message says which."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    site_file: Path | None
+    data_dir: Path
+    board: Board | None
+    lan: HostPort
+    cloud_override: str | None
+
+    @classmethod
+    def resolve(
+        cls,
+        site_file: Path | None = None,
+        data_dir: Path | None = None,
+        board_file: Path | None = None,
+        lan: str | None = None,
+        cloud: str | None = None,
+    ) -> "RunOptions":
+        board = load_board(board_file) if board_file else None
+        if data_dir is None:
+            data_dir = board.storage.data_dir if board else Path(platformdirs.user_state_dir("vaxelbox"))
+        return cls(
+            site_file=site_file,
+            data_dir=data_dir,
+            board=board,
+            lan=parse_host_port(lan) if lan else _board_lan(board),
+            cloud_override=_cloud_uri(cloud) if cloud else None,
+        )
+
+
+def parse_host_port(text: str, default_port: int = SIP_PORT) -> HostPort:
+    """`192.0.2.1:5060`, `[2001:db8::1]:5060`, or a bare address with the default port."""
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = _port(text, rest.removeprefix(":"))
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(text, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise OptionsError(f"--lan {text!r}: {host!r} is not an IP address") from None
+    return HostPort(host, port)
+
+
+def _port(text: str, port_text: str) -> int:
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise OptionsError(f"--lan {text!r}: port must be 1-65535")
+    return int(port_text)
+
+
+def _board_lan(board: Board | None) -> HostPort:
+    if board is None:
+        return HostPort("127.0.0.1", SIP_PORT)
+    name = board.interfaces.lan
+    addresses = psutil.net_if_addrs().get(name)
+    if addresses is None:
+        raise OptionsError(f"board {board.name}: LAN interface {name!r} does not exist here")
+    ipv4 = [a.address for a in addresses if a.family.name == "AF_INET"]
+    if not ipv4:
+        raise OptionsError(f"board {board.name}: LAN interface {name!r} has no IPv4 address yet")
+    return HostPort(ipv4[0], SIP_PORT)
+
+
+def _cloud_uri(text: str) -> str:
+    try:
+        return check_proxy_uri(text)
+    except ValueError as exc:
+        raise OptionsError(f"--cloud: {exc}") from None

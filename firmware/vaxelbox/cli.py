@@ -1,0 +1,151 @@
+"""`vaxelbox`: the agent's command line (run it, check files, print the demo site and schemas)."""
+
+import asyncio
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vaxelbox import __version__
+from vaxelbox.agent.app import Agent, StartupError
+from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logger
+from vaxelbox.agent.options import OptionsError, RunOptions
+from vaxelbox.hw.board import Board, BoardError, load_board
+from vaxelbox.problems import ConfigError
+from vaxelbox.site import Site, SiteError, demo_site_text, load_site
+from vaxelbox.site.holidays import swedish_holidays
+
+app = typer.Typer(
+    help="Vaxelbox agent: office edge appliance for cloud PBX customers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_INVALID = 1  # the file checked is not valid
+EXIT_USAGE = 2  # the agent cannot start with these flags or files
+
+
+@app.command()
+def run(
+    site: Annotated[Path | None, typer.Option(help="Site file, applied at start and on SIGHUP")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data directory (default: board's, else user state)")
+    ] = None,
+    board: Annotated[Path | None, typer.Option(help="Board file, e.g. boards/rpi-4b.yaml")] = None,
+    lan: Annotated[str | None, typer.Option(help="LAN address HOST:PORT (default: board's LAN)")] = None,
+    cloud: Annotated[str | None, typer.Option(help="Cloud proxy SIP URI, overriding the site's")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    log_format: Annotated[str, typer.Option(help="auto (human on a terminal), human or json")] = "auto",
+) -> None:
+    """Run the agent. Without --site it runs the stored site, or the demo office on first start."""
+    redactor = Redactor()
+    configure_logging(redactor, log_level, _log_format(log_format))
+    log = get_logger("vaxelbox")
+    try:
+        options = RunOptions.resolve(site, data, board, lan, cloud)
+        asyncio.run(Agent(options, redactor).run())
+    except (OptionsError, BoardError, StartupError) as exc:
+        for line in str(exc).splitlines():
+            log.error("cannot start", reason=line)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command("check-site")
+def check_site(
+    file: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result")] = False,
+) -> None:
+    """Validate a site file without running anything. Exit 0 if valid, 1 if not."""
+    try:
+        site = load_site(file)
+    except SiteError as exc:
+        _report_problems(exc, as_json)
+        raise typer.Exit(EXIT_INVALID) from None
+    if as_json:
+        out.print_json(data={"ok": True, "file": str(file), "summary": site.summary()})
+    else:
+        out.print(f"{file}: OK — {site.site.name}: {site.summary()}")
+
+
+@app.command("check-board")
+def check_board(file: Path) -> None:
+    """Validate a board file. Exit 0 if valid, 1 if not."""
+    try:
+        board = load_board(file)
+    except BoardError as exc:
+        _report_problems(exc, as_json=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    out.print(f"{file}: OK — {board.description} (LAN {board.interfaces.lan}, WAN {board.wan_interface})")
+
+
+@app.command("demo-site")
+def demo_site() -> None:
+    """Print the embedded demo site: a starting point for a real one."""
+    sys.stdout.write(demo_site_text())
+
+
+@app.command()
+def schema(kind: Annotated[str, typer.Argument(help="site or board")] = "site") -> None:
+    """Print the JSON Schema of site or board files, for editors."""
+    models: dict[str, type[Site] | type[Board]] = {"site": Site, "board": Board}
+    if kind not in models:
+        err.print(f"unknown schema {kind!r}: site or board")
+        raise typer.Exit(EXIT_USAGE)
+    sys.stdout.write(json.dumps(models[kind].model_json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def holidays(year: Annotated[int | None, typer.Argument(help="Default: this year")] = None) -> None:
+    """List the Swedish public holidays and de-facto closed days that schedules close on."""
+    year = year or date.today().year
+    table = Table(title=f"Closed days {year}")
+    for column in ("date", "day", "name", "kind"):
+        table.add_column(column)
+    for holiday in swedish_holidays(year):
+        kind = "public holiday" if holiday.public else "de-facto closed"
+        table.add_row(holiday.day.isoformat(), holiday.day.strftime("%a"), holiday.name, kind)
+    out.print(table)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"vaxelbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version")
+    ] = False,
+) -> None:
+    pass
+
+
+def _report_problems(exc: ConfigError, as_json: bool) -> None:
+    if as_json:
+        problems = [{"path": str(p).split(": ", 1)[0], "message": p.message} for p in exc.problems]
+        out.print_json(data={"ok": False, "file": exc.source, "problems": problems})
+        return
+    # Plain lines, never wrapped: one problem per line is what editors and grep expect.
+    for problem in exc.problems:
+        print(f"{exc.source}: {problem}", file=sys.stderr)
+    print(f"{len(exc.problems)} problem(s); nothing was applied", file=sys.stderr)
+
+
+def _log_format(text: str) -> LogFormat:
+    if text not in ("auto", "human", "json"):
+        raise typer.BadParameter("auto, human or json", param_hint="--log-format")
+    return text  # type: ignore[return-value]
+
+
+def main() -> None:
+    app()

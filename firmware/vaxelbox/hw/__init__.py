@@ -1,0 +1,1 @@
+"""Board services and the description of the board the agent runs on."""

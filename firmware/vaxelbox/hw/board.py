@@ -1,0 +1,107 @@
+"""A board file (`boards/*.yaml`): what the agent and the HIL suite need to know about one board.
+
+The agent reads interface names and paths from it; the HIL suite reads the
+console and power control. A wrong board file is refused with the exact field.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vaxelbox.problems import ConfigError, Problem, read_config, validation_problems
+
+InterfaceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,15}$")]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Console(_Part):
+    device: str = Field(description="Serial device on the host that runs the HIL suite")
+    baud: int = Field(115200, description="e.g. 115200; 1500000 on Rockchip boards")
+    board_tty: str = Field(description="The board's own UART, where its getty runs")
+
+
+class Interfaces(_Part):
+    lan: InterfaceName = Field(description="Towards the phones")
+    wan: InterfaceName | None = Field(None, description="Towards the internet; none = same as LAN")
+
+
+class Watchdog(_Part):
+    device: str = "/dev/watchdog"
+    timeout: int = Field(15, ge=1, le=600, description="Seconds")
+
+
+class Leds(_Part):
+    sysfs: str = Field("/sys/class/leds", description="Directory holding the LED class devices")
+    status: str | None = Field(None, description="LED showing the agent's state")
+    power: str | None = None
+    cloud: str | None = Field(None, description="LED showing the cloud link")
+
+
+class GpioButton(_Part):
+    kind: Literal["gpio"]
+    chip: str
+    line: int = Field(ge=0)
+
+
+class InputButton(_Part):
+    kind: Literal["input"]
+    device: str
+    key: str = Field(pattern=r"^KEY_[A-Z0-9_]+$")
+
+
+class Storage(_Part):
+    data_dir: Path = Path("/var/lib/vaxelbox")
+    log_dir: Path = Path("/var/log/vaxelbox")
+
+
+class ManualPower(_Part):
+    kind: Literal["manual"]
+
+
+class CommandPower(_Part):
+    kind: Literal["command"]
+    on: str
+    off: str
+
+
+class Board(_Part):
+    model_config = ConfigDict(title="Vaxelbox board")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str
+    arch: Literal["aarch64", "armv7l", "x86_64", "any"]
+    console: Console
+    interfaces: Interfaces
+    watchdog: Watchdog | None = None
+    leds: Leds = Leds()
+    button: Annotated[GpioButton | InputButton, Field(discriminator="kind")] | None = None
+    storage: Storage = Storage()
+    power: Annotated[ManualPower | CommandPower, Field(discriminator="kind")] = ManualPower(kind="manual")
+    companion: Console | None = Field(None, description="Serial link to the companion MCU")
+
+    @property
+    def wan_interface(self) -> str:
+        return self.interfaces.wan or self.interfaces.lan
+
+
+class BoardError(ConfigError):
+    """A board file that cannot be used."""
+
+
+def load_board(path: Path) -> Board:
+    text = read_config(path, BoardError)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise BoardError(str(path), [Problem(where, f"YAML syntax: {exc}")]) from None
+    try:
+        return Board.model_validate(data)
+    except ValidationError as exc:
+        raise BoardError(str(path), validation_problems(exc, Board)) from None

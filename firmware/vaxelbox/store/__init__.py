@@ -1,0 +1,6 @@
+"""Persistent state that survives power loss: SQLite in WAL mode, one transaction per change."""
+
+from vaxelbox.store.database import Store, StoreError
+from vaxelbox.store.sites import SiteVersion
+
+__all__ = ["SiteVersion", "Store", "StoreError"]

@@ -1,0 +1,109 @@
+"""The agent's database: opening it safely, migrating its schema, one transaction per change.
+
+Durability rules: WAL with synchronous=FULL, so a change that returned is on
+disk and a power cut mid-change leaves the previous state; the file and its
+WAL are created 0600 in a 0700 directory because the site holds SIP secrets.
+"""
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vaxelbox.store.sites import SiteVersions
+
+DB_NAME = "vaxelbox.db"
+
+# Each entry migrates from schema version i to i + 1. Append only; never edit a shipped one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE site_version (
+        number     INTEGER PRIMARY KEY,
+        digest     TEXT NOT NULL,
+        origin     TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        source     TEXT NOT NULL
+    );
+    CREATE TABLE active_site (
+        only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+        number   INTEGER NOT NULL REFERENCES site_version(number)
+    );
+    """,
+]
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or is not ours (wrong schema, unreadable)."""
+
+
+class Store:
+    """The agent's persistent state under one data directory. Thread-safe."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / DB_NAME
+        _private_dir(data_dir)
+        _private_file(self.path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._lock = threading.RLock()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+        self.sites = SiteVersions(self)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change: all of it lands, or none of it (also across SIGKILL or power loss)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def read(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cursor = self._db.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return cursor.fetchall()
+
+    def check_integrity(self) -> str:
+        """SQLite's own verdict on the file: 'ok' or a description of the damage."""
+        return self.read("PRAGMA integrity_check")[0][0]
+
+    def _migrate(self) -> None:
+        current = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema {current}, newer than this software knows ({len(MIGRATIONS)})"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            with self.transaction() as db:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does; SQLite gives its WAL the same mode."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    path.chmod(0o600)
