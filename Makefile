@@ -14,7 +14,7 @@ NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
 	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test lint format clean schemas
 
 setup: $(STAMP)
 
@@ -46,3 +46,8 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build
+
+# Regenerate the committed JSON Schemas after changing the site or board model.
+schemas: setup
+	$(BIN)/vaxelbox schema site > firmware/vaxelbox/site/site.schema.json
+	$(BIN)/vaxelbox schema board > boards/board.schema.json

@@ -4,7 +4,6 @@ import re
 from collections.abc import Callable
 
 import pytest
-
 from vaxelbox.site import demo_site_text
 
 

@@ -4,7 +4,6 @@ from datetime import date
 
 import holidays as reference
 import pytest
-
 from vaxelbox.site.holidays import easter_sunday, holiday_on, swedish_holidays
 
 

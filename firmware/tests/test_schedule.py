@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from vaxelbox.site import demo_site, parse_site
 from vaxelbox.site.schedule import opening
 
@@ -49,7 +48,7 @@ def test_moments_in_utc_are_read_in_the_site_time_zone_across_dst(kontorstid):
 
 
 def test_open_until_midnight_and_holidays_can_be_ignored(demo_with):
-    text = demo_with('public_holidays = true', "public_holidays = false")
+    text = demo_with("public_holidays = true", "public_holidays = false")
     text = text.replace('fri = ["08:00-15:00"]', 'fri = ["08:00-15:00", "20:00-24:00"]')
     schedule = parse_site(text).schedules[0]
     assert opening(schedule, local(2026, 11, 27, 23, 59), "Europe/Stockholm").open

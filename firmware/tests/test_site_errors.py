@@ -1,7 +1,6 @@
 """A bad site file is refused with one clear message naming the exact place of each problem."""
 
 import pytest
-
 from vaxelbox.site import SiteError, parse_site
 
 

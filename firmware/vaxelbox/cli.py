@@ -16,8 +16,8 @@ from vaxelbox.agent.app import Agent, StartupError
 from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logger
 from vaxelbox.agent.options import OptionsError, RunOptions
 from vaxelbox.hw.board import Board, BoardError, load_board
-from vaxelbox.problems import ConfigError
-from vaxelbox.site import Site, SiteError, demo_site_text, load_site
+from vaxelbox.problems import report
+from vaxelbox.site import Site, SiteError, demo_site_text, load_site, report_valid
 from vaxelbox.site.holidays import swedish_holidays
 
 app = typer.Typer(
@@ -67,12 +67,9 @@ def check_site(
     try:
         site = load_site(file)
     except SiteError as exc:
-        _report_problems(exc, as_json)
+        report(exc, as_json)
         raise typer.Exit(EXIT_INVALID) from None
-    if as_json:
-        out.print_json(data={"ok": True, "file": str(file), "summary": site.summary()})
-    else:
-        out.print(f"{file}: OK — {site.site.name}: {site.summary()}")
+    report_valid(file, site, as_json)
 
 
 @app.command("check-board")
@@ -81,7 +78,7 @@ def check_board(file: Path) -> None:
     try:
         board = load_board(file)
     except BoardError as exc:
-        _report_problems(exc, as_json=False)
+        report(exc, as_json=False)
         raise typer.Exit(EXIT_INVALID) from None
     out.print(f"{file}: OK — {board.description} (LAN {board.interfaces.lan}, WAN {board.wan_interface})")
 
@@ -128,17 +125,6 @@ def main_options(
     ] = False,
 ) -> None:
     pass
-
-
-def _report_problems(exc: ConfigError, as_json: bool) -> None:
-    if as_json:
-        problems = [{"path": str(p).split(": ", 1)[0], "message": p.message} for p in exc.problems]
-        out.print_json(data={"ok": False, "file": exc.source, "problems": problems})
-        return
-    # Plain lines, never wrapped: one problem per line is what editors and grep expect.
-    for problem in exc.problems:
-        print(f"{exc.source}: {problem}", file=sys.stderr)
-    print(f"{len(exc.problems)} problem(s); nothing was applied", file=sys.stderr)
 
 
 def _log_format(text: str) -> LogFormat:

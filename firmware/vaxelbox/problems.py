@@ -5,7 +5,9 @@ is wrong in words an installer understands, never echoing secret values.
 """
 
 import difflib
+import json
 import os
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +36,12 @@ class Problem:
     path: Path | str
     message: str
 
+    @property
+    def location(self) -> str:
+        return format_path(self.path)
+
     def __str__(self) -> str:
-        return f"{format_path(self.path)}: {self.message}"
+        return f"{self.location}: {self.message}"
 
 
 class ConfigError(ValueError):
@@ -45,6 +51,18 @@ class ConfigError(ValueError):
         self.source = source
         self.problems = problems
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def report(exc: ConfigError, as_json: bool) -> None:
+    """Print a refused file's problems: one plain line each on stderr, or JSON on stdout."""
+    if as_json:
+        problems = [{"path": p.location, "message": p.message} for p in exc.problems]
+        print(json.dumps({"ok": False, "file": exc.source, "problems": problems}, ensure_ascii=False))
+        return
+    # Plain lines, never wrapped: one problem per line is what editors and grep expect.
+    for problem in exc.problems:
+        print(f"{exc.source}: {problem}", file=sys.stderr)
+    print(f"{len(exc.problems)} problem(s); nothing was applied", file=sys.stderr)
 
 
 def read_config(path: "os.PathLike[str]", error: type[ConfigError]) -> str:

@@ -1,5 +1,6 @@
 """Reading a site file: TOML syntax, then structure, then references; every problem located."""
 
+import json
 import re
 import tomllib
 from importlib.resources import files
@@ -35,6 +36,14 @@ def parse_site(text: str, source: str = "<site>") -> Site:
 
 def load_site(path: Path) -> Site:
     return parse_site(read_config(path, SiteError), str(path))
+
+
+def report_valid(path: Path, site: Site, as_json: bool) -> None:
+    """Print that a site file is valid, with what it holds."""
+    if as_json:
+        print(json.dumps({"ok": True, "file": str(path), "summary": site.summary()}, ensure_ascii=False))
+    else:
+        print(f"{path}: OK — {site.site.name}: {site.summary()}")
 
 
 def demo_site_text() -> str:

@@ -142,7 +142,9 @@ class Group(_Part):
     extension: Extension
     number: PhoneNumber | None = None
     strategy: Literal["parallel", "sequential"] = "parallel"
-    members: list[Annotated[GroupMember, BeforeValidator(_member_shorthand)]] = Field(min_length=1)
+    members: list[
+        Annotated[GroupMember, BeforeValidator(_member_shorthand, json_schema_input_type=str | GroupMember)]
+    ] = Field(min_length=1, description='User ids, or tables like { user = "anna", ring_time = 15 }')
     ring_time: Seconds = Field(20, description="Total for parallel, per member for sequential")
     overflow: TargetRef | None = Field(None, description="When nobody answers or is logged in")
     schedule: Handle | None = None

@@ -1,0 +1,95 @@
+"""A real `vaxelbox run` child process, observed the way systemd observes it.
+
+The test plays systemd: it binds a NOTIFY_SOCKET and reads READY, STATUS,
+RELOADING, WATCHDOG and STOPPING from it, and reads the agent's JSON logs.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class AgentProcess:
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.notify_path = tmp_path / f"notify-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.notify_path))
+        self.log_path = tmp_path / f"agent-{time.monotonic_ns()}.log"
+        self.notifications: list[dict[str, str]] = []
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vaxelbox", "run", "--log-format", "json", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {}), "NOTIFY_SOCKET": str(self.notify_path)},
+        )
+
+    def wait_notification(self, key: str, value: str | None = None, timeout: float = 10) -> dict[str, str]:
+        """The next notification carrying `key` (with `value`, if given); fails after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            fields = dict(line.split("=", 1) for line in data.splitlines())
+            self.notifications.append(fields)
+            if key in fields and (value is None or fields[key] == value):
+                return fields
+        raise AssertionError(f"no {key}={value} within {timeout}s; got {self.notifications}\n{self.output()}")
+
+    def wait_event(self, name: str, timeout: float = 10) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := self.events(name):
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no log event {name!r} within {timeout}s\n{self.output()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._drain()
+        self.close()
+        return code
+
+    def _drain(self) -> None:
+        """Collect the notifications sent before the process exited."""
+        self.sock.setblocking(False)
+        while True:
+            try:
+                data = self.sock.recv(4096).decode()
+            except BlockingIOError:
+                return
+            self.notifications.append(dict(line.split("=", 1) for line in data.splitlines()))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.sock.close()
+        self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def events(self, name: str | None = None) -> list[dict]:
+        found = []
+        for line in self.output().splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if name is None or event.get("event") == name:
+                found.append(event)
+        return found

@@ -1,0 +1,84 @@
+"""Board files: every shipped board loads, bad ones are refused with the field, the agent reads them."""
+
+from pathlib import Path
+
+import pytest
+from vaxelbox.agent.options import OptionsError, RunOptions, parse_host_port
+from vaxelbox.hw.board import BoardError, load_board
+
+BOARDS = Path(__file__).resolve().parents[2] / "boards"
+
+
+@pytest.mark.parametrize("name", ["rpi-4b", "rpi-cm4-dual-nic", "nanopi-r5s", "simboard"])
+def test_shipped_board_loads(name):
+    board = load_board(BOARDS / f"{name}.yaml")
+    assert board.name == name
+    assert board.interfaces.lan
+    assert board.console.baud > 0
+
+
+def test_nanopi_console_runs_at_1500000_baud():
+    assert load_board(BOARDS / "nanopi-r5s.yaml").console.baud == 1_500_000
+
+
+def test_bad_board_names_the_field(tmp_path):
+    text = (BOARDS / "rpi-4b.yaml").read_text().replace("  lan: eth0\n", "  lan: eth0 with spaces\n")
+    text = text.replace("kind: gpio", "kind: gpoi")
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(BoardError) as caught:
+        load_board(tmp_path / "bad.yaml")
+    assert [str(p) for p in caught.value.problems] == [
+        "interfaces.lan: String should match pattern '^[A-Za-z0-9_.@-]{1,15}$'",
+        "button: Input tag 'gpoi' found using 'kind' does not match any of the expected tags: 'gpio', 'input'",
+    ]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: x\ninterfaces: [lan: eth0\n")
+    with pytest.raises(BoardError) as caught:
+        load_board(tmp_path / "bad.yaml")
+    assert str(caught.value.problems[0]).startswith("line 3, column 1: YAML syntax:")
+
+
+def test_agent_takes_lan_address_and_data_dir_from_the_board(tmp_path):
+    # The loopback interface exists on every Linux machine, so a board naming it is real here.
+    text = (BOARDS / "rpi-4b.yaml").read_text().replace("lan: eth0", "lan: lo")
+    text = text.replace("data_dir: /var/lib/vaxelbox", f"data_dir: {tmp_path}/data")
+    (tmp_path / "lo.yaml").write_text(text)
+    options = RunOptions.resolve(board_file=tmp_path / "lo.yaml")
+    assert str(options.lan) == "127.0.0.1:5060"
+    assert options.data_dir == tmp_path / "data"
+
+
+def test_flags_override_the_board(tmp_path):
+    options = RunOptions.resolve(
+        board_file=BOARDS / "simboard.yaml", data_dir=tmp_path, lan="[::1]:5070", cloud="sip:192.0.2.10"
+    )
+    assert (str(options.lan), options.data_dir, options.cloud_override) == (
+        "[::1]:5070",
+        tmp_path,
+        "sip:192.0.2.10",
+    )
+
+
+def test_missing_board_interface_is_a_clear_error():
+    with pytest.raises(OptionsError, match="LAN interface 'lan0' does not exist here"):
+        RunOptions.resolve(board_file=BOARDS / "simboard.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.0.2.1:5080", "192.0.2.1:5080"),
+        ("192.0.2.1", "192.0.2.1:5060"),
+        ("[2001:db8::1]", "[2001:db8::1]:5060"),
+    ],
+)
+def test_lan_address_forms(text, expected):
+    assert str(parse_host_port(text)) == expected
+
+
+@pytest.mark.parametrize("text", ["lan.example:5060", "192.0.2.1:0", "192.0.2.1:http"])
+def test_bad_lan_address(text):
+    with pytest.raises(OptionsError, match="--lan"):
+        parse_host_port(text)

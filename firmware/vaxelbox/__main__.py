@@ -1,0 +1,3 @@
+from vaxelbox.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""vaxelctl: the installer's command line for Vaxelbox appliances."""
