@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
+# Debian packages the tests use as real peers or tools; missing ones are installed, never skipped.
+TEST_DEBS := systemd make
 
 # `$(NEED_DEBS) pkg...` installs the Debian packages that are missing (needs root).
 NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
@@ -14,7 +16,7 @@ NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
 	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
 
-.PHONY: setup run test lint format clean schemas
+.PHONY: setup run test test-debs lint format clean schemas
 
 setup: $(STAMP)
 
@@ -33,8 +35,11 @@ run: setup
 	$(BIN)/vaxelbox run $(ARGS)
 
 # The whole suite: lint, then every test (nothing is skipped for a missing tool).
-test: setup lint
+test: setup lint test-debs
 	$(BIN)/pytest
+
+test-debs:
+	@$(NEED_DEBS) $(TEST_DEBS)
 
 lint: setup
 	$(BIN)/ruff check .
