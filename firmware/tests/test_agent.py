@@ -148,3 +148,17 @@ def test_bad_flags_exit_2_with_the_reason(tmp_path):
     )
     assert result.returncode == 2
     assert "--lan 'nohost:5060': 'nohost' is not an IP address" in result.stderr
+
+
+def test_unusable_data_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "vaxelbox.db").write_bytes(b"not a database" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "vaxelbox", "run", "--log-format", "json", "--data", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot open the data directory" in result.stderr
+    assert "file is not a database" in result.stderr

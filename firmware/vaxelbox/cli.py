@@ -17,7 +17,7 @@ from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logg
 from vaxelbox.agent.options import OptionsError, RunOptions
 from vaxelbox.hw.board import Board, BoardError, load_board
 from vaxelbox.problems import report
-from vaxelbox.site import Site, SiteError, demo_site_text, load_site, report_valid
+from vaxelbox.site import Site, check_site_file, demo_site_text
 from vaxelbox.site.holidays import swedish_holidays
 
 app = typer.Typer(
@@ -64,12 +64,8 @@ def check_site(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result")] = False,
 ) -> None:
     """Validate a site file without running anything. Exit 0 if valid, 1 if not."""
-    try:
-        site = load_site(file)
-    except SiteError as exc:
-        report(exc, as_json)
-        raise typer.Exit(EXIT_INVALID) from None
-    report_valid(file, site, as_json)
+    if not check_site_file(file, as_json):
+        raise typer.Exit(EXIT_INVALID)
 
 
 @app.command("check-board")

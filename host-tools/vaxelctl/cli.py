@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 from vaxelbox import __version__
-from vaxelbox.problems import report
-from vaxelbox.site import SiteError, load_site, report_valid
+from vaxelbox.site import check_site_file
 
 app = typer.Typer(help="Manage Vaxelbox appliances.", no_args_is_help=True, add_completion=False)
 site_app = typer.Typer(help="Site files: the office's users, phones, groups and hours.", no_args_is_help=True)
@@ -23,12 +22,8 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result")] = False,
 ) -> None:
     """Check a site file on this laptop, exactly as the appliance will. Exit 0 if valid, 1 if not."""
-    try:
-        site = load_site(file)
-    except SiteError as exc:
-        report(exc, as_json)
-        raise typer.Exit(1) from None
-    report_valid(file, site, as_json)
+    if not check_site_file(file, as_json):
+        raise typer.Exit(1)
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,6 @@ on a fresh data directory.
 
 import asyncio
 import signal
-import time
 from dataclasses import dataclass
 
 from vaxelbox import __version__
@@ -18,7 +17,7 @@ from vaxelbox.agent.sdnotify import SystemdNotifier
 from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.problems import read_config
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
-from vaxelbox.store import SiteVersion, Store
+from vaxelbox.store import SiteVersion, Store, StoreError
 
 log = get_logger("vaxelbox.agent")
 
@@ -41,11 +40,11 @@ class Agent:
         self.redactor = redactor
         self.notifier = notifier or SystemdNotifier()
         self.supervisor = Supervisor()
-        self.started = time.monotonic()
         self.active: ActiveSite | None = None
         self._store: Store | None = None
         self._stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
+        self._signal_tasks: set[asyncio.Task[bool]] = set()
 
     @property
     def store(self) -> Store:
@@ -54,7 +53,10 @@ class Agent:
 
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT. Raises StartupError if it cannot start."""
-        self._store = await asyncio.to_thread(Store, self.options.data_dir)
+        try:
+            self._store = await asyncio.to_thread(Store, self.options.data_dir)
+        except StoreError as exc:
+            raise StartupError(f"cannot open the data directory: {exc}") from None
         try:
             self._activate(await self._initial_site())
             self._add_services()
@@ -98,7 +100,11 @@ class Agent:
                 if stored is None:
                     raise StartupError(f"{exc}\nno stored site to fall back to; fix the file") from None
         if stored is not None:
-            return ActiveSite(parse_site(stored.source, f"stored version {stored.number}"), stored)
+            try:
+                return ActiveSite(parse_site(stored.source, f"stored site version {stored.number}"), stored)
+            except SiteError as exc:  # e.g. stricter validation after a software update
+                self._log_refusal(exc)
+                raise StartupError(f"{exc}\nthe stored site no longer validates; start with --site") from None
         text = demo_site_text()
         version = await asyncio.to_thread(self.store.sites.apply, text, "demo site")
         return ActiveSite(parse_site(text, "demo site"), version)
@@ -147,13 +153,20 @@ class Agent:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
+
+    def _reload_in_background(self) -> None:
+        task = asyncio.create_task(self.reload())
+        self._signal_tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._signal_tasks.discard)
 
     def _announce(self) -> None:
         assert self.active
         site, options = self.active.site, self.options
         cloud = options.cloud_override or ", ".join(site.cloud.proxies)
-        listening = [f"{s.name}: {', '.join(s.listening)}" for s in self.supervisor.services.values()]
+        listening = [
+            f"{s.name} {address}" for s in self.supervisor.services.values() for address in s.listening
+        ]
         log.info(
             "agent ready",
             version=__version__,
@@ -161,8 +174,7 @@ class Agent:
             data_dir=str(options.data_dir),
             lan=str(options.lan),
             cloud=cloud,
-            listening=[entry for entry in listening if not entry.endswith(": ")]
-            or "nothing yet: this build has no network services",
+            listening=listening or "nothing yet: this build has no network services",
         )
         self.notifier.notify(READY=1, STATUS=self._status())
 

@@ -5,6 +5,7 @@ development host (loopback, the user's state directory).
 """
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _board_lan(board: Board | None) -> HostPort:
     addresses = psutil.net_if_addrs().get(name)
     if addresses is None:
         raise OptionsError(f"board {board.name}: LAN interface {name!r} does not exist here")
-    ipv4 = [a.address for a in addresses if a.family.name == "AF_INET"]
+    ipv4 = [a.address for a in addresses if a.family == socket.AF_INET]
     if not ipv4:
         raise OptionsError(f"board {board.name}: LAN interface {name!r} has no IPv4 address yet")
     return HostPort(ipv4[0], SIP_PORT)

@@ -34,7 +34,7 @@ class Service:
     state: ServiceState = ServiceState.STARTING
     restarts: int = 0
     last_error: str | None = None
-    listening: list[str] = field(default_factory=list)
+    listening: list[str] = field(default_factory=list)  # addresses it serves, for the start-up line
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from vaxelbox.problems import ConfigError, Problem, read_config, validation_problems
+from vaxelbox.problems import ConfigError, Problem, read_config, report, validation_problems
 from vaxelbox.site.model import Site
 from vaxelbox.site.references import check_references
 
@@ -38,12 +38,18 @@ def load_site(path: Path) -> Site:
     return parse_site(read_config(path, SiteError), str(path))
 
 
-def report_valid(path: Path, site: Site, as_json: bool) -> None:
-    """Print that a site file is valid, with what it holds."""
+def check_site_file(path: Path, as_json: bool) -> bool:
+    """Validate a site file and print the verdict for a person (or as JSON). True if valid."""
+    try:
+        site = load_site(path)
+    except SiteError as exc:
+        report(exc, as_json)
+        return False
     if as_json:
         print(json.dumps({"ok": True, "file": str(path), "summary": site.summary()}, ensure_ascii=False))
     else:
         print(f"{path}: OK — {site.site.name}: {site.summary()}")
+    return True
 
 
 def demo_site_text() -> str:
