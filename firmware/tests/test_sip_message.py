@@ -1,0 +1,65 @@
+"""Editing a parsed message: what a proxy does to headers, and what reaches the wire."""
+
+import pytest
+from vaxelbox.sip.message import Request, parse_message
+
+INVITE = (
+    b"INVITE sip:201@demo.vaxel.example.net SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-a1;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'From: "Anna" <sip:101@demo.vaxel.example.net>;tag=f1\r\n'
+    b"To: <sip:201@demo.vaxel.example.net>\r\n"
+    b"Call-ID: c1@192.0.2.10\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Route: <sip:192.0.2.1;lr>, <sip:sbc.example.net;lr>\r\n"
+    b"X-Vendor-Thing:  kept   as is \r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 4\r\n"
+    b"\r\n"
+    b"v=0\n"
+)
+
+
+@pytest.fixture
+def invite() -> Request:
+    message = parse_message(INVITE)
+    assert isinstance(message, Request)
+    return message
+
+
+def test_untouched_message_is_written_back_byte_for_byte(invite):
+    assert invite.to_bytes() == INVITE
+
+
+def test_adding_a_via_on_top(invite):
+    invite.add("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-edge", first=True)
+    assert [v.branch for v in invite.vias] == ["z9hG4bK-edge", "z9hG4bK-a1"]
+    assert invite.to_bytes().split(b"\r\n")[1] == b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-edge"
+
+
+def test_popping_the_first_route_value(invite):
+    assert invite.pop_first_value("Route") == "<sip:192.0.2.1;lr>"
+    assert [str(r.uri) for r in invite.routes] == ["sip:sbc.example.net;lr"]
+    assert invite.pop_first_value("Route") == "<sip:sbc.example.net;lr>"
+    assert invite.routes == []
+    assert invite.get("Route") is None
+
+
+def test_replacing_max_forwards(invite):
+    invite.replace("Max-Forwards", str(invite.max_forwards - 1))
+    assert invite.max_forwards == 69
+    assert b"Max-Forwards: 69\r\n" in invite.to_bytes()
+
+
+def test_content_length_follows_the_body(invite):
+    invite.body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\n"
+    out = invite.to_bytes()
+    assert b"Content-Length: 32\r\n" in out
+    assert parse_message(out).body == invite.body
+
+
+def test_compact_and_long_names_are_the_same_header():
+    message = parse_message(INVITE.replace(b"Call-ID:", b"i:").replace(b"From:", b"f:"))
+    assert message.call_id == "c1@192.0.2.10"
+    assert message.get("Call-ID") == message.get("i")
+    assert message.from_.tag == "f1"

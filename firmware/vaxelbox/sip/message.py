@@ -1,0 +1,328 @@
+"""SIP requests and responses: parse, validate, edit, serialise (RFC 3261 §7, §20; RFC 4475).
+
+A message keeps every header line as it arrived and writes it back byte for
+byte unless it was changed, so unknown headers pass through untouched. The
+headers a proxy relies on (Via, From, To, Call-ID, CSeq, Max-Forwards,
+Contact, Route) are validated on parse: a request with a malformed one is
+refused with a 400 that says which, a response is dropped.
+"""
+
+import re
+from functools import cached_property
+
+from vaxelbox.sip.address import Address, parse_address, parse_address_list
+from vaxelbox.sip.errors import SipParseError, SipSyntaxError
+from vaxelbox.sip.syntax import is_token, split_list
+from vaxelbox.sip.uri import SipUri, Uri, parse_uri
+from vaxelbox.sip.via import Via, parse_via_list
+
+CRLF = "\r\n"
+MAX_CSEQ = 2**32 - 1
+
+# Compact forms (RFC 3261 §7.3.3 and the extensions that define one) -> canonical names.
+COMPACT = {
+    "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
+    "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To",
+    "v": "Via", "o": "Event", "u": "Allow-Events", "r": "Refer-To", "b": "Referred-By",
+    "x": "Session-Expires", "a": "Accept-Contact", "j": "Reject-Contact", "d": "Request-Disposition",
+    "y": "Identity", "n": "Identity-Info",
+}  # fmt: skip
+SINGLE_VALUED = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
+_DATE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"\d{4} \d{2}:\d{2}:\d{2} GMT"
+)
+_VERSION = re.compile(r"SIP/\d+\.\d+", re.I)
+_FOLD = re.compile(r"\r\n[ \t]+")
+_LINE_END = re.compile(r"\r\n(?![ \t])")  # a line starting with SP or HTAB continues the last one
+# Header key -> the cached property holding its parsed form.
+_PARSED_FROM = {
+    "via": "vias", "from": "from_", "to": "to", "call-id": "call_id", "cseq": "cseq",
+    "contact": "contacts", "route": "routes", "record-route": "record_routes", "max-forwards": "max_forwards",
+}  # fmt: skip
+
+
+def header_key(name: str) -> str:
+    """The lower-case canonical name under which a header is looked up."""
+    lowered = name.lower()
+    if len(lowered) == 1 and lowered in COMPACT:
+        return COMPACT[lowered].lower()
+    return lowered
+
+
+class Header:
+    """One header line: its name as written, its unfolded value, and its original text."""
+
+    __slots__ = ("key", "name", "raw", "value")
+
+    def __init__(self, name: str, value: str, raw: str | None = None) -> None:
+        self.name = name
+        self.key = header_key(name)
+        self.value = value
+        self.raw = raw  # written back verbatim while the header is unchanged
+
+    def line(self) -> str:
+        return self.raw if self.raw is not None else f"{self.name}: {self.value}"
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.value!r})"
+
+
+class Message:
+    """What requests and responses share: headers, body, and the parsed headers a proxy needs."""
+
+    def __init__(self, headers: list[Header], body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+
+    # -- reading headers -------------------------------------------------------------------------
+
+    def get(self, name: str) -> str | None:
+        """The value of the first header called `name` (long or compact form), or None."""
+        key = header_key(name)
+        return next((h.value for h in self.headers if h.key == key), None)
+
+    def get_all(self, name: str) -> list[str]:
+        key = header_key(name)
+        return [h.value for h in self.headers if h.key == key]
+
+    @cached_property
+    def vias(self) -> list[Via]:
+        return [via for value in self.get_all("Via") for via in parse_via_list(value)]
+
+    @cached_property
+    def from_(self) -> Address:
+        return parse_address(self._required("From"))
+
+    @cached_property
+    def to(self) -> Address:
+        return parse_address(self._required("To"))
+
+    @cached_property
+    def call_id(self) -> str:
+        value = self._required("Call-ID")
+        if not value or any(c.isspace() for c in value):
+            raise SipSyntaxError("malformed Call-ID")
+        return value
+
+    @cached_property
+    def cseq(self) -> tuple[int, str]:
+        parts = self._required("CSeq").split()
+        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+            raise SipSyntaxError("malformed CSeq")
+        number = int(parts[0])
+        if number > MAX_CSEQ:
+            raise SipSyntaxError("CSeq number out of range")
+        return number, parts[1]
+
+    @cached_property
+    def contacts(self) -> list[Address]:
+        values = self.get_all("Contact")
+        if [v.strip() for v in values] == ["*"]:
+            return []
+        return [address for value in values for address in parse_address_list(value)]
+
+    @cached_property
+    def routes(self) -> list[Address]:
+        return [a for value in self.get_all("Route") for a in parse_address_list(value)]
+
+    @cached_property
+    def record_routes(self) -> list[Address]:
+        return [a for value in self.get_all("Record-Route") for a in parse_address_list(value)]
+
+    # -- editing -------------------------------------------------------------------------------
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        """Add a header line; `first` puts it above the existing lines of the same name."""
+        header = Header(name, value)
+        if first:
+            index = next((i for i, h in enumerate(self.headers) if h.key == header.key), 0)
+            self.headers.insert(index, header)
+        else:
+            self.headers.append(header)
+        self._forget(header.key)
+
+    def remove(self, name: str) -> None:
+        key = header_key(name)
+        self.headers = [h for h in self.headers if h.key != key]
+        self._forget(key)
+
+    def replace(self, name: str, value: str) -> None:
+        """Set the header to one line with `value`, where the first line of that name stood."""
+        key = header_key(name)
+        index = next((i for i, h in enumerate(self.headers) if h.key == key), len(self.headers))
+        self.headers = [h for h in self.headers if h.key != key]
+        self.headers.insert(index, Header(name, value))
+        self._forget(key)
+
+    def pop_first_value(self, name: str) -> str | None:
+        """Remove and return the first value of a list header (the top Via, the first Route)."""
+        key = header_key(name)
+        for i, header in enumerate(self.headers):
+            if header.key != key:
+                continue
+            values = split_list(header.value)
+            if len(values) == 1:
+                del self.headers[i]
+            else:
+                self.headers[i] = Header(header.name, ",".join(values[1:]).strip())
+            self._forget(key)
+            return values[0].strip()
+        return None
+
+    def to_bytes(self) -> bytes:
+        """The message on the wire, with Content-Length set to the body's length."""
+        lines = [self.start_line()]
+        lines += [h.line() for h in self.headers if h.key != "content-length"]
+        lines.append(f"Content-Length: {len(self.body)}")
+        head = CRLF.join(lines) + CRLF + CRLF
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def _required(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise SipSyntaxError(f"missing {name}")
+        return value
+
+    def _forget(self, key: str) -> None:
+        """Drop the parsed form of a header that was edited."""
+        if attribute := _PARSED_FROM.get(key):
+            self.__dict__.pop(attribute, None)
+
+
+class Request(Message):
+    def __init__(self, method: str, uri: Uri, headers: list[Header], body: bytes = b"") -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    @cached_property
+    def max_forwards(self) -> int | None:
+        value = self.get("Max-Forwards")
+        if value is None:
+            return None  # RFC 2543 peers send none; the proxy treats it as 70
+        if not value.isdigit() or int(value) > 255:
+            raise SipSyntaxError("malformed Max-Forwards")
+        return int(value)
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    def __init__(self, status: int, reason: str, headers: list[Header], body: bytes = b"") -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """One message from a datagram or a framed stream chunk.
+
+    The body is Content-Length octets after the header section; octets past
+    it are ignored (RFC 3261 §18.3); without Content-Length the body is the
+    rest of the data (§18.3, datagrams only: stream framing requires it).
+    Raises SipParseError saying whether to answer 400/505 or drop.
+    """
+    data = data.lstrip(b"\r\n")  # §7.5: CRLFs before the start line are keepalives
+    is_request = not data.startswith(b"SIP/")
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise SipParseError("incomplete header section", is_request=is_request)
+    head = data[:end].decode("utf-8", "surrogateescape")
+    start, _, header_text = head.partition(CRLF)
+    try:
+        headers = _split_headers(header_text)
+        message: Request | Response = _request(start, headers) if is_request else _response(start, headers)
+        message.body = _body(message, data, end + 4)
+        _validate(message)
+    except SipSyntaxError as exc:
+        raise SipParseError(str(exc), is_request=is_request) from None
+    return message
+
+
+def _split_headers(text: str) -> list[Header]:
+    headers = []
+    if not text:
+        return headers
+    for raw in _LINE_END.split(text):
+        name, colon, value = raw.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not is_token(name):
+            raise SipSyntaxError(f"malformed header line {raw[:30]!r}")
+        headers.append(Header(name, _FOLD.sub(" ", value).strip(" \t"), raw))
+    return headers
+
+
+def _request(start: str, headers: list[Header]) -> Request:
+    parts = start.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipSyntaxError("malformed Request-Line")
+    method, uri_text, version = parts
+    if version.upper() != "SIP/2.0":
+        if _VERSION.fullmatch(version):
+            raise SipParseError(f"Version Not Supported ({version})", is_request=True, status=505)
+        raise SipSyntaxError("malformed SIP version")
+    if not is_token(method):
+        raise SipSyntaxError("malformed method")
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers is not None:
+        raise SipSyntaxError("headers in Request-URI")  # §19.1.5: never turned into real headers
+    return Request(method, uri, headers)
+
+
+def _response(start: str, headers: list[Header]) -> Response:
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version.upper() != "SIP/2.0":
+        raise SipSyntaxError("unsupported SIP version in response")
+    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise SipSyntaxError(f"malformed status code {code[:12]!r}")
+    return Response(int(code), reason, headers)
+
+
+def _body(message: Message, data: bytes, start: int) -> bytes:
+    lengths = {v.strip() for v in message.get_all("Content-Length")}
+    if not lengths:
+        return data[start:]
+    if len(lengths) > 1:
+        raise SipSyntaxError("conflicting Content-Length values")
+    (text,) = lengths
+    if not text.isdigit():
+        raise SipSyntaxError("malformed Content-Length")
+    length = int(text)
+    if start + length > len(data):
+        raise SipSyntaxError("Content-Length larger than the message")
+    return data[start : start + length]
+
+
+def _validate(message: Request | Response) -> None:
+    """Parse every header a proxy relies on, so a bad one fails here and not mid-transaction."""
+    for key in SINGLE_VALUED:
+        if sum(1 for h in message.headers if h.key == key) > 1:
+            raise SipSyntaxError(f"more than one {key} header")
+    if not message.vias:
+        raise SipSyntaxError("missing Via")
+    _ = message.from_, message.to, message.call_id, message.contacts
+    _, method = message.cseq
+    if isinstance(message, Request):
+        if method != message.method:
+            raise SipSyntaxError("CSeq method does not match the request method")
+        _ = message.max_forwards, message.routes
+        if message.get_all("Contact") and not message.contacts and message.method != "REGISTER":
+            raise SipSyntaxError("Contact: * outside REGISTER")
+    date = message.get("Date")
+    if date is not None and not _DATE.fullmatch(date):
+        raise SipSyntaxError("malformed Date (RFC 1123 form in GMT)")

@@ -1,0 +1,85 @@
+"""RFC 3261 §25 lexical pieces shared by the header parsers: tokens, quoted strings, lists, params."""
+
+import re
+
+from vaxelbox.sip.errors import SipSyntaxError
+
+TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# gen-value: token, host (IPv6 with or without brackets, as in received=), or quoted-string.
+_PARAM_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+|\[?[0-9A-Fa-f:.]+\]?|\"(?:[^\"\\]|\\.)*\"", re.S)
+_LWS = re.compile(r"\s+")
+
+
+def is_token(text: str) -> bool:
+    return TOKEN.fullmatch(text) is not None
+
+
+def quoted_string_end(text: str, start: int) -> int:
+    """Index just past the closing quote of the quoted string opening at `start`."""
+    i = start + 1
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == '"':
+            return i + 1
+        i += 1
+    raise SipSyntaxError("unterminated quoted string")
+
+
+def split_list(text: str, separator: str = ",") -> list[str]:
+    """Split on `separator` outside quoted strings and <...>; RFC 3261 §7.3.1 header lists."""
+    if '"' not in text and "<" not in text:
+        return text.split(separator)
+    parts: list[str] = []
+    start = i = 0
+    depth = 0
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            i = quoted_string_end(text, i)
+            continue
+        if char == "<":
+            depth += 1
+        elif char == ">":
+            depth = max(0, depth - 1)
+        elif char == separator and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """`;name=value;flag` (with LWS anywhere around ';' and '=') as {lower-case name: value}."""
+    params: dict[str, str | None] = {}
+    if not text.strip():
+        return params
+    text = text.strip()
+    if not text.startswith(";"):
+        raise SipSyntaxError(f"expected ';' before parameters, got {text[:20]!r}")
+    for part in split_list(text[1:], ";"):
+        name, equals, value = part.partition("=")
+        name = name.strip()
+        if not is_token(name):
+            raise SipSyntaxError(
+                "empty or malformed parameter" if not name else f"bad parameter name {name!r}"
+            )
+        if equals:
+            value = value.strip()
+            if not _PARAM_VALUE.fullmatch(value):
+                raise SipSyntaxError(f"bad value for parameter {name!r}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def has_lws(text: str) -> bool:
+    return _LWS.search(text) is not None

@@ -1,0 +1,135 @@
+"""SIP and SIPS URIs (RFC 3261 §19.1, §25.1), IPv6 references per RFC 5118, other schemes opaque."""
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from vaxelbox.sip.errors import SipSyntaxError
+from vaxelbox.sip.syntax import format_params
+
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_USER = re.compile(rf"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|{_ESCAPED})+")
+_PASSWORD = re.compile(rf"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|{_ESCAPED})*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_PARAM_PART = re.compile(rf"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|{_ESCAPED})+")
+_HEADERS = re.compile(rf"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$=&]|{_ESCAPED})+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_OPAQUE = re.compile(r"[^\s<>\"]+")
+
+
+@dataclass(slots=True)
+class SipUri:
+    scheme: str  # "sip" or "sips", lower case
+    host: str  # IPv6 without brackets; as written otherwise
+    port: int | None = None
+    user: str | None = None  # escaped, as written
+    password: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: str | None = None  # raw text after '?'
+
+    @property
+    def host_reference(self) -> str:
+        """The host as it appears in a URI: IPv6 in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def transport(self) -> str | None:
+        value = self.params.get("transport")
+        return value.lower() if value else None
+
+    def __str__(self) -> str:
+        text = f"{self.scheme}:"
+        if self.user is not None:
+            text += self.user + (f":{self.password}" if self.password is not None else "") + "@"
+        text += self.host_reference + (f":{self.port}" if self.port is not None else "")
+        text += format_params(self.params)
+        return text + (f"?{self.headers}" if self.headers else "")
+
+
+@dataclass(slots=True)
+class AbsoluteUri:
+    """A URI of a scheme this element does not interpret (tel:, isbn:, http:, ...), kept verbatim."""
+
+    scheme: str
+    rest: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+
+Uri = SipUri | AbsoluteUri
+
+
+def parse_uri(text: str) -> Uri:
+    scheme, colon, rest = text.partition(":")
+    if not colon or not _SCHEME.fullmatch(scheme):
+        raise SipSyntaxError(f"not a URI: {text[:40]!r}")
+    lowered = scheme.lower()
+    if lowered not in ("sip", "sips"):
+        if not _OPAQUE.fullmatch(rest):
+            raise SipSyntaxError(f"malformed {scheme} URI")
+        return AbsoluteUri(scheme, rest)
+    return _parse_sip(lowered, rest)
+
+
+def _parse_sip(scheme: str, rest: str) -> SipUri:
+    user = password = None
+    if "@" in rest:  # '@' never occurs unescaped after the userinfo
+        userinfo, _, rest = rest.partition("@")
+        user, colon, password_text = userinfo.partition(":")
+        if not _USER.fullmatch(user):
+            raise SipSyntaxError("malformed user part in URI")
+        if colon:
+            if not _PASSWORD.fullmatch(password_text):
+                raise SipSyntaxError("malformed password in URI")
+            password = password_text
+    rest, question, headers = rest.partition("?")
+    if question and not _HEADERS.fullmatch(headers):
+        raise SipSyntaxError("malformed headers in URI")
+    hostport, _, param_text = rest.partition(";")
+    host, port = split_hostport(hostport)
+    params: dict[str, str | None] = {}
+    if param_text or rest.endswith(";"):
+        for part in param_text.split(";"):
+            name, equals, value = part.partition("=")
+            if not _PARAM_PART.fullmatch(name) or (equals and not _PARAM_PART.fullmatch(value)):
+                raise SipSyntaxError("malformed URI parameter")
+            params[name.lower()] = value if equals else None
+    return SipUri(scheme, host, port, user, password, params, headers if question else None)
+
+
+def split_hostport(text: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` -> (host, port). IPv6 comes back without brackets."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipSyntaxError("unterminated IPv6 reference")
+        host = _ipv6(text[1:end])
+        rest = text[end + 1 :]
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise SipSyntaxError("junk after IPv6 reference")
+        return host, _port(rest[1:])
+    host, colon, port_text = text.partition(":")
+    if not _HOSTNAME.fullmatch(host):
+        raise SipSyntaxError(f"malformed host {host[:40]!r}")
+    return host, _port(port_text) if colon else None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+        raise SipSyntaxError(f"malformed port {text[:10]!r}")
+    return int(text)
+
+
+def _ipv6(text: str) -> str:
+    """The address as written (it is compared as an address, not as text), once validated."""
+    # RFC 5118 §4.10: the RFC 3261 ABNF admits a third colon before an embedded IPv4; tolerate it.
+    candidate = text.replace(":::", "::", 1) if ":::" in text else text
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        raise SipSyntaxError(f"malformed IPv6 reference [{text[:40]}]") from None
+    return candidate
