@@ -1,0 +1,243 @@
+"""Transports over real loopback sockets: UDP, TCP and TLS, junk handling, limits, flows."""
+
+import asyncio
+import datetime
+import socket
+import ssl
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from vaxelbox.sip.framing import FramingError, Ping, Pong, StreamFramer
+from vaxelbox.sip.message import Request
+from vaxelbox.sip.transport import Limits, SourceLimiter, TransportLayer
+
+OPTIONS = (
+    "OPTIONS sip:edge@127.0.0.1 SIP/2.0\r\n"
+    "Via: SIP/2.0/{transport} 192.0.2.99:5060;branch=z9hG4bK-{n};rport\r\n"
+    "Max-Forwards: 70\r\nFrom: <sip:probe@example.net>;tag=p\r\nTo: <sip:edge@127.0.0.1>\r\n"
+    "Call-ID: probe-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def options(n: int = 1, transport: str = "UDP") -> bytes:
+    return OPTIONS.format(n=n, transport=transport).encode()
+
+
+class Recorder:
+    def __init__(self):
+        self.messages = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, message, flow):
+        self.messages.append((message, flow))
+        self.arrived.set()
+
+
+@pytest.fixture
+async def udp_layer():
+    recorder = Recorder()
+    layer = TransportLayer(recorder)
+    address = await layer.listen_udp("127.0.0.1", 0)
+    yield layer, address, recorder
+    await layer.close()
+
+
+def udp_client(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.settimeout(2)
+    return sock
+
+
+async def test_udp_request_arrives_with_its_flow_and_received_stamped(udp_layer):
+    layer, address, recorder = udp_layer
+    with udp_client() as client:
+        client.sendto(options(), address)
+        await asyncio.wait_for(recorder.arrived.wait(), 2)
+        message, flow = recorder.messages[0]
+        assert isinstance(message, Request)
+        assert flow.remote == client.getsockname()
+        via = message.vias[0]
+        assert via.params["received"] == "127.0.0.1"
+        assert via.params["rport"] == str(client.getsockname()[1])
+        flow.send(b"reply")
+        assert client.recv(100) == b"reply"
+
+
+async def test_malformed_request_gets_400_with_the_reason_and_is_counted(udp_layer):
+    layer, address, recorder = udp_layer
+    with udp_client() as client:
+        client.sendto(options().replace(b"CSeq: 1 OPTIONS", b"CSeq: 99999999999 OPTIONS"), address)
+        reply = await asyncio.to_thread(client.recv, 4096)
+    assert reply.startswith(b"SIP/2.0 400 CSeq number out of range\r\n")
+    assert b"\r\nCall-ID: probe-1\r\n" in reply  # echoed so the sender can match it
+    assert layer.stats["bad_requests"] == 1
+    assert recorder.messages == []
+
+
+async def test_unknown_version_gets_505(udp_layer):
+    _, address, _ = udp_layer
+    with udp_client() as client:
+        client.sendto(options().replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1), address)
+        reply = await asyncio.to_thread(client.recv, 4096)
+    assert reply.startswith(b"SIP/2.0 505 ")
+
+
+async def test_malformed_response_and_garbage_are_dropped_silently(udp_layer):
+    layer, address, recorder = udp_layer
+    with udp_client() as client:
+        client.sendto(b"SIP/2.0 2000 OK\r\nVia: SIP/2.0/UDP x\r\n\r\n", address)
+        client.sendto(b"\x16\x03\x01 not sip at all", address)
+        client.sendto(options(2), address)
+        await asyncio.wait_for(recorder.arrived.wait(), 2)
+        client.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            client.recv(4096)  # nothing came back for the two junk datagrams
+    assert layer.stats["dropped_responses"] == 1
+    assert layer.stats["bad_requests"] == 1  # garbage without a Via: counted, not answered
+    assert len(recorder.messages) == 1
+
+
+async def test_oversize_datagram_gets_513():
+    layer = TransportLayer(Recorder(), Limits(max_message=1000))
+    address = await layer.listen_udp("127.0.0.1", 0)
+    try:
+        with udp_client() as client:
+            big = options().replace(
+                b"Content-Length: 0\r\n", b"X-Pad: " + b"a" * 1200 + b"\r\nContent-Length: 0\r\n"
+            )
+            client.sendto(big, address)
+            reply = await asyncio.to_thread(client.recv, 4096)
+        assert reply.startswith(b"SIP/2.0 513 Message Too Large")
+    finally:
+        await layer.close()
+
+
+async def test_a_flooding_source_is_limited_and_others_still_get_through():
+    recorder = Recorder()
+    layer = TransportLayer(recorder, Limits(rate=50, burst=50))
+    address = await layer.listen_udp("127.0.0.1", 0)
+    try:
+        # Limits are per source address: the phone sits on another loopback address.
+        with udp_client("127.0.0.1") as flooder, udp_client("127.0.0.2") as phone:
+            for n in range(300):
+                flooder.sendto(options(n), address)
+                if n % 20 == 0:
+                    await asyncio.sleep(0.001)  # let the edge read, so the kernel buffer is not what drops
+            phone.sendto(options(1000), address)
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if any(m.call_id == "probe-1000" for m, _ in recorder.messages):
+                    break
+        assert any(m.call_id == "probe-1000" for m, _ in recorder.messages)
+        assert layer.stats["rate_limited"] > 200
+    finally:
+        await layer.close()
+
+
+def test_source_limiter_refills_and_forgets_old_sources():
+    limiter = SourceLimiter(Limits(rate=10, burst=2, tracked_sources=3))
+    assert [limiter.allow("a", now=0) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("a", now=0.1)  # one token back after 100 ms
+    for n in range(10):
+        limiter.allow(f"spoofed-{n}", now=1)
+    assert len(limiter._buckets) == 3
+
+
+def test_stream_framer_cuts_by_content_length_across_segments():
+    framer = StreamFramer()
+    message = options(1, "TCP").replace(b"Content-Length: 0", b"Content-Length: 5") + b"hello"
+    events = framer.feed(message[:10]) + framer.feed(message[10:] + message[:3]) + framer.feed(message[3:])
+    assert [e.data for e in events] == [message, message]
+
+
+def test_stream_framer_keepalives_and_errors():
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n\r\n") == [Ping()]
+    assert framer.feed(b"\r\n") == [Pong()]
+    no_length = options(1, "TCP").replace(b"Content-Length: 0\r\n", b"")
+    assert framer.feed(no_length) == [FramingError("a stream message needs exactly one Content-Length")]
+    assert framer.feed(options()) == []  # a failed stream stays failed: the connection is closed
+    small = StreamFramer(max_size=100)
+    assert isinstance(small.feed(options())[0], FramingError)
+
+
+async def test_tcp_messages_keepalive_and_framing_error_close_the_connection():
+    recorder = Recorder()
+    layer = TransportLayer(recorder)
+    host, port = await layer.listen_stream("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(options(1, "TCP") + options(2, "TCP")[:40])
+        writer.write(options(2, "TCP")[40:] + b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"  # pong
+        assert [m.call_id for m, _ in recorder.messages] == ["probe-1", "probe-2"]
+        flow = recorder.messages[0][1]
+        assert flow.transport == "tcp"
+        assert flow.reliable
+        assert layer.stream_flow("tcp", flow.remote) is flow
+        writer.write(b"INVITE sip:x SIP/2.0\r\nContent-Length: -5\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed by the edge
+        await asyncio.sleep(0.05)
+        assert layer.stream_flow("tcp", flow.remote) is None
+        assert layer.stats["framing_errors"] == 1
+        writer.close()
+    finally:
+        await layer.close()
+
+
+async def test_connect_reuses_one_connection_for_concurrent_callers():
+    server = TransportLayer(Recorder())
+    address = await server.listen_stream("127.0.0.1", 0)
+    client = TransportLayer(Recorder())
+    try:
+        flows = await asyncio.gather(*(client.connect("tcp", address) for _ in range(5)))
+        assert len({f.id for f in flows}) == 1
+        assert await client.connect("tcp", address) is flows[0]
+        assert client.ping_outbound() == 1
+    finally:
+        await client.close()
+        await server.close()
+
+
+def self_signed(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("edge.test")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+async def test_tls_server_and_client(tmp_path):
+    cert, key = self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    recorder = Recorder()
+    server = TransportLayer(recorder)
+    address = await server.listen_stream("127.0.0.1", 0, tls=server_context)
+    client = TransportLayer(Recorder())
+    try:
+        flow = await client.connect("tls", address, tls=client_context, server_name="edge.test")
+        flow.send(options(7, "TLS"))
+        await asyncio.wait_for(recorder.arrived.wait(), 2)
+        message, server_flow = recorder.messages[0]
+        assert message.call_id == "probe-7"
+        assert server_flow.transport == "tls"
+    finally:
+        await client.close()
+        await server.close()

@@ -1,0 +1,319 @@
+"""SIP over UDP, TCP and TLS with asyncio: listeners, reusable flows, limits, and the 400 for junk.
+
+A flow is one path to a peer: a UDP socket and a remote address, or one TCP
+or TLS connection. Messages arrive with the flow they came on, so whoever
+answers or reaches that peer later uses the same path (NAT- and
+connection-safe, as RFC 5626 intends). Nothing a peer sends can raise out of
+here: a malformed request gets a stateless 400 (or 505, or 513 when too
+large), a malformed response is dropped, and each is counted.
+"""
+
+import asyncio
+import itertools
+import logging
+import socket
+import ssl
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from vaxelbox.sip.errors import SipParseError
+from vaxelbox.sip.framing import Frame, FramingError, Ping, StreamFramer
+from vaxelbox.sip.message import Request, Response, parse_message
+from vaxelbox.sip.responses import error_response_for_raw
+
+HostPort = tuple[str, int]
+MessageHandler = Callable[[Request | Response, "Flow"], None]
+UDP_RECEIVE_BUFFER = 2 * 1024 * 1024
+_flow_ids = itertools.count(1)
+log = logging.getLogger("vaxelbox.sip.transport")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message: int = 65_535  # octets; larger -> 513 (UDP) or closed connection (streams)
+    rate: float = 200.0  # messages per second per source address, sustained
+    burst: float = 400.0
+    tracked_sources: int = 10_000  # bounded memory under a spoofed-source flood
+
+
+class Flow:
+    """One path to a peer. `send` never blocks; a dead flow reports `alive` False."""
+
+    transport: str
+    reliable: bool
+
+    def __init__(self, local: HostPort, remote: HostPort) -> None:
+        self.id = next(_flow_ids)
+        self.local = local
+        self.remote = remote
+        self.last_seen = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{self.transport} flow {self.id} {self.local[0]}:{self.local[1]}->{self.remote[0]}:{self.remote[1]}>"
+
+
+class UdpFlow(Flow):
+    transport = "udp"
+    reliable = False
+
+    def __init__(self, socket: asyncio.DatagramTransport, local: HostPort, remote: HostPort) -> None:
+        super().__init__(local, remote)
+        self._socket = socket
+
+    def send(self, data: bytes) -> None:
+        self._socket.sendto(data, self.remote)
+
+
+class StreamFlow(Flow, asyncio.Protocol):
+    """One TCP or TLS connection, framed by Content-Length, answering keepalive pings."""
+
+    reliable = True
+
+    def __init__(self, layer: "TransportLayer", transport_name: str, outbound: bool) -> None:
+        Flow.__init__(self, ("", 0), ("", 0))
+        self.transport = transport_name
+        self.outbound = outbound
+        self._layer = layer
+        self._framer = StreamFramer(layer.limits.max_message)
+        self._connection: asyncio.Transport | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._connection is not None and not self._connection.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._connection = cast(asyncio.Transport, transport)
+        self.local = transport.get_extra_info("sockname")[:2]
+        self.remote = transport.get_extra_info("peername")[:2]
+        self._layer._flow_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        for event in self._framer.feed(data):
+            if isinstance(event, Frame):
+                self._layer._received(event.data, self)
+            elif isinstance(event, Ping):
+                self.send(b"\r\n")
+            elif isinstance(event, FramingError):
+                self._layer.stats["framing_errors"] += 1
+                self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connection = None
+        self._layer._flow_closed(self)
+
+    def send(self, data: bytes) -> None:
+        if self._connection is not None:
+            self._connection.write(data)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+
+class _UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, layer: "TransportLayer") -> None:
+        self._layer = layer
+        self.socket: asyncio.DatagramTransport | None = None
+        self.local: HostPort = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.socket = cast(asyncio.DatagramTransport, transport)
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        assert self.socket is not None
+        self._layer._received(data, UdpFlow(self.socket, self.local, (str(addr[0]), int(addr[1]))))
+
+    def error_received(self, exc: Exception) -> None:
+        self._layer.stats["udp_errors"] += 1  # e.g. ICMP port unreachable for an earlier send
+
+
+class SourceLimiter:
+    """A token bucket per source address, forgetting the least recently seen beyond a bound."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(source, (self._limits.burst, now))
+        tokens = min(self._limits.burst, tokens + (now - last) * self._limits.rate)
+        allowed = tokens >= 1
+        self._buckets[source] = (tokens - 1 if allowed else tokens, now)
+        if len(self._buckets) > self._limits.tracked_sources:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class TransportLayer:
+    """Every listener and connection of one SIP element, and the message counters."""
+
+    def __init__(self, on_message: MessageHandler, limits: Limits | None = None) -> None:
+        self.on_message = on_message
+        self.on_flow_closed: Callable[[Flow], None] = lambda flow: None
+        self.limits = limits or Limits()
+        self.stats: Counter[str] = Counter()
+        self._limiter = SourceLimiter(self.limits)
+        self._udp: dict[HostPort, _UdpEndpoint] = {}
+        self._servers: list[asyncio.Server] = []
+        self._streams: dict[tuple[str, HostPort], StreamFlow] = {}
+        self._connecting: dict[tuple[str, HostPort], asyncio.Future[StreamFlow]] = {}
+
+    # -- listening --------------------------------------------------------------------------------
+
+    async def listen_udp(self, host: str, port: int) -> HostPort:
+        loop = asyncio.get_running_loop()
+        _, endpoint = await loop.create_datagram_endpoint(lambda: _UdpEndpoint(self), local_addr=(host, port))
+        sock = endpoint.socket.get_extra_info("socket") if endpoint.socket else None
+        if sock is not None:  # room for a burst of REGISTERs after a power cut (the kernel caps it)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        self._udp[endpoint.local] = endpoint
+        return endpoint.local
+
+    async def listen_stream(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> HostPort:
+        loop = asyncio.get_running_loop()
+        name = "tls" if tls else "tcp"
+        server = await loop.create_server(lambda: StreamFlow(self, name, outbound=False), host, port, ssl=tls)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[:2]
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for flow in list(self._streams.values()):
+            flow.close()
+        for endpoint in self._udp.values():
+            if endpoint.socket:
+                endpoint.socket.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def udp_flow(self, remote: HostPort, local: HostPort | None = None) -> UdpFlow:
+        """A flow to `remote` through one of our UDP sockets (the one bound to `local`, if given)."""
+        endpoint = self._udp.get(local) if local else next(iter(self._udp.values()), None)
+        if endpoint is None or endpoint.socket is None:
+            raise OSError("no UDP socket to send from")
+        return UdpFlow(endpoint.socket, endpoint.local, remote)
+
+    def stream_flow(self, transport: str, remote: HostPort) -> StreamFlow | None:
+        """The open connection to `remote`, if there is one."""
+        flow = self._streams.get((transport, remote))
+        return flow if flow is not None and flow.alive else None
+
+    async def connect(
+        self,
+        transport: str,
+        remote: HostPort,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+    ) -> StreamFlow:
+        """The connection to `remote`, reusing an open one; concurrent callers share one attempt."""
+        key = (transport, remote)
+        if (flow := self.stream_flow(*key)) is not None:
+            return flow
+        if key in self._connecting:
+            return await asyncio.shield(self._connecting[key])
+        future: asyncio.Future[StreamFlow] = asyncio.get_running_loop().create_future()
+        self._connecting[key] = future
+        try:
+            loop = asyncio.get_running_loop()
+            _, flow = await loop.create_connection(
+                lambda: StreamFlow(self, transport, outbound=True),
+                remote[0],
+                remote[1],
+                ssl=tls,
+                server_hostname=server_name if tls else None,
+            )
+            future.set_result(flow)
+            return flow
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: concurrent waiters re-raise it themselves
+            raise
+        finally:
+            del self._connecting[key]
+
+    def ping_outbound(self) -> int:
+        """Send a CRLFCRLF keepalive (RFC 5626 §4.4.1) on every connection we opened."""
+        flows = [f for f in self._streams.values() if f.outbound and f.alive]
+        for flow in flows:
+            flow.send(b"\r\n\r\n")
+        return len(flows)
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    def _received(self, data: bytes, flow: Flow) -> None:
+        if not self._limiter.allow(flow.remote[0]):
+            self.stats["rate_limited"] += 1
+            return
+        if not data.strip(b"\r\n"):
+            self.stats["keepalives"] += 1  # a CRLF keepalive over UDP
+            return
+        if len(data) > self.limits.max_message:
+            self._refuse(data, flow, SipParseError("Message Too Large", is_request=True, status=513))
+            return
+        try:
+            message = parse_message(data)
+        except SipParseError as error:
+            self._refuse(data, flow, error)
+            return
+        self.stats["received"] += 1
+        if isinstance(message, Request):
+            stamp_received(message, flow)
+        try:
+            self.on_message(message, flow)
+        except Exception:  # a bug above must not take the transport down with it
+            self.stats["handler_errors"] += 1
+            log.exception("message handler failed for %r", flow)
+
+    def _refuse(self, data: bytes, flow: Flow, error: SipParseError) -> None:
+        if not error.is_request or data.startswith(b"SIP/"):
+            self.stats["dropped_responses"] += 1
+            return
+        self.stats["bad_requests"] += 1
+        reply = error_response_for_raw(data, error.status, error.reason)
+        if reply is not None:
+            flow.send(reply)
+
+    def _flow_opened(self, flow: StreamFlow) -> None:
+        self._streams[(flow.transport, flow.remote)] = flow
+
+    def _flow_closed(self, flow: StreamFlow) -> None:
+        if self._streams.get((flow.transport, flow.remote)) is flow:
+            del self._streams[(flow.transport, flow.remote)]
+        self.on_flow_closed(flow)
+
+
+def stamp_received(request: Request, flow: Flow) -> None:
+    """§18.2.1 and RFC 3581: note where the request really came from in its top Via."""
+    via = request.vias[0]
+    host, port = flow.remote
+    changed = False
+    if via.host != host:
+        via.params["received"] = host
+        changed = True
+    if "rport" in via.params and via.params["rport"] is None:
+        via.params["rport"] = str(port)
+        via.params.setdefault("received", host)
+        changed = True
+    if changed:
+        request.pop_first_value("Via")
+        request.add("Via", str(via), first=True)
