@@ -53,7 +53,7 @@ def udp_client(host: str = "127.0.0.1") -> socket.socket:
 
 
 async def test_udp_request_arrives_with_its_flow_and_received_stamped(udp_layer):
-    layer, address, recorder = udp_layer
+    _layer, address, recorder = udp_layer
     with udp_client() as client:
         client.sendto(options(), address)
         await asyncio.wait_for(recorder.arrived.wait(), 2)

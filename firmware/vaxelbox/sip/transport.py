@@ -62,7 +62,8 @@ class Flow:
         pass
 
     def __repr__(self) -> str:
-        return f"<{self.transport} flow {self.id} {self.local[0]}:{self.local[1]}->{self.remote[0]}:{self.remote[1]}>"
+        (lhost, lport), (rhost, rport) = self.local, self.remote
+        return f"<{self.transport} flow {self.id} {lhost}:{lport}->{rhost}:{rport}>"
 
 
 class UdpFlow(Flow):
@@ -240,7 +241,7 @@ class TransportLayer:
                 remote[0],
                 remote[1],
                 ssl=tls,
-                server_hostname=server_name if tls else None,
+                server_hostname=(server_name or remote[0]) if tls else None,
             )
             future.set_result(flow)
             return flow
