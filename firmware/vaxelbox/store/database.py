@@ -31,6 +31,19 @@ MIGRATIONS: list[str] = [
         number   INTEGER NOT NULL REFERENCES site_version(number)
     );
     """,
+    """
+    CREATE TABLE binding (
+        aor        TEXT NOT NULL,
+        contact    TEXT NOT NULL,
+        transport  TEXT NOT NULL,
+        remote     TEXT NOT NULL,
+        local      TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        user_agent TEXT NOT NULL,
+        last_seen  REAL NOT NULL,
+        PRIMARY KEY (aor, contact)
+    );
+    """,
 ]
 
 

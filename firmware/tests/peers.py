@@ -1,0 +1,164 @@
+"""Real SIP peers for the tests: Kamailio as the cloud PBX, sipp as the phones.
+
+Both come from Debian (`kamailio`, `sip-tester`); `make test` installs them.
+A test that needs one fails loudly when it is missing, never skips.
+"""
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PEERS = Path(__file__).with_name("peers")
+SCENARIOS = PEERS / "sipp"
+DOMAIN = "demo.vaxel.example.net"
+USERS = {"101": "pw-101-secret", "102": "pw-102-secret", "103": "pw-103-secret"}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    assert path, f"{name} is missing: `make test` installs it (Debian packages sip-tester, kamailio)"
+    return path
+
+
+def free_port(host: str) -> int:
+    """A port free for both UDP and TCP on `host` right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+
+
+def options_ping(address: tuple[str, int], timeout: float = 0.3) -> bytes | None:
+    """Send one OPTIONS over UDP and return the reply, if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:{address[0]}:{address[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-ping{time.monotonic_ns()}\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:ping@127.0.0.1>;tag=ping\r\nTo: <sip:ping@127.0.0.1>\r\n"
+            f"Call-ID: ping-{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        sock.sendto(request, address)
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return None
+
+
+@dataclass
+class Kamailio:
+    """A Kamailio process playing the cloud PBX on a loopback address."""
+
+    address: str
+    port: int
+    workdir: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "Kamailio":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        users = "\n".join(f'    $sht(passwd=>{u}) = "{p}";' for u, p in USERS.items())
+        config = (PEERS / "kamailio.cfg").read_text()
+        for key, value in {"@ADDRESS@": self.address, "@PORT@": str(self.port), "@DOMAIN@": DOMAIN,
+                           "@USERS@": users, "@RUNDIR@": str(self.workdir)}.items():  # fmt: skip
+            config = config.replace(key, value)
+        (self.workdir / "kamailio.cfg").write_text(config)
+        self.log = (self.workdir / "kamailio.log").open("w")
+        self.process = subprocess.Popen(
+            [tool("kamailio"), "-DD", "-E", "-f", str(self.workdir / "kamailio.cfg"), "-Y", str(self.workdir),
+             "-m", "64", "-M", "8"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kamailio exited: {self.output()}")
+            # Ready when the control socket is up and OPTIONS is answered (by this process:
+            # the port was free when we chose it, and a second bind would have failed).
+            if (self.workdir / "kamailio_ctl").exists() and options_ping((self.address, self.port)):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"kamailio did not answer OPTIONS: {self.output()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        return (self.workdir / "kamailio.log").read_text()
+
+
+@dataclass
+class Phone:
+    """One sipp phone running a scenario as user `user`; `finish()` waits and returns its verdict."""
+
+    user: str
+    process: asyncio.subprocess.Process
+    workdir: Path
+
+    async def finish(self, timeout: float = 40) -> None:
+        output, _ = await asyncio.wait_for(self.process.communicate(), timeout)
+        if self.process.returncode != 0:
+            logs = "\n".join(
+                p.read_text(errors="replace")[-3000:] for p in self.workdir.glob("*_messages.log")
+            )
+            raise AssertionError(
+                f"phone {self.user}: sipp exit {self.process.returncode}\n{output.decode()[-1500:]}\n{logs}"
+            )
+
+
+async def phone(
+    scenario: str,
+    target: tuple[str, int],
+    user: str,
+    workdir: Path,
+    *,
+    callee: str = "",
+    expires: int = 300,
+    transport: str = "u1",
+    timeout: float = 30,
+    answers: str | None = None,
+    hold: float = 5,
+    port: int | None = None,
+) -> Phone:
+    """Start one sipp phone on 127.0.0.1 registering `user` through `target`, running `scenario`.
+
+    `answers` names the scenario for calls that reach the phone (sipp's
+    out-of-call scenario), while `register_wait.xml` keeps it registered and
+    reachable for `hold` seconds.
+    """
+    workdir = workdir / f"phone-{user}-{time.monotonic_ns()}"
+    workdir.mkdir(parents=True)
+    command = [
+        tool("sipp"), f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
+        "-t", transport, "-m", "1", "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
+        "-trace_err", "-trace_msg", "-s", user, "-au", user, "-ap", USERS[user],
+        "-key", "expires", str(expires), "-key", "callee", callee or "0", "-d", str(int(hold * 1000)),
+    ]  # fmt: skip
+    if answers:
+        command += ["-oocsf", str(SCENARIOS / answers)]
+    if port:
+        command += ["-p", str(port)]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    return Phone(user, process, workdir)

@@ -1,0 +1,98 @@
+"""The edge between real peers: sipp phones on the LAN side, Kamailio as the cloud PBX on the WAN side.
+
+Addresses: phones on 127.0.0.1, the edge's LAN side on 127.0.0.1 and its WAN
+side on 127.0.0.2, Kamailio on a free port of 127.0.0.3, over TCP. Every scenario is a
+sipp file in peers/sipp; sipp fails the test on any unexpected message.
+"""
+
+import asyncio
+import subprocess
+
+import pytest
+from peers import DOMAIN, Kamailio, free_port, phone, tool
+from vaxelbox.edge.service import Edge, EdgeSettings
+from vaxelbox.edge.upstream import CloudProxy
+
+CLOUD_HOST = "127.0.0.3"
+
+
+@pytest.fixture
+def kamailio(tmp_path):
+    cloud = Kamailio(CLOUD_HOST, free_port(CLOUD_HOST), tmp_path / "kamailio").start()
+    yield cloud
+    cloud.stop()
+
+
+@pytest.fixture
+async def edge(kamailio, tmp_path):
+    cloud = CloudProxy(kamailio.address, kamailio.port, "tcp")
+    edge = Edge(EdgeSettings(lan=("127.0.0.1", 0), wan=("127.0.0.2", 0), proxies=[cloud]))
+    await edge.start()
+    yield edge
+    await edge.stop()
+
+
+async def registered(edge: Edge, user: str, timeout: float = 10) -> None:
+    aor = f"sip:{user}@{DOMAIN}"
+    for _ in range(int(timeout / 0.05)):
+        if any(b.aor == aor for b in edge.bindings.all()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{aor} never registered; mirror: {edge.bindings.all()}")
+
+
+def cloud_locations(kamailio: Kamailio) -> str:
+    return subprocess.run(
+        [tool("kamcmd"), "-s", f"unix:{kamailio.workdir}/kamailio_ctl", "ul.dump"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+
+
+async def test_register_with_digest_through_the_edge_mirrors_the_binding(edge, kamailio, tmp_path):
+    anna = await phone("register.xml", edge.addresses.lan, "101", tmp_path)
+    await anna.finish()
+    (binding,) = edge.bindings.all()
+    assert binding.aor == f"sip:101@{DOMAIN}"
+    assert binding.transport == "udp"
+    assert binding.remote[0] == "127.0.0.1"
+    assert binding.user_agent.startswith("Yealink")
+    assert 290 <= binding.expires_in() <= 300
+    locations = cloud_locations(kamailio)
+    assert f"127.0.0.2:{edge.addresses.wan[1]}" in locations  # the cloud stored our Path
+
+
+async def test_call_between_two_phones_through_the_cloud(edge, tmp_path):
+    bo = await phone("register_wait.xml", edge.addresses.lan, "102", tmp_path, answers="answer.xml")
+    await registered(edge, "102")
+    anna = await phone("register_call.xml", edge.addresses.lan, "101", tmp_path, callee="102")
+    await asyncio.gather(anna.finish(), bo.finish())
+
+
+async def test_busy_callee(edge, tmp_path):
+    bo = await phone("register_wait.xml", edge.addresses.lan, "102", tmp_path, answers="busy.xml")
+    await registered(edge, "102")
+    anna = await phone("register_call_busy.xml", edge.addresses.lan, "101", tmp_path, callee="102")
+    await asyncio.gather(anna.finish(), bo.finish())
+
+
+async def test_unknown_number_gets_404(edge, tmp_path):
+    anna = await phone("register_call_404.xml", edge.addresses.lan, "101", tmp_path, callee="199")
+    await anna.finish()
+
+
+async def test_cancel_while_ringing(edge, tmp_path):
+    bo = await phone("register_wait.xml", edge.addresses.lan, "102", tmp_path, answers="ring.xml")
+    await registered(edge, "102")
+    anna = await phone("register_cancel.xml", edge.addresses.lan, "101", tmp_path, callee="102")
+    await asyncio.gather(anna.finish(), bo.finish())
+
+
+async def test_cloud_reaches_a_tcp_phone_through_its_flow(edge, tmp_path):
+    bo = await phone(
+        "register_wait.xml", edge.addresses.lan, "102", tmp_path, answers="answer.xml", transport="t1"
+    )
+    await registered(edge, "102")
+    (binding,) = edge.bindings.all()
+    assert binding.transport == "tcp"
+    anna = await phone("register_call.xml", edge.addresses.lan, "101", tmp_path, callee="102")
+    await asyncio.gather(anna.finish(), bo.finish())

@@ -1,0 +1,148 @@
+"""The binding mirror: every phone registration the cloud accepted, with the flow it came on.
+
+The cloud's 200 to a REGISTER is the truth: the mirror keeps exactly the
+contacts it lists for the registering phone, with their expiry, and drops
+them on expiry or de-registration. It lives in memory for lookups on every
+request, and is written to the store in batches so it survives a restart
+(local mode, later, authenticates and routes from it).
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from vaxelbox.sip.message import Request, Response
+from vaxelbox.sip.transport import Flow
+from vaxelbox.sip.uri import SipUri, Uri
+from vaxelbox.store import Store
+
+DEFAULT_EXPIRES = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    aor: str
+    contact: str
+    transport: str
+    remote: tuple[str, int]
+    local: tuple[str, int]
+    expires_at: float  # wall clock
+    user_agent: str
+    last_seen: float
+
+    def expires_in(self, now: float | None = None) -> int:
+        return max(0, round(self.expires_at - (now or time.time())))
+
+
+class BindingMirror:
+    def __init__(self, store: Store | None = None) -> None:
+        self._store = store
+        self._bindings: dict[tuple[str, str], Binding] = {}
+        self._flows: dict[tuple[str, str], Flow] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        if store is not None:
+            self._load(store)
+
+    def __len__(self) -> int:
+        return len(self._bindings)
+
+    def all(self) -> list[Binding]:
+        return sorted(self._bindings.values(), key=lambda b: (b.aor, b.contact))
+
+    def update(self, request: Request, response: Response, flow: Flow) -> None:
+        """Mirror what the registrar's 200 says about the contacts this REGISTER carried."""
+        aor = aor_of(request)
+        now = time.time()
+        default = _int(response.get("Expires")) or _int(request.get("Expires")) or DEFAULT_EXPIRES
+        granted = {bare_uri(a.uri): a for a in response.contacts}
+        if (request.get("Contact") or "").strip() == "*":
+            sent = [contact for (a, contact) in self._bindings if a == aor]
+        else:
+            sent = [bare_uri(a.uri) for a in request.contacts]
+        for contact in sent:
+            address = granted.get(contact)
+            expires = _int(address.params.get("expires")) if address else 0
+            if address is not None and expires is None:
+                expires = default
+            key = (aor, contact)
+            if not expires:
+                self._bindings.pop(key, None)
+                self._flows.pop(key, None)
+            else:
+                self._bindings[key] = Binding(
+                    aor, contact, flow.transport, flow.remote, flow.local, now + expires,
+                    request.get("User-Agent") or "", now,
+                )  # fmt: skip
+                self._flows[key] = flow
+            self._dirty.add(key)
+
+    def flow_for(self, contact: str) -> Flow | None:
+        """The live flow of the binding whose contact is `contact` (as a bare URI)."""
+        for key, binding in self._bindings.items():
+            if binding.contact == contact:
+                flow = self._flows.get(key)
+                return flow if flow is not None and flow.alive else None
+        return None
+
+    def expire(self, now: float | None = None) -> list[Binding]:
+        now = now or time.time()
+        gone = [b for b in self._bindings.values() if b.expires_at <= now]
+        for binding in gone:
+            key = (binding.aor, binding.contact)
+            del self._bindings[key]
+            self._flows.pop(key, None)
+            self._dirty.add(key)
+        return gone
+
+    def flush(self) -> int:
+        """Write the changed bindings to the store in one transaction; how many were written."""
+        if self._store is None or not self._dirty:
+            return 0
+        dirty, self._dirty = self._dirty, set()
+        with self._store.transaction() as db:
+            for key in dirty:
+                binding = self._bindings.get(key)
+                if binding is None:
+                    db.execute("DELETE FROM binding WHERE aor = ? AND contact = ?", key)
+                else:
+                    row = asdict(binding)
+                    row["remote"], row["local"] = json.dumps(binding.remote), json.dumps(binding.local)
+                    db.execute(
+                        "INSERT OR REPLACE INTO binding VALUES "
+                        "(:aor, :contact, :transport, :remote, :local, :expires_at, :user_agent, :last_seen)",
+                        row,
+                    )
+        return len(dirty)
+
+    def _load(self, store: Store) -> None:
+        for row in store.read("SELECT * FROM binding"):
+            binding = Binding(
+                row["aor"], row["contact"], row["transport"], tuple(json.loads(row["remote"])),
+                tuple(json.loads(row["local"])), row["expires_at"], row["user_agent"], row["last_seen"],
+            )  # fmt: skip
+            self._bindings[(binding.aor, binding.contact)] = binding
+
+
+def aor_of(request: Request) -> str:
+    """The address of record: the To URI without port, parameters or headers."""
+    uri = request.to.uri
+    if isinstance(uri, SipUri):
+        return (
+            f"{uri.scheme}:{uri.user}@{uri.host_reference}"
+            if uri.user
+            else f"{uri.scheme}:{uri.host_reference}"
+        )
+    return str(uri)
+
+
+def bare_uri(uri: Uri) -> str:
+    """A URI without its parameters and headers, for comparing contacts."""
+    if isinstance(uri, SipUri):
+        user = f"{uri.user}@" if uri.user else ""
+        port = f":{uri.port}" if uri.port else ""
+        return f"{uri.scheme}:{user}{uri.host_reference}{port}"
+    return str(uri)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.strip().isdigit() else None

@@ -1,0 +1,67 @@
+"""The edge assembled: transports on the LAN and WAN sides, the transaction stack, the relay."""
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+
+from vaxelbox.edge.bindings import BindingMirror
+from vaxelbox.edge.relay import EdgeAddresses, EdgeRelay
+from vaxelbox.edge.upstream import CloudProxy, Upstream
+from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.transaction import TimerSettings
+from vaxelbox.sip.transport import Limits, TransportLayer
+from vaxelbox.store import Store
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    lan: tuple[str, int]
+    wan: tuple[str, int]
+    proxies: list[CloudProxy]
+    timers: TimerSettings = TimerSettings()
+    limits: Limits = Limits()
+    tls: ssl.SSLContext | None = field(default=None, compare=False)
+
+
+class Edge:
+    def __init__(self, settings: EdgeSettings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.transports = TransportLayer(lambda message, flow: None, settings.limits)
+        self.stack = SipStack(self.transports, settings.timers)
+        self.bindings = BindingMirror(store)
+        self.upstream: Upstream | None = None
+        self.relay: EdgeRelay | None = None
+        self.listening: list[str] = []
+
+    async def start(self) -> None:
+        lan_host, lan_port = self.settings.lan
+        wan_host, wan_port = self.settings.wan
+        lan = await self.transports.listen_udp(lan_host, lan_port)
+        await self.transports.listen_stream(lan_host, lan[1])
+        wan = await self.transports.listen_udp(wan_host, wan_port)
+        await self.transports.listen_stream(wan_host, wan[1])
+        addresses = EdgeAddresses(lan, wan)
+        self.upstream = Upstream(self.transports, self.settings.proxies, wan, self.settings.tls)
+        await self.upstream.resolve()
+        self.relay = EdgeRelay(self.stack, addresses, self.upstream, self.bindings)
+        self.listening = [f"sip lan udp+tcp {lan[0]}:{lan[1]}", f"sip wan udp+tcp {wan[0]}:{wan[1]}"]
+
+    @property
+    def addresses(self) -> EdgeAddresses:
+        assert self.relay is not None, "the edge has not started"
+        return self.relay.addresses
+
+    async def maintain(self, interval: float = 1.0) -> None:
+        """Expire bindings, persist the mirror, keep upstream connections alive. Runs until cancelled."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(interval)
+            self.bindings.expire()
+            await asyncio.to_thread(self.bindings.flush)
+            ticks += 1
+            if ticks % 30 == 0:
+                self.transports.ping_outbound()
+
+    async def stop(self) -> None:
+        await self.transports.close()
+        await asyncio.to_thread(self.bindings.flush)

@@ -1,0 +1,249 @@
+"""The stateful proxy core (RFC 3261 §16): what a proxy does to requests and responses.
+
+The pure parts (checks, route preprocessing, the forwarded copy, best
+response selection) are functions; `ProxyCall` ties one server transaction to
+its client branches, forks them in parallel or in sequence, forwards the
+best response and propagates CANCEL. Which targets to try is the caller's
+business (the edge's routing, later the local mode's groups).
+"""
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vaxelbox.sip.message import Header, Request, Response
+from vaxelbox.sip.responses import make_response
+from vaxelbox.sip.uri import Uri
+from vaxelbox.sip.via import MAGIC_COOKIE, Via
+
+DEFAULT_MAX_FORWARDS = 70
+
+
+def check_request(request: Request, our_sent_by: set[str]) -> Response | None:
+    """§16.3: the error response a proxy owes this request instead of forwarding it, if any."""
+    if request.max_forwards == 0:
+        return make_response(request, 483, "Too Many Hops")
+    if tags := request.get("Proxy-Require"):
+        response = make_response(request, 420, "Bad Extension")
+        response.add("Unsupported", tags)
+        return response
+    expected = loop_hash(request)
+    for via in request.vias[1:] if request.vias else []:
+        branch = via.branch or ""
+        if via.sent_by.lower() in our_sent_by and branch.startswith(f"{MAGIC_COOKIE}{expected}."):
+            return make_response(request, 482, "Loop Detected")
+    return None
+
+
+def loop_hash(request: Request) -> str:
+    """§16.6 item 8: what identifies this request's path, so a request coming back is seen as a loop."""
+    top = request.vias[0]
+    material = "|".join(
+        (
+            str(request.uri),
+            request.from_.tag or "",
+            request.to.tag or "",
+            request.call_id,
+            str(request.cseq[0]),
+            top.branch or top.sent_by,
+            ",".join(request.get_all("Route")),
+        )
+    )
+    return hashlib.sha1(material.encode(), usedforsecurity=False).hexdigest()[:10]
+
+
+def new_branch(request: Request) -> str:
+    return f"{MAGIC_COOKIE}{loop_hash(request)}.{secrets.token_hex(4)}"
+
+
+def preprocess_routes(request: Request, is_ours: Callable[[Uri], bool]) -> None:
+    """§16.4: undo a strict router's rewrite, then drop the Route entries that name this proxy."""
+    if is_ours(request.uri) and request.routes:
+        routes = request.routes
+        request.uri = routes[-1].uri
+        request.remove("Route")
+        for address in routes[:-1]:
+            request.add("Route", str(address))
+    while request.routes and is_ours(request.routes[0].uri):
+        request.pop_first_value("Route")
+
+
+def forward_copy(
+    request: Request,
+    via: Via,
+    *,
+    target: Uri | None = None,
+    record_route: tuple[str, ...] = (),
+) -> Request:
+    """§16.6: the request as this proxy sends it on: a new Via on top, Max-Forwards less one.
+
+    `record_route` lists our Record-Route URIs, the one facing the next hop
+    first (two of them when the request changes interface or transport).
+    """
+    headers = [Header(h.name, h.value, h.raw) for h in request.headers]
+    copy = Request(request.method, target or request.uri, headers, request.body)
+    copy.replace("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
+    for uri in reversed(record_route):
+        copy.add("Record-Route", f"<{uri}>", first=True)
+    copy.add("Via", str(via), first=True)
+    return copy
+
+
+def strip_top_via(response: Response) -> Response:
+    """§16.7 step 3: the response as it goes upstream, without our Via."""
+    copy = Response(
+        response.status, response.reason, [Header(h.name, h.value, h.raw) for h in response.headers]
+    )
+    copy.body = response.body
+    copy.pop_first_value("Via")
+    return copy
+
+
+def best_response(finals: list[Response]) -> Response:
+    """§16.7 step 6: a 6xx if any, else the lowest class; 401/407 challenges are merged; 503 -> 500."""
+    sixes = [r for r in finals if r.status >= 600]
+    if sixes:
+        return sixes[0]
+    best = min(finals, key=lambda r: r.status // 100)
+    if best.status in (401, 407):
+        for other in finals:
+            if other is not best and other.status in (401, 407):
+                for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+                    for value in other.get_all(name):
+                        best.add(name, value)
+    if best.status == 503:
+        best.status, best.reason = 500, "Service Unavailable Downstream"
+    return best
+
+
+@dataclass(eq=False)
+class Branch:
+    """One forwarded copy of the request, and what came back on it."""
+
+    request: Request
+    provisional: bool = False
+    final: Response | None = None
+    cancel_pending: bool = False
+
+
+Strategy = Literal["parallel", "sequential"]
+
+
+@dataclass(eq=False)
+class ProxyCall:
+    """One proxied request: its branches, the response we owe upstream, and CANCEL.
+
+    `send_branch(branch)` starts a client transaction for `branch.request`;
+    `send_cancel(branch)` cancels one; `respond(response)` answers upstream.
+    For sequential forking the driver calls `ring_timeout(branch)` when a
+    branch has rung long enough.
+    """
+
+    request: Request
+    send_branch: Callable[["Branch"], None]
+    send_cancel: Callable[["Branch"], None]
+    respond: Callable[[Response], None]
+    strategy: Strategy = "parallel"
+    branches: list[Branch] = field(default_factory=list)
+    pending_targets: list[Request] = field(default_factory=list)
+    answered: bool = False
+    cancelled: bool = False
+
+    def start(self, copies: list[Request]) -> None:
+        if not copies:
+            self._answer(make_response(self.request, 480, "Temporarily Unavailable"))
+            return
+        if self.strategy == "parallel":
+            for copy in copies:
+                self._launch(copy)
+        else:
+            self.pending_targets = copies[1:]
+            self._launch(copies[0])
+
+    def on_response(self, branch: Branch, response: Response) -> None:
+        if response.status < 200:
+            branch.provisional = True
+            if branch.cancel_pending:
+                branch.cancel_pending = False
+                self.send_cancel(branch)
+            if response.status > 100 and not self.answered:
+                self.respond(strip_top_via(response))
+            return
+        if branch.final is not None and response.status >= 300:
+            return
+        branch.final = response
+        if 200 <= response.status < 300:
+            # §16.7 step 5: every 2xx goes upstream at once; the others are cancelled.
+            self.answered = True
+            self.respond(strip_top_via(response))
+            self.cancel_others(branch)
+            return
+        if response.status >= 600:
+            self.cancel_others(branch)
+        self._maybe_finish()
+
+    def on_timeout(self, branch: Branch) -> None:
+        if branch.final is None:
+            branch.final = make_response(branch.request, 408, "Request Timeout")
+        self._maybe_finish()
+
+    def ring_timeout(self, branch: Branch) -> None:
+        """Sequential forking: this branch rang long enough; cancel it and let the next one ring."""
+        if branch.final is None:
+            self._cancel(branch)
+
+    def cancel(self) -> None:
+        """The caller cancelled (§16.10): cancel every branch still ringing, start no more."""
+        self.cancelled = True
+        self.pending_targets.clear()
+        for branch in self.branches:
+            if branch.final is None:
+                self._cancel(branch)
+
+    def cancel_others(self, winner: Branch) -> None:
+        self.pending_targets.clear()
+        for branch in self.branches:
+            if branch is not winner and branch.final is None:
+                self._cancel(branch)
+
+    def _launch(self, copy: Request) -> None:
+        branch = Branch(copy)
+        self.branches.append(branch)
+        self.send_branch(branch)
+
+    def _cancel(self, branch: Branch) -> None:
+        if branch.request.method != "INVITE":
+            return
+        if branch.provisional:
+            self.send_cancel(branch)
+        else:
+            branch.cancel_pending = True  # §9.1: not before a provisional response
+
+    def _maybe_finish(self) -> None:
+        if any(b.final is None for b in self.branches):
+            return
+        if self.pending_targets and not self.cancelled:
+            self._launch(self.pending_targets.pop(0))
+            return
+        if not self.answered:
+            finals = [b.final for b in self.branches if b.final is not None]
+            self._answer(
+                strip_top_via(best_response(finals))
+                if finals
+                else make_response(self.request, 408, "Request Timeout")
+            )
+
+    def _answer(self, response: Response) -> None:
+        self.answered = True
+        self.respond(response)
+
+
+def cancel_for(branch_request: Request) -> Request:
+    """§9.1: the CANCEL for a forwarded INVITE: same Request-URI, top Via, Route, Call-ID, CSeq number."""
+    keep = ("from", "to", "call-id", "route", "max-forwards")
+    headers = [Header("Via", str(branch_request.vias[0]))]
+    headers += [Header(h.name, h.value, h.raw) for h in branch_request.headers if h.key in keep]
+    headers.append(Header("CSeq", f"{branch_request.cseq[0]} CANCEL"))
+    return Request("CANCEL", branch_request.uri, headers)

@@ -1,0 +1,190 @@
+"""The asyncio driver of the transaction layer: matches messages to transactions, runs their timers.
+
+The transaction user (a proxy, a registrar, a prober) implements `TransactionUser`;
+it receives new requests with their server transaction, and responses or
+timeouts for the requests it sent. Everything that does not match a
+transaction (2xx ACKs, stray 2xx retransmissions) goes to the user too, as
+RFC 3261 wants a proxy to forward those statelessly.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vaxelbox.sip.message import Request, Response
+from vaxelbox.sip.responses import make_response
+from vaxelbox.sip.transaction import (
+    Action,
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    Send,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    StartTimer,
+    StopTimer,
+    Terminated,
+    TimedOut,
+    TimerSettings,
+    ToUser,
+    Transaction,
+    client_key,
+    server_key,
+)
+from vaxelbox.sip.transport import Flow, TransportLayer
+
+log = logging.getLogger("vaxelbox.sip.stack")
+
+ResponseHandler = Callable[[Response], None]
+TimeoutHandler = Callable[[], None]
+
+
+class TransactionUser(Protocol):
+    def on_request(self, transaction: "ServerTx", request: Request) -> None: ...
+    def on_cancel(self, invite: "ServerTx", cancel: Request) -> None: ...
+    def on_stray(self, message: Request | Response, flow: Flow) -> None: ...
+
+
+@dataclass(eq=False)
+class Running:
+    """A transaction with what the driver needs to run it: its flow, its timers, its user."""
+
+    machine: Transaction
+    flow: Flow
+    key: tuple[str, ...]
+    on_response: ResponseHandler | None = None
+    on_timeout: TimeoutHandler | None = None
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+
+ServerTx = Running
+
+
+class SipStack:
+    def __init__(self, transports: TransportLayer, timers: TimerSettings = TimerSettings()) -> None:
+        self.transports = transports
+        self.timers = timers
+        self.user: TransactionUser | None = None
+        self.clients: dict[tuple[str, ...], Running] = {}
+        self.servers: dict[tuple[str, ...], Running] = {}
+        transports.on_message = self.on_message
+        transports.on_flow_closed = self._flow_closed
+
+    # -- outgoing -------------------------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, flow: Flow, on_response: ResponseHandler, on_timeout: TimeoutHandler
+    ) -> Running:
+        """Start a client transaction; the request's top Via must carry a fresh branch."""
+        kind = ClientInviteTransaction if request.method == "INVITE" else ClientNonInviteTransaction
+        machine = kind(request, flow.reliable, self.timers)
+        running = Running(machine, flow, client_key(request), on_response, on_timeout)
+        self.clients[running.key] = running
+        self._run(running, machine.start())
+        return running
+
+    def respond(self, transaction: Running, response: Response) -> None:
+        machine = transaction.machine
+        assert isinstance(machine, ServerInviteTransaction | ServerNonInviteTransaction)
+        self._run(transaction, machine.respond(response))
+
+    # -- incoming -------------------------------------------------------------------------------
+
+    def on_message(self, message: Request | Response, flow: Flow) -> None:
+        if isinstance(message, Response):
+            running = self.clients.get(client_key(message))
+            if running is None:
+                self._stray(message, flow)
+                return
+            machine = running.machine
+            assert isinstance(machine, ClientInviteTransaction | ClientNonInviteTransaction)
+            self._run(running, machine.on_response(message))
+            return
+        key = server_key(message)
+        existing = self.servers.get(key)
+        if message.method == "ACK":
+            if existing is not None and isinstance(existing.machine, ServerInviteTransaction):
+                self._run(existing, existing.machine.on_request(message))
+            else:
+                self._stray(message, flow)  # the ACK for a 2xx: end to end, not ours
+            return
+        if existing is not None:
+            machine = existing.machine
+            assert isinstance(machine, ServerInviteTransaction | ServerNonInviteTransaction)
+            self._run(existing, machine.on_request(message))
+            return
+        self._new_server_transaction(message, key, flow)
+
+    def _new_server_transaction(self, request: Request, key: tuple[str, ...], flow: Flow) -> None:
+        if request.method == "INVITE":
+            machine: Transaction = ServerInviteTransaction(request, flow.reliable, self.timers)
+            running = Running(machine, flow, key)
+            self.servers[key] = running
+            self._run(running, machine.start(make_response(request, 100, "Trying")))
+            return
+        machine = ServerNonInviteTransaction(request, flow.reliable, self.timers)
+        running = Running(machine, flow, key)
+        self.servers[key] = running
+        if request.method == "CANCEL":
+            # §16.10: answer the CANCEL itself at once, then cancel the INVITE it names.
+            invite = self.servers.get((*key[:-1], "INVITE"))
+            status = (200, "OK") if invite is not None else (481, "Call/Transaction Does Not Exist")
+            self.respond(running, make_response(request, *status))
+            if invite is not None and self.user is not None:
+                self.user.on_cancel(invite, request)
+            return
+        self._run(running, machine.start())
+
+    def _stray(self, message: Request | Response, flow: Flow) -> None:
+        if self.user is not None:
+            self.user.on_stray(message, flow)
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def _run(self, running: Running, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                running.flow.send(action.message.to_bytes())
+            elif isinstance(action, StartTimer):
+                self._start_timer(running, action)
+            elif isinstance(action, StopTimer):
+                if handle := running.timers.pop(action.name, None):
+                    handle.cancel()
+            elif isinstance(action, ToUser):
+                self._to_user(running, action.message)
+            elif isinstance(action, TimedOut):
+                if running.on_timeout is not None:
+                    running.on_timeout()
+            elif isinstance(action, Terminated):
+                self._forget(running)
+
+    def _start_timer(self, running: Running, action: StartTimer) -> None:
+        if old := running.timers.pop(action.name, None):
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        running.timers[action.name] = loop.call_later(action.delay, self._fire, running, action.name)
+
+    def _fire(self, running: Running, name: str) -> None:
+        running.timers.pop(name, None)
+        machine = running.machine
+        self._run(running, machine.on_timer(name))  # type: ignore[attr-defined]
+
+    def _to_user(self, running: Running, message: Request | Response) -> None:
+        if isinstance(message, Response):
+            if running.on_response is not None:
+                running.on_response(message)
+        elif self.user is not None:
+            self.user.on_request(running, message)
+
+    def _forget(self, running: Running) -> None:
+        for handle in running.timers.values():
+            handle.cancel()
+        running.timers.clear()
+        table = self.clients if running.key in self.clients else self.servers
+        if table.get(running.key) is running:
+            del table[running.key]
+
+    def _flow_closed(self, flow: Flow) -> None:
+        for running in [r for r in self.clients.values() if r.flow is flow]:
+            self._run(running, running.machine.on_transport_error())
