@@ -18,8 +18,8 @@ class EdgeSettings:
     lan: tuple[str, int]
     wan: tuple[str, int]
     proxies: list[CloudProxy]
-    timers: TimerSettings = TimerSettings()
-    limits: Limits = Limits()
+    timers: TimerSettings = field(default_factory=TimerSettings)
+    limits: Limits = field(default_factory=Limits)
     tls: ssl.SSLContext | None = field(default=None, compare=False)
 
 

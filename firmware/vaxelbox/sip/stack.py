@@ -62,9 +62,9 @@ ServerTx = Running
 
 
 class SipStack:
-    def __init__(self, transports: TransportLayer, timers: TimerSettings = TimerSettings()) -> None:
+    def __init__(self, transports: TransportLayer, timers: TimerSettings | None = None) -> None:
         self.transports = transports
-        self.timers = timers
+        self.timers = timers or TimerSettings()
         self.user: TransactionUser | None = None
         self.clients: dict[tuple[str, ...], Running] = {}
         self.servers: dict[tuple[str, ...], Running] = {}

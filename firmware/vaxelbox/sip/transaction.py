@@ -81,10 +81,10 @@ class Transaction:
 
     initial_state = State.TRYING
 
-    def __init__(self, request: Request, reliable: bool, timers: TimerSettings = TimerSettings()) -> None:
+    def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         self.request = request
         self.reliable = reliable
-        self.timers = timers
+        self.timers = timers = timers or TimerSettings()
         self.state = self.initial_state
         self._interval = timers.t1  # the current retransmission interval (Timers A, E, G)
 
@@ -190,7 +190,7 @@ class ServerInviteTransaction(Transaction):
 
     initial_state = State.PROCEEDING
 
-    def __init__(self, request: Request, reliable: bool, timers: TimerSettings = TimerSettings()) -> None:
+    def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         super().__init__(request, reliable, timers)
         self.last_response: Response | None = None
 
@@ -246,7 +246,7 @@ class ServerInviteTransaction(Transaction):
 class ServerNonInviteTransaction(Transaction):
     """RFC 3261 §17.2.2: Trying -> Proceeding -> Completed."""
 
-    def __init__(self, request: Request, reliable: bool, timers: TimerSettings = TimerSettings()) -> None:
+    def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         super().__init__(request, reliable, timers)
         self.last_response: Response | None = None
 
