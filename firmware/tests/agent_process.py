@@ -13,6 +13,24 @@ import sys
 import time
 from pathlib import Path
 
+from peers import free_port
+
+
+def loopback_network(*args: str) -> list[str]:
+    """Flags that keep an agent on loopback: free SIP ports, and a cloud on 127.0.0.3 (the demo
+    site's cloud names would send DNS queries off this machine)."""
+    extra = []
+    if "--lan" not in args:
+        extra += [
+            "--lan",
+            f"127.0.0.1:{free_port('127.0.0.1')}",
+            "--wan",
+            f"127.0.0.2:{free_port('127.0.0.2')}",
+        ]
+    if "--cloud" not in args:
+        extra += ["--cloud", f"sip:127.0.0.3:{free_port('127.0.0.3')};transport=tcp"]
+    return extra
+
 
 class AgentProcess:
     def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
@@ -23,7 +41,16 @@ class AgentProcess:
         self.notifications: list[dict[str, str]] = []
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vaxelbox", "run", "--log-format", "json", *args],
+            [
+                sys.executable,
+                "-m",
+                "vaxelbox",
+                "run",
+                "--log-format",
+                "json",
+                *args,
+                *loopback_network(*args),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {}), "NOTIFY_SOCKET": str(self.notify_path)},

@@ -27,10 +27,10 @@ def start(agents, tmp_path, *args, env=None) -> AgentProcess:
 def test_fresh_agent_runs_the_demo_site_and_stops_on_sigterm(agents, tmp_path):
     agent = start(agents, tmp_path, "--data", str(tmp_path / "data"))
     ready = agent.wait_notification("READY", "1")
-    assert ready["STATUS"] == "site 'Revisionsbyrån Demo AB' version 1"
+    assert ready["STATUS"].startswith("site 'Revisionsbyrån Demo AB' version 1, cloud ")
     (announcement,) = agent.events("agent ready")
-    assert announcement["lan"] == "127.0.0.1:5060"
-    assert announcement["listening"] == "nothing yet: this build has no network services"
+    lan, wan = announcement["lan"], announcement["wan"]
+    assert announcement["listening"] == [f"sip lan udp+tcp {lan}", f"sip wan udp+tcp {wan}"]
     assert agent.events("site active")[0]["origin"] == "demo site"
     assert agent.stop() == 0
     assert any(n.get("STOPPING") == "1" for n in agent.notifications)
@@ -48,12 +48,12 @@ def test_sighup_applies_a_good_file_and_refuses_a_bad_one(agents, tmp_path, demo
     site_file = tmp_path / "site.toml"
     site_file.write_text(demo_with('name = "Revisionsbyrån Demo AB"', 'name = "Kontor A"'))
     agent = start(agents, tmp_path, "--site", str(site_file), "--data", str(tmp_path / "data"))
-    assert agent.wait_notification("READY", "1")["STATUS"] == "site 'Kontor A' version 1"
+    assert agent.wait_notification("READY", "1")["STATUS"].startswith("site 'Kontor A' version 1, cloud ")
 
     site_file.write_text(demo_with('members = ["anna", "bjorn"]', 'members = ["anna", "bjorn", "gustav"]'))
     agent.signal(signal.SIGHUP)
     agent.wait_notification("RELOADING", "1")
-    assert agent.wait_notification("READY", "1")["STATUS"] == "site 'Kontor A' version 1"
+    assert agent.wait_notification("READY", "1")["STATUS"].startswith("site 'Kontor A' version 1, cloud ")
     refusals = [e["problem"] for e in agent.events("site refused")]
     assert refusals == ["groups[0].members[2]: unknown user 'gustav'"]
     assert agent.events("site file refused; the running site stays")[0]["running_version"] == 1
@@ -61,7 +61,7 @@ def test_sighup_applies_a_good_file_and_refuses_a_bad_one(agents, tmp_path, demo
     site_file.write_text(demo_with('name = "Revisionsbyrån Demo AB"', 'name = "Kontor B"'))
     agent.signal(signal.SIGHUP)
     agent.wait_notification("RELOADING", "1")
-    assert agent.wait_notification("READY", "1")["STATUS"] == "site 'Kontor B' version 2"
+    assert agent.wait_notification("READY", "1")["STATUS"].startswith("site 'Kontor B' version 2, cloud ")
     assert agent.stop() == 0
 
     store = Store(tmp_path / "data")
@@ -89,7 +89,7 @@ def test_bad_site_after_a_reboot_keeps_the_stored_site_running(agents, tmp_path,
 
     site_file.write_text("[site\nbroken")
     second = start(agents, tmp_path, "--site", str(site_file), "--data", str(tmp_path / "data"))
-    assert second.wait_notification("READY", "1")["STATUS"] == "site 'Kontor A' version 1"
+    assert second.wait_notification("READY", "1")["STATUS"].startswith("site 'Kontor A' version 1, cloud ")
     assert second.events("site refused")[0]["problem"].startswith("line 1, column 6: TOML syntax")
     assert second.stop() == 0
 

@@ -42,23 +42,27 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 def test_agent_takes_lan_address_and_data_dir_from_the_board(tmp_path):
     # The loopback interface exists on every Linux machine, so a board naming it is real here.
-    text = (BOARDS / "rpi-4b.yaml").read_text().replace("lan: eth0", "lan: lo")
+    text = (
+        (BOARDS / "rpi-4b.yaml").read_text().replace("lan: eth0", "lan: lo").replace("wan: eth1", "wan: lo")
+    )
     text = text.replace("data_dir: /var/lib/vaxelbox", f"data_dir: {tmp_path}/data")
     (tmp_path / "lo.yaml").write_text(text)
     options = RunOptions.resolve(board_file=tmp_path / "lo.yaml")
     assert str(options.lan) == "127.0.0.1:5060"
+    assert str(options.wan) == "127.0.0.1:5062"  # the cloud's side: another port on a one-armed board
     assert options.data_dir == tmp_path / "data"
 
 
 def test_flags_override_the_board(tmp_path):
     options = RunOptions.resolve(
-        board_file=BOARDS / "simboard.yaml", data_dir=tmp_path, lan="[::1]:5070", cloud="sip:192.0.2.10"
+        board_file=BOARDS / "simboard.yaml",
+        data_dir=tmp_path,
+        lan="[::1]:5070",
+        wan="[::1]:5072",
+        cloud="sip:192.0.2.10",
     )
-    assert (str(options.lan), options.data_dir, options.cloud_override) == (
-        "[::1]:5070",
-        tmp_path,
-        "sip:192.0.2.10",
-    )
+    assert (str(options.lan), str(options.wan)) == ("[::1]:5070", "[::1]:5072")
+    assert (options.data_dir, options.cloud_override) == (tmp_path, "sip:192.0.2.10")
 
 
 def test_missing_board_interface_is_a_clear_error():

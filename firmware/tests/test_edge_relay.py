@@ -6,6 +6,7 @@ sipp file in peers/sipp; sipp fails the test on any unexpected message.
 """
 
 import asyncio
+import socket
 import subprocess
 
 import pytest
@@ -96,3 +97,58 @@ async def test_cloud_reaches_a_tcp_phone_through_its_flow(edge, tmp_path):
     assert binding.transport == "tcp"
     anna = await phone("register_call.xml", edge.addresses.lan, "101", tmp_path, callee="102")
     await asyncio.gather(anna.finish(), bo.finish())
+
+
+async def test_reregister_refreshes_and_unregister_removes_the_binding(edge, kamailio, tmp_path):
+    port = free_port("127.0.0.1")
+    first = await phone("register.xml", edge.addresses.lan, "101", tmp_path, port=port, expires=120)
+    await first.finish()
+    (before,) = edge.bindings.all()
+    assert 110 <= before.expires_in() <= 120
+    again = await phone("register.xml", edge.addresses.lan, "101", tmp_path, port=port, expires=600)
+    await again.finish()
+    (after,) = edge.bindings.all()
+    assert after.contact == before.contact
+    assert 590 <= after.expires_in() <= 600
+    gone = await phone("register.xml", edge.addresses.lan, "101", tmp_path, port=port, expires=0)
+    await gone.finish()
+    assert edge.bindings.all() == []
+    assert "sip:101@" not in cloud_locations(kamailio)
+
+
+def udp_request(method: str, target: tuple[str, int], source: str, user_agent: str, uri: str = "") -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(1)
+        port = sock.getsockname()[1]
+        sock.sendto(
+            (
+                f"{method} {uri or f'sip:100@{DOMAIN}'} SIP/2.0\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-a{port}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:x@{DOMAIN}>;tag=x\r\nTo: <sip:100@{DOMAIN}>\r\n"
+                f"Call-ID: scan-{port}\r\nCSeq: 1 {method}\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\n\r\n"
+            ).encode(),
+            target,
+        )
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return b""
+
+
+async def test_scanner_is_banned_silently_with_a_fail2ban_line(edge, caplog):
+    lan = edge.addresses.lan
+    assert await asyncio.to_thread(udp_request, "OPTIONS", lan, "127.0.0.9", "friendly-scanner") == b""
+    assert "SIP scanner banned: source=127.0.0.9 user_agent=friendly-scanner seconds=600" in caplog.text
+    # Banned: an innocent-looking request from there is ignored too, and never reaches the cloud.
+    assert await asyncio.to_thread(udp_request, "INVITE", lan, "127.0.0.9", "Yealink SIP-T46U") == b""
+    # Another source is served as usual: the edge answers OPTIONS addressed to itself.
+    ok = await asyncio.to_thread(
+        udp_request, "OPTIONS", lan, "127.0.0.1", "Yealink SIP-T46U", uri=f"sip:{lan[0]}:{lan[1]}"
+    )
+    assert ok.startswith(b"SIP/2.0 200 OK")
+    assert edge.transports.stats["refused"] == 2
+
+
+async def test_wan_side_accepts_only_the_cloud(edge, caplog):
+    assert await asyncio.to_thread(udp_request, "INVITE", edge.addresses.wan, "127.0.0.2", "Kamailio") == b""
+    assert "refused: source=127.0.0.2 is not the cloud, on the WAN side" in caplog.text

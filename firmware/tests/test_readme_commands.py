@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from agent_process import loopback_network
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -26,7 +28,12 @@ def test_ci_runs_the_readme_test_command():
 
 def test_make_run_starts_the_agent_on_the_demo_site(tmp_path):
     make = subprocess.Popen(
-        ["make", "-s", "run", f"ARGS=--data {tmp_path}/data --log-format json"],
+        [
+            "make",
+            "-s",
+            "run",
+            f"ARGS=--data {tmp_path}/data --log-format json {' '.join(loopback_network())}",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

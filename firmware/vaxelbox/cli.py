@@ -42,6 +42,9 @@ def run(
     board: Annotated[Path | None, typer.Option(help="Board file, e.g. boards/rpi-4b.yaml")] = None,
     lan: Annotated[str | None, typer.Option(help="LAN address HOST:PORT (default: board's LAN)")] = None,
     cloud: Annotated[str | None, typer.Option(help="Cloud proxy SIP URI, overriding the site's")] = None,
+    wan: Annotated[
+        str | None, typer.Option(help="WAN address HOST:PORT the cloud reaches (default: board's WAN)")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     log_format: Annotated[str, typer.Option(help="auto (human on a terminal), human or json")] = "auto",
 ) -> None:
@@ -50,7 +53,7 @@ def run(
     configure_logging(redactor, log_level, _log_format(log_format))
     log = get_logger("vaxelbox")
     try:
-        options = RunOptions.resolve(site, data, board, lan, cloud)
+        options = RunOptions.resolve(site, data, board, lan, cloud, wan)
         asyncio.run(Agent(options, redactor).run())
     except (OptionsError, BoardError, StartupError) as exc:
         for line in str(exc).splitlines():

@@ -8,6 +8,7 @@ on a fresh data directory.
 
 import asyncio
 import signal
+import ssl
 from dataclasses import dataclass
 
 from vaxelbox import __version__
@@ -15,8 +16,12 @@ from vaxelbox.agent.logs import Redactor, get_logger
 from vaxelbox.agent.options import RunOptions
 from vaxelbox.agent.sdnotify import SystemdNotifier
 from vaxelbox.agent.supervisor import Supervisor
+from vaxelbox.edge.health import Change, CloudHealth, CloudProber
+from vaxelbox.edge.service import Edge, EdgeSettings
+from vaxelbox.edge.upstream import CloudProxy
 from vaxelbox.problems import read_config
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
+from vaxelbox.site.fields import proxy_parts
 from vaxelbox.store import SiteVersion, Store, StoreError
 
 log = get_logger("vaxelbox.agent")
@@ -41,6 +46,8 @@ class Agent:
         self.notifier = notifier or SystemdNotifier()
         self.supervisor = Supervisor()
         self.active: ActiveSite | None = None
+        self.edge: Edge | None = None
+        self.health = CloudHealth()
         self._store: Store | None = None
         self._stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
@@ -59,6 +66,7 @@ class Agent:
             raise StartupError(f"cannot open the data directory: {exc}") from None
         try:
             self._activate(await self._initial_site())
+            await self._start_edge()
             self._add_services()
             self.supervisor.start()
             self._install_signal_handlers()
@@ -68,6 +76,8 @@ class Agent:
             log.info("agent stopping")
             await self.supervisor.stop()
         finally:
+            if self.edge is not None:
+                await self.edge.stop()
             await asyncio.to_thread(self.store.close)
         log.info("agent stopped")
 
@@ -138,6 +148,43 @@ class Agent:
         running = self.active.version.number if self.active else None
         log.error("site file refused; the running site stays", file=exc.source, running_version=running)
 
+    async def _start_edge(self) -> None:
+        """Bind the SIP sockets before READY, so READY means the phones can be served."""
+        assert self.active
+        options = self.options
+        settings = EdgeSettings(
+            lan=(options.lan.host, options.lan.port),
+            wan=(options.wan.host, options.wan.port),
+            proxies=cloud_proxies(self.active.site, options.cloud_override),
+            tls=ssl.create_default_context(),
+        )
+        edge = Edge(settings, self.store)
+        try:
+            await edge.start()
+        except OSError as exc:
+            await edge.stop()
+            raise StartupError(f"cannot listen for SIP on {options.lan} and {options.wan}: {exc}") from None
+        assert edge.relay is not None
+        assert edge.upstream is not None
+        self.edge = edge
+        self.health.subscribe(self._cloud_changed)
+        edge.relay.on_cloud_signal = self._cloud_signal
+        prober = CloudProber(
+            edge.stack, edge.upstream, self.health, edge.addresses.wan, self.active.site.cloud.probe_interval
+        )
+        self.supervisor.add("sip-edge", edge.maintain).listening = edge.listening
+        self.supervisor.add("cloud-prober", prober.run)
+
+    def _cloud_signal(self, answered: bool) -> None:
+        if answered:
+            self.health.success(reason="relayed request answered")
+        else:
+            self.health.failure(reason="relayed request unanswered")
+
+    def _cloud_changed(self, change: Change) -> None:
+        log.info("cloud state", old=change.old.value, new=change.new.value, reason=change.reason)
+        self.notifier.notify(STATUS=self._status())
+
     def _add_services(self) -> None:
         interval = self.notifier.watchdog_interval()
         if interval:
@@ -164,21 +211,28 @@ class Agent:
         assert self.active
         site, options = self.active.site, self.options
         cloud = options.cloud_override or ", ".join(site.cloud.proxies)
-        listening = [
-            f"{s.name} {address}" for s in self.supervisor.services.values() for address in s.listening
-        ]
+        listening = [address for s in self.supervisor.services.values() for address in s.listening]
         log.info(
             "agent ready",
             version=__version__,
             board=options.board.name if options.board else "none (development host)",
             data_dir=str(options.data_dir),
             lan=str(options.lan),
+            wan=str(options.wan),
             cloud=cloud,
-            listening=listening or "nothing yet: this build has no network services",
+            listening=listening,
+            cloud_state=self.health.state.value,
         )
         self.notifier.notify(READY=1, STATUS=self._status())
 
     def _status(self) -> str:
         if self.active is None:
             return "no site"
-        return f"site {self.active.site.site.name!r} version {self.active.version.number}"
+        site = f"site {self.active.site.site.name!r} version {self.active.version.number}"
+        return f"{site}, cloud {self.health.state.value}"
+
+
+def cloud_proxies(site: Site, override: str | None) -> list[CloudProxy]:
+    """The cloud's proxies in order: the --cloud override alone, or the site's list."""
+    uris = [override] if override else site.cloud.proxies
+    return [CloudProxy(*proxy_parts(uri)) for uri in uris]

@@ -16,6 +16,9 @@ from vaxelbox.hw.board import Board, load_board
 from vaxelbox.site.fields import check_proxy_uri
 
 SIP_PORT = 5060
+# The cloud reaches us on another port than the phones do, so a one-armed board
+# (one interface for both) still tells the two sides apart.
+WAN_PORT_OFFSET = 2
 
 
 class OptionsError(ValueError):
@@ -37,6 +40,7 @@ class RunOptions:
     data_dir: Path
     board: Board | None
     lan: HostPort
+    wan: HostPort
     cloud_override: str | None
 
     @classmethod
@@ -47,53 +51,64 @@ class RunOptions:
         board_file: Path | None = None,
         lan: str | None = None,
         cloud: str | None = None,
+        wan: str | None = None,
     ) -> "RunOptions":
         board = load_board(board_file) if board_file else None
         if data_dir is None:
             data_dir = board.storage.data_dir if board else Path(platformdirs.user_state_dir("vaxelbox"))
+        lan_address = parse_host_port(lan, flag="--lan") if lan else _board_address(board, "lan")
+        if wan:
+            wan_address = parse_host_port(wan, flag="--wan")
+        elif board is not None:
+            wan_address = _board_address(board, "wan")
+        else:
+            wan_address = HostPort(lan_address.host, lan_address.port + WAN_PORT_OFFSET)
         return cls(
             site_file=site_file,
             data_dir=data_dir,
             board=board,
-            lan=parse_host_port(lan) if lan else _board_lan(board),
+            lan=lan_address,
+            wan=wan_address,
             cloud_override=_cloud_uri(cloud) if cloud else None,
         )
 
 
-def parse_host_port(text: str, default_port: int = SIP_PORT) -> HostPort:
+def parse_host_port(text: str, default_port: int = SIP_PORT, flag: str = "--lan") -> HostPort:
     """`192.0.2.1:5060`, `[2001:db8::1]:5060`, or a bare address with the default port."""
     host, port = text, default_port
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
-            port = _port(text, rest.removeprefix(":"))
+            port = _port(text, rest.removeprefix(":"), flag)
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-        port = _port(text, port_text)
+        port = _port(text, port_text, flag)
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise OptionsError(f"--lan {text!r}: {host!r} is not an IP address") from None
+        raise OptionsError(f"{flag} {text!r}: {host!r} is not an IP address") from None
     return HostPort(host, port)
 
 
-def _port(text: str, port_text: str) -> int:
+def _port(text: str, port_text: str, flag: str) -> int:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise OptionsError(f"--lan {text!r}: port must be 1-65535")
+        raise OptionsError(f"{flag} {text!r}: port must be 1-65535")
     return int(port_text)
 
 
-def _board_lan(board: Board | None) -> HostPort:
+def _board_address(board: Board | None, side: str) -> HostPort:
+    """The IPv4 address of the board's LAN or WAN interface, on the SIP port for that side."""
+    port = SIP_PORT if side == "lan" else SIP_PORT + WAN_PORT_OFFSET
     if board is None:
-        return HostPort("127.0.0.1", SIP_PORT)
-    name = board.interfaces.lan
+        return HostPort("127.0.0.1", port)
+    name = board.interfaces.lan if side == "lan" else board.wan_interface
     addresses = psutil.net_if_addrs().get(name)
     if addresses is None:
-        raise OptionsError(f"board {board.name}: LAN interface {name!r} does not exist here")
+        raise OptionsError(f"board {board.name}: {side.upper()} interface {name!r} does not exist here")
     ipv4 = [a.address for a in addresses if a.family == socket.AF_INET]
     if not ipv4:
-        raise OptionsError(f"board {board.name}: LAN interface {name!r} has no IPv4 address yet")
-    return HostPort(ipv4[0], SIP_PORT)
+        raise OptionsError(f"board {board.name}: {side.upper()} interface {name!r} has no IPv4 address yet")
+    return HostPort(ipv4[0], port)
 
 
 def _cloud_uri(text: str) -> str:

@@ -78,11 +78,20 @@ class EdgeRelay:
 
     # -- the transaction user -------------------------------------------------------------------
 
+    def admit(self, message: Request | Response, flow: Flow) -> bool:
+        """Phones on the LAN, the cloud on the WAN, no scanners; refused messages get no answer."""
+        source = flow.remote[0]
+        if self.admission.is_banned(source):
+            return False
+        if isinstance(message, Request) and not self.admission.screen(message, source):
+            return False
+        if self.side_of(flow) == "wan" and not self.upstream.is_cloud(source):
+            log.warning("refused: source=%s is not the cloud, on the WAN side", source)
+            return False
+        return True
+
     def on_request(self, transaction: Running, request: Request) -> None:
         side = self.side_of(transaction.flow)
-        if not self._admit(side, request, transaction.flow):
-            self.stack.respond(transaction, make_response(request, 403, "Forbidden"))
-            return
         if self._addressed_to_us(request):
             self._answer_ourselves(transaction, request)
             return
@@ -108,7 +117,7 @@ class EdgeRelay:
         if isinstance(message, Response):
             self._forward_stray_response(message)
             return
-        if message.method != "ACK" or not self._admit(side, message, flow):
+        if message.method != "ACK":
             return
         token_target = self._route_token(message)
         preprocess_routes(message, self.is_ours)
@@ -277,15 +286,6 @@ class EdgeRelay:
 
     def _cloud_hostports(self) -> set[tuple[str, int]]:
         return {(a, p.port) for a in self.upstream.addresses for p in self.upstream.proxies}
-
-    def _admit(self, side: Side, request: Request, flow: Flow) -> bool:
-        source = flow.remote[0]
-        if self.admission.is_banned(source) or not self.admission.screen(request, source):
-            return False
-        if side == "wan" and not self.upstream.is_cloud(source):
-            log.warning("refused: source=%s is not the cloud, on the WAN side", source)
-            return False
-        return True
 
     def _addressed_to_us(self, request: Request) -> bool:
         uri = request.uri

@@ -41,6 +41,7 @@ TimeoutHandler = Callable[[], None]
 
 
 class TransactionUser(Protocol):
+    def admit(self, message: Request | Response, flow: Flow) -> bool: ...
     def on_request(self, transaction: "ServerTx", request: Request) -> None: ...
     def on_cancel(self, invite: "ServerTx", cancel: Request) -> None: ...
     def on_stray(self, message: Request | Response, flow: Flow) -> None: ...
@@ -92,6 +93,9 @@ class SipStack:
     # -- incoming -------------------------------------------------------------------------------
 
     def on_message(self, message: Request | Response, flow: Flow) -> None:
+        if self.user is not None and not self.user.admit(message, flow):
+            self.transports.stats["refused"] += 1  # silently: a scanner learns nothing
+            return
         if isinstance(message, Response):
             running = self.clients.get(client_key(message))
             if running is None:
