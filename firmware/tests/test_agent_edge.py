@@ -36,7 +36,10 @@ async def test_phones_register_and_call_through_the_agent(cloud, tmp_path):
     db = sqlite3.connect(tmp_path / "data" / "vaxelbox.db")
     rows = db.execute("SELECT aor, transport, remote, user_agent FROM binding ORDER BY aor").fetchall()
     db.close()
-    assert [(aor, transport) for aor, transport, _, _ in rows] == [(f"sip:101@{DOMAIN}", "udp"), (f"sip:102@{DOMAIN}", "udp")]
+    assert [(aor, transport) for aor, transport, _, _ in rows] == [
+        (f"sip:101@{DOMAIN}", "udp"),
+        (f"sip:102@{DOMAIN}", "udp"),
+    ]
     assert json.loads(rows[0][2])[0] == "127.0.0.1"
     assert rows[0][3].startswith("Yealink")
     for secret in ("pw-101-secret", "pw-102-secret"):

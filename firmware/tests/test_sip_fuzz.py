@@ -1,4 +1,5 @@
-"""Fuzzing: mutated torture messages never make the parser raise anything but SipParseError.
+"""Fuzzing: mutated torture messages never make the parser raise anything but SipParseError,
+and never break the transaction layer or leave transactions behind.
 
 Hypothesis mutates the RFC 4475/5118 messages (flip, insert, delete, duplicate,
 truncate, splice bytes; swap CRLFs) for a bounded number of examples. A
@@ -6,11 +7,17 @@ transport turns SipParseError into a 400 or a drop; any other exception would
 escape into the transport and is a bug.
 """
 
+import asyncio
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sip_corpus import all_messages
 from vaxelbox.sip.errors import SipParseError
 from vaxelbox.sip.message import Request, Response, parse_message
+from vaxelbox.sip.responses import make_response
+from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.transaction import TimerSettings
+from vaxelbox.sip.transport import Flow, TransportLayer
 
 MESSAGES = all_messages()
 INTERESTING = [
@@ -81,3 +88,93 @@ def verdict(data: bytes) -> Request | Response | SipParseError:
         return parse_message(data)
     except SipParseError as error:
         return error
+
+
+# -- the transaction layer ------------------------------------------------------------------------
+
+
+class RecordingFlow(Flow):
+    """A flow that keeps what is sent on it (the stack under test needs no socket for this)."""
+
+    transport = "udp"
+    reliable = False
+
+    def __init__(self):
+        super().__init__(("192.0.2.1", 5060), ("192.0.2.10", 5060))
+        self.sent = 0
+
+    def send(self, data: bytes) -> None:
+        self.sent += 1
+
+
+class AnswerEverything:
+    """A transaction user that answers every request (200 or 486) and ignores the rest."""
+
+    def __init__(self, stack: SipStack):
+        self.stack = stack
+
+    def admit(self, message, flow) -> bool:
+        return True
+
+    def on_request(self, transaction, request) -> None:
+        status = 486 if len(request.call_id) % 2 else 200
+        self.stack.respond(transaction, make_response(request, status, "Fuzzed"))
+
+    def on_cancel(self, invite, cancel) -> None:
+        self.stack.respond(invite, make_response(invite.machine.request, 487, "Request Terminated"))
+
+    def on_stray(self, message, flow) -> None:
+        pass
+
+
+FAST = TimerSettings(t1=0.001, t2=0.004, t4=0.005)  # every timer over within 64*T1 = 64 ms
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(st.lists(mutated(), min_size=10, max_size=60))
+def test_transaction_layer_survives_junk_and_holds_nothing_afterwards(batch):
+    async def scenario() -> SipStack:
+        transports = TransportLayer(lambda message, flow: None)
+        stack = SipStack(transports, FAST)
+        stack.user = AnswerEverything(stack)
+        flow = RecordingFlow()
+        for data in batch:
+            message = verdict(data)
+            if isinstance(message, SipParseError):
+                continue
+            if (
+                isinstance(message, Request)
+                and message.method not in ("ACK", "CANCEL")
+                and len(data) % 3 == 0
+            ):
+                # Also run client transactions: send it, then feed it its own (mutated) responses.
+                stack.send_request(message, flow, lambda response: None, lambda: None)
+            else:
+                stack.on_message(message, flow)
+        await asyncio.sleep(0.15)
+        return stack
+
+    stack = asyncio.run(scenario())
+    assert stack.clients == {}
+    assert stack.servers == {}
+
+
+def test_the_corpus_itself_creates_transactions_that_all_end():
+    async def scenario() -> tuple[int, SipStack]:
+        stack = SipStack(TransportLayer(lambda message, flow: None), FAST)
+        stack.user = AnswerEverything(stack)
+        flow = RecordingFlow()
+        for data in MESSAGES:
+            message = verdict(data)
+            if isinstance(message, Request | Response):
+                stack.on_message(message, flow)
+        held = len(stack.servers)
+        await asyncio.sleep(0.15)
+        return held, stack
+
+    held, stack = asyncio.run(scenario())
+    assert held >= 20  # most valid corpus requests opened a server transaction
+    assert stack.servers == {}
+    assert stack.clients == {}
