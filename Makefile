@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 # Debian packages the tests use as real peers or tools; missing ones are installed, never skipped.
-TEST_DEBS := systemd make
+TEST_DEBS := systemd make sip-tester kamailio
 
 # `$(NEED_DEBS) pkg...` installs the Debian packages that are missing (needs root).
 NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
@@ -16,7 +16,7 @@ NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
 	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
 
-.PHONY: setup run test test-debs lint format clean schemas
+.PHONY: setup run test test-debs lint format clean schemas bench
 
 setup: $(STAMP)
 
@@ -56,3 +56,7 @@ clean:
 schemas: setup
 	$(BIN)/vaxelbox schema site > firmware/vaxelbox/site/site.schema.json
 	$(BIN)/vaxelbox schema board > boards/board.schema.json
+
+# Benchmarks against real peers in the same run; results land in bench/results/.
+bench: setup test-debs
+	$(BIN)/python bench/sip_relay.py

@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PEERS = Path(__file__).with_name("peers")
@@ -67,10 +67,11 @@ class Kamailio:
     port: int
     workdir: Path
     process: subprocess.Popen | None = None
+    users: dict[str, str] = field(default_factory=lambda: dict(USERS))
 
     def start(self) -> "Kamailio":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        users = "\n".join(f'    $sht(passwd=>{u}) = "{p}";' for u, p in USERS.items())
+        users = "\n".join(f'    $sht(passwd=>{u}) = "{p}";' for u, p in self.users.items())
         config = (PEERS / "kamailio.cfg").read_text()
         for key, value in {"@ADDRESS@": self.address, "@PORT@": str(self.port), "@DOMAIN@": DOMAIN,
                            "@USERS@": users, "@RUNDIR@": str(self.workdir)}.items():  # fmt: skip

@@ -241,3 +241,24 @@ async def test_tls_server_and_client(tmp_path):
     finally:
         await client.close()
         await server.close()
+
+
+async def test_the_trusted_cloud_is_not_rate_limited():
+    recorder = Recorder()
+    layer = TransportLayer(recorder, Limits(rate=10, burst=10))
+    layer.trusted = lambda address: address == "127.0.0.3"
+    address = await layer.listen_udp("127.0.0.1", 0)
+    try:
+        with udp_client("127.0.0.3") as cloud:
+            for n in range(100):
+                cloud.sendto(options(n), address)
+                if n % 20 == 0:
+                    await asyncio.sleep(0.001)
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if len(recorder.messages) == 100:
+                    break
+        assert len(recorder.messages) == 100
+        assert layer.stats["rate_limited"] == 0
+    finally:
+        await layer.close()

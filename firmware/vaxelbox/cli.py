@@ -3,6 +3,7 @@
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -45,6 +46,9 @@ def run(
     wan: Annotated[
         str | None, typer.Option(help="WAN address HOST:PORT the cloud reaches (default: board's WAN)")
     ] = None,
+    sip_rate_limit: Annotated[
+        float, typer.Option(help="SIP messages per second allowed from one phone address; 0 = no limit")
+    ] = 200.0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     log_format: Annotated[str, typer.Option(help="auto (human on a terminal), human or json")] = "auto",
 ) -> None:
@@ -53,7 +57,7 @@ def run(
     configure_logging(redactor, log_level, _log_format(log_format))
     log = get_logger("vaxelbox")
     try:
-        options = RunOptions.resolve(site, data, board, lan, cloud, wan)
+        options = replace(RunOptions.resolve(site, data, board, lan, cloud, wan), rate_limit=sip_rate_limit)
         asyncio.run(Agent(options, redactor).run())
     except (OptionsError, BoardError, StartupError) as exc:
         for line in str(exc).splitlines():

@@ -20,6 +20,7 @@ from vaxelbox.edge.health import Change, CloudHealth, CloudProber
 from vaxelbox.edge.service import Edge, EdgeSettings
 from vaxelbox.edge.upstream import CloudProxy
 from vaxelbox.problems import read_config
+from vaxelbox.sip.transport import Limits
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
 from vaxelbox.site.fields import proxy_parts
 from vaxelbox.store import SiteVersion, Store, StoreError
@@ -157,6 +158,7 @@ class Agent:
             wan=(options.wan.host, options.wan.port),
             proxies=cloud_proxies(self.active.site, options.cloud_override),
             tls=ssl.create_default_context(),
+            limits=Limits(rate=options.rate_limit, burst=2 * options.rate_limit),
         )
         edge = Edge(settings, self.store)
         try:

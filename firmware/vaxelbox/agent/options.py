@@ -42,6 +42,7 @@ class RunOptions:
     lan: HostPort
     wan: HostPort
     cloud_override: str | None
+    rate_limit: float = 200.0  # SIP messages per second per phone address; 0 = none
 
     @classmethod
     def resolve(

@@ -42,6 +42,7 @@ log = logging.getLogger("vaxelbox.edge.relay")
 
 Side = Literal["lan", "wan"]
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
+TIMER_C = 180.0  # §16.6 step 11: a branch still ringing after this long is cancelled
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, UPDATE, PRACK"
 
 
@@ -101,10 +102,14 @@ class EdgeRelay:
             return
         token_target = self._route_token(request)
         preprocess_routes(request, self.is_ours)
-        if side == "lan":
-            self._spawn(self._to_cloud(transaction, request))
-        else:
+        if side == "wan":
             self._to_phone(transaction, request, token_target)
+        elif (flow := self.upstream.ready_flow()) is not None:
+            self._to_cloud(transaction, request, flow)
+        else:
+            self._spawn(
+                self._connect_then(lambda flow: self._to_cloud(transaction, request, flow), transaction)
+            )
 
     def on_cancel(self, invite: Running, cancel: Request) -> None:
         call = self.calls.get(id(invite))
@@ -122,7 +127,12 @@ class EdgeRelay:
         token_target = self._route_token(message)
         preprocess_routes(message, self.is_ours)
         if side == "lan":
-            self._spawn(self._ack_to_cloud(message))
+            if (flow := self.upstream.ready_flow()) is not None:
+                flow.send(self._forward(message, flow, "wan").to_bytes())
+            else:
+                self._spawn(
+                    self._connect_then(lambda flow: flow.send(self._forward(message, flow, "wan").to_bytes()))
+                )
         else:
             target = self._phone_flow(message, token_target)
             if target is not None:
@@ -130,14 +140,20 @@ class EdgeRelay:
 
     # -- to the cloud ---------------------------------------------------------------------------
 
-    async def _to_cloud(self, transaction: Running, request: Request) -> None:
+    async def _connect_then(self, send: Callable[[Flow], None], transaction: Running | None = None) -> None:
+        """Open the way to the cloud, then send; a request we cannot send gets a 503."""
         try:
             flow = await self.upstream.flow()
         except OSError as exc:
             log.warning("cloud unreachable: %s", exc)
             self.on_cloud_signal(False)
-            self.stack.respond(transaction, make_response(request, 503, "Service Unavailable"))
+            if transaction is not None:
+                request = transaction.machine.request
+                self.stack.respond(transaction, make_response(request, 503, "Service Unavailable"))
             return
+        send(flow)
+
+    def _to_cloud(self, transaction: Running, request: Request, flow: Flow) -> None:
         if request.method == "REGISTER":
             phone = transaction.flow
             token = make_token(phone.transport, *phone.remote)
@@ -148,13 +164,6 @@ class EdgeRelay:
             record = self._record_route(request, toward="wan", next_flow=flow, previous=transaction.flow)
             copy = self._forward(request, flow, "wan", record)
         self._proxy(transaction, request, copy, flow)
-
-    async def _ack_to_cloud(self, ack: Request) -> None:
-        try:
-            flow = await self.upstream.flow()
-        except OSError:
-            return
-        flow.send(self._forward(ack, flow, "wan").to_bytes())
 
     # -- to the phones --------------------------------------------------------------------------
 
@@ -219,6 +228,8 @@ class EdgeRelay:
             call.on_timeout(branch)
 
         self.stack.send_request(branch.request, flow, on_response, on_timeout)
+        if branch.request.method == "INVITE":
+            asyncio.get_running_loop().call_later(TIMER_C, call.ring_timeout, branch)
 
     def _send_cancel(self, branch: Branch, flow: Flow) -> None:
         self.stack.send_request(cancel_for(branch.request), flow, lambda r: None, lambda: None)

@@ -43,6 +43,7 @@ class Edge:
         addresses = EdgeAddresses(lan, wan)
         self.upstream = Upstream(self.transports, self.settings.proxies, wan, self.settings.tls)
         await self.upstream.resolve()
+        self.transports.trusted = self.upstream.is_cloud
         self.relay = EdgeRelay(self.stack, addresses, self.upstream, self.bindings)
         self.listening = [f"sip lan udp+tcp {lan[0]}:{lan[1]}", f"sip wan udp+tcp {wan[0]}:{wan[1]}"]
 

@@ -1,0 +1,83 @@
+"""The binding mirror: what the registrar's 200 says, kept, expired, and surviving a restart."""
+
+from vaxelbox.edge.bindings import BindingMirror
+from vaxelbox.sip.message import Request, Response, parse_message
+from vaxelbox.sip.transport import Flow
+from vaxelbox.store import Store
+
+CONTACT = "<sip:101@192.0.2.50:5062;transport=udp>"
+
+
+class PhoneFlow(Flow):
+    transport = "udp"
+    reliable = False
+
+    def send(self, data: bytes) -> None:
+        pass
+
+
+def register(expires: int, contact: str = CONTACT) -> Request:
+    text = (
+        "REGISTER sip:demo.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.50:5062;branch=z9hG4bK-r\r\n"
+        "From: <sip:101@demo.example.net>;tag=a\r\nTo: <sip:101@demo.example.net>\r\nCall-ID: r@x\r\n"
+        f"CSeq: 2 REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\nUser-Agent: Snom D785\r\nContent-Length: 0\r\n\r\n"
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def ok(contacts: str) -> Response:
+    text = (
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.50:5062;branch=z9hG4bK-r\r\n"
+        "From: <sip:101@demo.example.net>;tag=a\r\nTo: <sip:101@demo.example.net>;tag=b\r\nCall-ID: r@x\r\n"
+        f"CSeq: 2 REGISTER\r\n{contacts}Content-Length: 0\r\n\r\n"
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Response)
+    return message
+
+
+def test_only_the_registering_contacts_are_mirrored_with_the_expiry_granted():
+    mirror = BindingMirror()
+    other = "Contact: <sip:101@192.0.2.77:5060>;expires=900\r\n"  # the same user's other phone
+    mirror.update(
+        register(3600),
+        ok(f"Contact: {CONTACT};expires=600\r\n{other}"),
+        PhoneFlow(("192.0.2.1", 5060), ("192.0.2.50", 5062)),
+    )
+    (binding,) = mirror.all()
+    assert (binding.aor, binding.contact) == ("sip:101@demo.example.net", "sip:101@192.0.2.50:5062")
+    assert 595 <= binding.expires_in() <= 600  # what the registrar granted, not what was asked
+    assert binding.user_agent == "Snom D785"
+
+
+def test_expiry_and_deregistration_drop_bindings():
+    mirror = BindingMirror()
+    flow = PhoneFlow(("192.0.2.1", 5060), ("192.0.2.50", 5062))
+    mirror.update(register(60), ok(f"Contact: {CONTACT};expires=60\r\n"), flow)
+    assert mirror.expire(now=mirror.all()[0].expires_at - 1) == []
+    assert len(mirror.expire(now=mirror.all()[0].expires_at + 1)) == 1
+    mirror.update(register(60), ok(f"Contact: {CONTACT};expires=60\r\n"), flow)
+    mirror.update(register(0), ok(""), flow)  # de-registration: the 200 no longer lists it
+    assert mirror.all() == []
+    mirror.update(register(60), ok(f"Contact: {CONTACT};expires=60\r\n"), flow)
+    mirror.update(register(0, contact="*"), ok(""), flow)
+    assert mirror.all() == []
+
+
+def test_the_mirror_survives_a_restart_through_the_store(tmp_path):
+    store = Store(tmp_path)
+    mirror = BindingMirror(store)
+    mirror.update(
+        register(600),
+        ok(f"Contact: {CONTACT};expires=600\r\n"),
+        PhoneFlow(("192.0.2.1", 5060), ("192.0.2.50", 5062)),
+    )
+    assert mirror.flush() == 1
+    assert mirror.flush() == 0  # nothing changed since
+    store.close()
+    again = BindingMirror(Store(tmp_path))
+    (binding,) = again.all()
+    assert binding.remote == ("192.0.2.50", 5062)
+    assert binding.contact == "sip:101@192.0.2.50:5062"
