@@ -213,8 +213,11 @@ def main() -> None:
                 relayed_latency = call_run(
                     agent.lan, edge_callee, 100, args.duration, work / "edge-latency", rtt=True
                 )
+                results["rss_mb_idle"] = round(agent.rss_mb(), 1)
                 results["registrations"] = register_many(agent.lan, work / "register", PHONES, 200)
-                time.sleep(2)
+                time.sleep(1)
+                results["rss_mb_after_burst"] = round(agent.rss_mb(), 1)
+                time.sleep(34)  # the burst's transactions end after 64*T1 = 32 s
                 results["rss_mb_with_2000_phones"] = round(agent.rss_mb(), 1)
             finally:
                 agent.stop()
@@ -283,9 +286,12 @@ def write(results: dict[str, Any], out: Path) -> None:
         f"| INVITE->200 median at 100 cps (ms) | {lat['direct']['median']:.3f} | {lat['relayed']['median']:.3f} | +{lat['added']['median']:.3f} |",
         f"| INVITE->200 p99 at 100 cps (ms) | {lat['direct']['p99']:.3f} | {lat['relayed']['p99']:.3f} | +{lat['added']['p99']:.3f} |",
         f"| REGISTER relays/s (digest: 401 + 200 each) | | {reg['relays_per_second']} | {reg['successful']}/{reg['phones']} ok, {reg['retransmissions']} retransmissions |",
-        f"| agent RSS with {reg['phones']} registered phones (MB) | | {results['rss_mb_with_2000_phones']} | |",
+        f"| agent RSS idle, before any phone (MB) | | {results['rss_mb_idle']} | |",
+        f"| agent RSS right after registering {reg['phones']} phones at 200/s (MB) | | {results['rss_mb_after_burst']} | transactions still held |",
+        f"| agent RSS with {reg['phones']} registered phones, 35 s later (MB) | | {results['rss_mb_with_2000_phones']} | |",
         "",
         "Relayed calls cross the agent twice (caller -> agent -> Kamailio -> agent -> callee).",
+        "sipp reports response times in whole milliseconds, so a median of 0 means under 1 ms.",
         "",
         "## Load steps",
         "",

@@ -39,6 +39,7 @@ class BindingMirror:
         self._store = store
         self._bindings: dict[tuple[str, str], Binding] = {}
         self._flows: dict[tuple[str, str], Flow] = {}
+        self._by_contact: dict[str, tuple[str, str]] = {}  # contact -> key, for lookups per request
         self._dirty: set[tuple[str, str]] = set()
         if store is not None:
             self._load(store)
@@ -66,33 +67,35 @@ class BindingMirror:
                 expires = default
             key = (aor, contact)
             if not expires:
-                self._bindings.pop(key, None)
-                self._flows.pop(key, None)
+                self._drop(key)
             else:
                 self._bindings[key] = Binding(
                     aor, contact, flow.transport, flow.remote, flow.local, now + expires,
                     request.get("User-Agent") or "", now,
                 )  # fmt: skip
                 self._flows[key] = flow
+                self._by_contact[contact] = key
             self._dirty.add(key)
 
     def flow_for(self, contact: str) -> Flow | None:
         """The live flow of the binding whose contact is `contact` (as a bare URI)."""
-        for key, binding in self._bindings.items():
-            if binding.contact == contact:
-                flow = self._flows.get(key)
-                return flow if flow is not None and flow.alive else None
-        return None
+        key = self._by_contact.get(contact)
+        flow = self._flows.get(key) if key is not None else None
+        return flow if flow is not None and flow.alive else None
 
     def expire(self, now: float | None = None) -> list[Binding]:
         now = now or time.time()
         gone = [b for b in self._bindings.values() if b.expires_at <= now]
         for binding in gone:
-            key = (binding.aor, binding.contact)
-            del self._bindings[key]
-            self._flows.pop(key, None)
-            self._dirty.add(key)
+            self._drop((binding.aor, binding.contact))
         return gone
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self._bindings.pop(key, None)
+        self._flows.pop(key, None)
+        if self._by_contact.get(key[1]) == key:
+            del self._by_contact[key[1]]
+        self._dirty.add(key)
 
     def flush(self) -> int:
         """Write the changed bindings to the store in one transaction; how many were written."""
@@ -121,6 +124,7 @@ class BindingMirror:
                 tuple(json.loads(row["local"])), row["expires_at"], row["user_agent"], row["last_seen"],
             )  # fmt: skip
             self._bindings[(binding.aor, binding.contact)] = binding
+            self._by_contact[binding.contact] = (binding.aor, binding.contact)
 
 
 def aor_of(request: Request) -> str:

@@ -28,10 +28,15 @@ def quoted_string_end(text: str, start: int) -> int:
     raise SipSyntaxError("unterminated quoted string")
 
 
+_OUTSIDE_BRACKETS = {sep: re.compile(rf"{re.escape(sep)}(?![^<]*>)") for sep in ",;"}
+
+
 def split_list(text: str, separator: str = ",") -> list[str]:
     """Split on `separator` outside quoted strings and <...>; RFC 3261 §7.3.1 header lists."""
-    if '"' not in text and "<" not in text:
-        return text.split(separator)
+    if '"' not in text:
+        if "<" not in text:
+            return text.split(separator)
+        return _OUTSIDE_BRACKETS[separator].split(text)  # in C: a separator not inside <...>
     parts: list[str] = []
     start = i = 0
     depth = 0
