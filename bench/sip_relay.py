@@ -129,6 +129,7 @@ def percentile(values: list[float], share: float) -> float:
 
 class Agent:
     def __init__(self, workdir: Path, cloud: Kamailio, profile: bool = False) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.lan = ("127.0.0.1", free_port("127.0.0.1"))
         wan = ("127.0.0.2", free_port("127.0.0.2"))
         self.profile_path = workdir / "agent.prof"
@@ -213,14 +214,21 @@ def main() -> None:
                 relayed_latency = call_run(
                     agent.lan, edge_callee, 100, args.duration, work / "edge-latency", rtt=True
                 )
-                results["rss_mb_idle"] = round(agent.rss_mb(), 1)
-                results["registrations"] = register_many(agent.lan, work / "register", PHONES, 200)
-                time.sleep(1)
-                results["rss_mb_after_burst"] = round(agent.rss_mb(), 1)
-                time.sleep(34)  # the burst's transactions end after 64*T1 = 32 s
-                results["rss_mb_with_2000_phones"] = round(agent.rss_mb(), 1)
+                time.sleep(35)  # the last calls' transactions end after 64*T1 = 32 s
+                results["rss_mb_after_calls"] = round(agent.rss_mb(), 1)
             finally:
                 agent.stop()
+
+            fresh = Agent(work / "fresh", cloud)
+            try:
+                results["rss_mb_idle"] = round(fresh.rss_mb(), 1)
+                results["registrations"] = register_many(fresh.lan, work / "register", PHONES, 200)
+                time.sleep(1)
+                results["rss_mb_after_burst"] = round(fresh.rss_mb(), 1)
+                time.sleep(34)  # the burst's transactions end after 64*T1 = 32 s
+                results["rss_mb_with_2000_phones"] = round(fresh.rss_mb(), 1)
+            finally:
+                fresh.stop()
 
             profiled = Agent(work, cloud, profile=True)
             try:
@@ -286,7 +294,8 @@ def write(results: dict[str, Any], out: Path) -> None:
         f"| INVITE->200 median at 100 cps (ms) | {lat['direct']['median']:.3f} | {lat['relayed']['median']:.3f} | +{lat['added']['median']:.3f} |",
         f"| INVITE->200 p99 at 100 cps (ms) | {lat['direct']['p99']:.3f} | {lat['relayed']['p99']:.3f} | +{lat['added']['p99']:.3f} |",
         f"| REGISTER relays/s (digest: 401 + 200 each) | | {reg['relays_per_second']} | {reg['successful']}/{reg['phones']} ok, {reg['retransmissions']} retransmissions |",
-        f"| agent RSS idle, before any phone (MB) | | {results['rss_mb_idle']} | |",
+        f"| agent RSS after the call load steps, at rest (MB) | | {results['rss_mb_after_calls']} | |",
+        f"| fresh agent RSS, idle (MB) | | {results['rss_mb_idle']} | |",
         f"| agent RSS right after registering {reg['phones']} phones at 200/s (MB) | | {results['rss_mb_after_burst']} | transactions still held |",
         f"| agent RSS with {reg['phones']} registered phones, 35 s later (MB) | | {results['rss_mb_with_2000_phones']} | |",
         "",

@@ -12,7 +12,6 @@ import subprocess
 import pytest
 from peers import DOMAIN, Kamailio, free_port, phone, tool
 from vaxelbox.edge.service import Edge, EdgeSettings
-from vaxelbox.edge.upstream import CloudProxy
 
 CLOUD_HOST = "127.0.0.3"
 
@@ -26,7 +25,7 @@ def kamailio(tmp_path):
 
 @pytest.fixture
 async def edge(kamailio, tmp_path):
-    cloud = CloudProxy(kamailio.address, kamailio.port, "tcp")
+    cloud = f"sip:{kamailio.address}:{kamailio.port};transport=tcp"
     edge = Edge(EdgeSettings(lan=("127.0.0.1", 0), wan=("127.0.0.2", 0), proxies=[cloud]))
     await edge.start()
     yield edge

@@ -19,11 +19,9 @@ from vaxelbox.agent.sdnotify import SystemdNotifier
 from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.edge.health import Change, CloudHealth, CloudProber
 from vaxelbox.edge.service import Edge, EdgeSettings
-from vaxelbox.edge.upstream import CloudProxy
 from vaxelbox.problems import read_config
 from vaxelbox.sip.transport import Limits
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
-from vaxelbox.site.fields import proxy_parts
 from vaxelbox.store import SiteVersion, Store, StoreError
 
 log = get_logger("vaxelbox.agent")
@@ -236,10 +234,9 @@ class Agent:
         return f"{site}, cloud {self.health.state.value}"
 
 
-def cloud_proxies(site: Site, override: str | None) -> list[CloudProxy]:
-    """The cloud's proxies in order: the --cloud override alone, or the site's list."""
-    uris = [override] if override else site.cloud.proxies
-    return [CloudProxy(*proxy_parts(uri)) for uri in uris]
+def cloud_proxies(site: Site, override: str | None) -> list[str]:
+    """The cloud's proxy URIs in order: the --cloud override alone, or the site's list."""
+    return [override] if override else list(site.cloud.proxies)
 
 
 def tune_garbage_collector() -> None:

@@ -129,7 +129,8 @@ class CloudProber:
 
     def _options(self, transport: str) -> Request:
         self._sequence += 1
-        proxy = self.upstream.proxy
+        target = self.upstream.target
+        assert target is not None, "probing needs a resolved target"
         host, port = self.wan
         via = Via(
             transport.upper(), host, port, {"branch": f"z9hG4bK-probe.{time.monotonic_ns()}", "rport": None}
@@ -138,9 +139,9 @@ class CloudProber:
             Header("Via", str(via)),
             Header("Max-Forwards", "70"),
             Header("From", f"<sip:edge@{host}>;tag=probe{self._sequence}"),
-            Header("To", f"<sip:{proxy.host}:{proxy.port}>"),
+            Header("To", f"<sip:{target.name}>"),
             Header("Call-ID", f"probe-{self._sequence}-{time.monotonic_ns()}@{host}"),
             Header("CSeq", f"{self._sequence} OPTIONS"),
         ]
-        uri = SipUri("sip", proxy.host, proxy.port, params={"transport": transport})
+        uri = SipUri("sip", target.address, target.port, params={"transport": transport})
         return Request("OPTIONS", uri, headers)

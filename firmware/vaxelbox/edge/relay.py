@@ -216,20 +216,25 @@ class EdgeRelay:
 
     def _send_branch(self, branch: Branch, flow: Flow, transaction: Running, request: Request) -> None:
         call = self.calls[id(transaction)]
+        timer_c = None
+        if branch.request.method == "INVITE":
+            timer_c = asyncio.get_running_loop().call_later(TIMER_C, call.ring_timeout, branch)
 
         def on_response(response: Response) -> None:
             if self.side_of(flow) == "wan":
                 self.on_cloud_signal(True)
+            if timer_c is not None and response.status >= 200:
+                timer_c.cancel()  # and with it the last reference to a finished call
             call.on_response(branch, response)
 
         def on_timeout() -> None:
             if self.side_of(flow) == "wan":
                 self.on_cloud_signal(False)
+            if timer_c is not None:
+                timer_c.cancel()
             call.on_timeout(branch)
 
         self.stack.send_request(branch.request, flow, on_response, on_timeout)
-        if branch.request.method == "INVITE":
-            asyncio.get_running_loop().call_later(TIMER_C, call.ring_timeout, branch)
 
     def _send_cancel(self, branch: Branch, flow: Flow) -> None:
         self.stack.send_request(cancel_for(branch.request), flow, lambda r: None, lambda: None)

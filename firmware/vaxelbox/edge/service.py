@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.relay import EdgeAddresses, EdgeRelay
-from vaxelbox.edge.upstream import CloudProxy, Upstream
+from vaxelbox.edge.upstream import Upstream
 from vaxelbox.sip.stack import SipStack
 from vaxelbox.sip.transaction import TimerSettings
 from vaxelbox.sip.transport import Limits, TransportLayer
@@ -17,7 +17,7 @@ from vaxelbox.store import Store
 class EdgeSettings:
     lan: tuple[str, int]
     wan: tuple[str, int]
-    proxies: list[CloudProxy]
+    proxies: list[str]  # the cloud's proxy URIs, in order
     timers: TimerSettings = field(default_factory=TimerSettings)
     limits: Limits = field(default_factory=Limits)
     tls: ssl.SSLContext | None = field(default=None, compare=False)

@@ -108,6 +108,15 @@ Name = Annotated[str, Field(min_length=1, max_length=80)]
 Seconds = Annotated[int, Field(ge=5, le=600)]
 
 
+def proxy_spec(uri: str) -> tuple[str, str, int | None, str | None]:
+    """(scheme, host, port, transport) of a proxy URI as written: None where it says nothing."""
+    match = _PROXY_URI.fullmatch(uri)
+    if not match:
+        raise ValueError(f"{uri!r} is not a SIP proxy URI")
+    port = int(match["port"]) if match["port"] else None
+    return match["scheme"], match["host"].strip("[]"), port, match["transport"]
+
+
 def proxy_parts(uri: str) -> tuple[str, int, str]:
     """(host, port, transport) of a validated proxy URI, with the RFC 3263 defaults filled in."""
     match = _PROXY_URI.fullmatch(uri)
