@@ -151,3 +151,28 @@ async def test_scanner_is_banned_silently_with_a_fail2ban_line(edge, caplog):
 async def test_wan_side_accepts_only_the_cloud(edge, caplog):
     assert await asyncio.to_thread(udp_request, "INVITE", edge.addresses.wan, "127.0.0.2", "Kamailio") == b""
     assert "refused: source=127.0.0.2 is not the cloud, on the WAN side" in caplog.text
+
+
+async def test_a_late_2xx_from_the_cloud_is_forwarded_statelessly_to_the_phone(edge):
+    """A 200 that matches no transaction any more (a retransmission after it ended) still
+    reaches the phone, by the Via below ours (RFC 3261 §16.7 step 10)."""
+    wan_host, wan_port = edge.addresses.wan
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone_sock,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as cloud_sock,
+    ):
+        phone_sock.bind(("127.0.0.1", 0))
+        phone_sock.settimeout(2)
+        cloud_sock.bind(("127.0.0.3", 0))  # the cloud's address: admitted on the WAN side
+        phone_port = phone_sock.getsockname()[1]
+        late = (
+            "SIP/2.0 200 OK\r\n"
+            f"Via: SIP/2.0/UDP {wan_host}:{wan_port};branch=z9hG4bK-gone.1;rport\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{phone_port};branch=z9hG4bK-phone;rport={phone_port};received=127.0.0.1\r\n"
+            f"From: <sip:101@{DOMAIN}>;tag=a\r\nTo: <sip:102@{DOMAIN}>;tag=b\r\nCall-ID: late@x\r\n"
+            "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        cloud_sock.sendto(late, edge.addresses.wan)
+        forwarded = await asyncio.to_thread(phone_sock.recv, 4096)
+    assert forwarded.startswith(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:")
+    assert b"z9hG4bK-gone" not in forwarded  # our Via is gone

@@ -272,9 +272,8 @@ class EdgeRelay:
         )
 
     def _forward_stray_response(self, response: Response) -> None:
-        if not response.vias or f"{response.vias[0].host}:{response.vias[0].port}" not in {
-            f"{h}:{p}" for h, p in self._ours
-        }:
+        top = response.vias[0] if response.vias else None
+        if top is None or (top.host, top.port or 5060) not in self._ours:
             return
         upstream = strip_top_via(response)
         if not upstream.vias:
@@ -285,7 +284,7 @@ class EdgeRelay:
         transport = via.transport.lower()
         flow: Flow | None
         if transport == "udp":
-            local = self.addresses.lan if (host, port) not in self._cloud_hostports() else self.addresses.wan
+            local = self.addresses.wan if self.upstream.is_cloud(host) else self.addresses.lan
             flow = self.stack.transports.udp_flow((host, port), local=local)
         else:
             flow = self.stack.transports.stream_flow(transport, (host, port))
@@ -299,9 +298,6 @@ class EdgeRelay:
 
     def is_ours(self, uri: Uri) -> bool:
         return isinstance(uri, SipUri) and (uri.host, uri.port or 5060) in self._ours
-
-    def _cloud_hostports(self) -> set[tuple[str, int]]:
-        return {(a, p.port) for a in self.upstream.addresses for p in self.upstream.proxies}
 
     def _addressed_to_us(self, request: Request) -> bool:
         uri = request.uri
