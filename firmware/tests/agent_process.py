@@ -15,6 +15,8 @@ from pathlib import Path
 
 from peers import free_port
 
+AGENT_COMMAND = [sys.executable, "-m", "vaxelbox", "run", "--log-format", "json"]
+
 
 def loopback_network(*args: str) -> list[str]:
     """Flags that keep an agent on loopback: free SIP ports, and a cloud on 127.0.0.3 (the demo
@@ -42,12 +44,7 @@ class AgentProcess:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "vaxelbox",
-                "run",
-                "--log-format",
-                "json",
+                *AGENT_COMMAND,
                 *args,
                 *loopback_network(*args),
             ],

@@ -2,10 +2,9 @@
 
 import signal
 import subprocess
-import sys
 
 import pytest
-from agent_process import AgentProcess
+from agent_process import AGENT_COMMAND, AgentProcess
 from vaxelbox.site import demo_site
 from vaxelbox.store import Store
 
@@ -131,12 +130,7 @@ def test_sighup_without_a_site_file_is_harmless(agents, tmp_path):
 def test_bad_flags_exit_2_with_the_reason(tmp_path):
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "vaxelbox",
-            "run",
-            "--log-format",
-            "json",
+            *AGENT_COMMAND,
             "--data",
             str(tmp_path),
             "--lan",
@@ -154,7 +148,7 @@ def test_unusable_data_directory_is_a_clear_error(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "vaxelbox.db").write_bytes(b"not a database" * 100)
     result = subprocess.run(
-        [sys.executable, "-m", "vaxelbox", "run", "--log-format", "json", "--data", str(tmp_path / "data")],
+        [*AGENT_COMMAND, "--data", str(tmp_path / "data")],
         capture_output=True,
         text=True,
         timeout=30,

@@ -104,3 +104,26 @@ def test_a_name_is_used_once():
     supervisor.add("x", asyncio.sleep)
     with pytest.raises(ValueError, match="added twice"):
         supervisor.add("x", asyncio.sleep)
+
+
+async def test_stop_cancels_again_a_service_that_swallows_its_cancellation(log_stream, monkeypatch):
+    monkeypatch.setattr("vaxelbox.agent.supervisor.STOP_GRACE", 0.05)
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise  # the second cancellation is honoured
+
+    supervisor = Supervisor(FAST)
+    supervisor.add("stubborn", stubborn)
+    supervisor.start()
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(supervisor.stop(), 2)
+    assert swallowed == 2
+    assert "service ignored cancellation" in log_stream.getvalue()

@@ -17,6 +17,8 @@ from enum import StrEnum
 from vaxelbox.agent.logs import get_logger
 
 log = get_logger("vaxelbox.supervisor")
+STOP_GRACE = 2.0  # seconds a service gets to end after cancellation, per attempt
+STOP_ATTEMPTS = 3
 
 
 class ServiceState(StrEnum):
@@ -69,9 +71,18 @@ class Supervisor:
             self._tasks.append(asyncio.create_task(self._keep_running(service), name=service.name))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Cancel every service and wait for it; one that swallows the cancellation (a bug, or
+        asyncio.wait_for on Python 3.11) is cancelled again and named, never waited on forever."""
+        pending = set(self._tasks)
+        for attempt in range(STOP_ATTEMPTS):
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_GRACE)
+            if not pending:
+                break
+            log.warning(
+                "service ignored cancellation", services=[t.get_name() for t in pending], attempt=attempt + 1
+            )
         self._tasks.clear()
         for service in self.services.values():
             service.state = ServiceState.STOPPED

@@ -104,7 +104,9 @@ class CloudProber:
 
     async def probe_once(self) -> bool:
         try:
-            flow = await asyncio.wait_for(self.upstream.flow(), self.interval)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(self.interval):
+                flow = await self.upstream.flow()
         except (OSError, TimeoutError) as exc:
             self.health.failure(reason=f"cannot reach the cloud: {exc}")
             return False
@@ -116,7 +118,8 @@ class CloudProber:
 
         self.stack.send_request(self._options(flow.transport), flow, settle, lambda: settle(None))
         try:
-            response = await asyncio.wait_for(answered, max(self.interval, 1.0))
+            async with asyncio.timeout(max(self.interval, 1.0)):
+                response = await answered
         except TimeoutError:
             response = None
         if response is None:

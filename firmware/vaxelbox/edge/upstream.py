@@ -11,6 +11,8 @@ import ssl
 from vaxelbox.edge.resolver import CloudResolver, CloudTarget
 from vaxelbox.sip.transport import Flow, TransportLayer
 
+CONNECT_TIMEOUT = 5.0
+
 
 class Upstream:
     def __init__(
@@ -83,6 +85,5 @@ class Upstream:
         if target.transport == "udp":
             return self.transports.udp_flow(address, local=self.wan_local)
         tls = self.tls if target.transport == "tls" else None
-        return await asyncio.wait_for(
-            self.transports.connect(target.transport, address, tls=tls, server_name=target.name), timeout=5
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            return await self.transports.connect(target.transport, address, tls=tls, server_name=target.name)
