@@ -13,9 +13,9 @@
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from vaxelbox.edge.admission import Admission
 from vaxelbox.edge.bindings import BindingMirror, bare_uri
@@ -314,7 +314,7 @@ class EdgeRelay:
         response.add("Allow", ALLOW)
         self.stack.respond(transaction, response)
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -109,7 +110,7 @@ class CloudResolver:
             found = list(dict.fromkeys(str(info[4][0]) for info in infos))
         return [CloudTarget(address, port, transport, host) for address in found]
 
-    async def _query(self, name: str, kind: str) -> list:  # type: ignore[type-arg]
+    async def _query(self, name: str, kind: str) -> list[Any]:
         try:
             answer = await self._dns.resolve(name, kind)
         except (

@@ -171,8 +171,7 @@ class SipStack:
 
     def _fire(self, running: Running, name: str) -> None:
         running.timers.pop(name, None)
-        machine = running.machine
-        self._run(running, machine.on_timer(name))  # type: ignore[attr-defined]
+        self._run(running, running.machine.on_timer(name))
 
     def _to_user(self, running: Running, message: Request | Response) -> None:
         if isinstance(message, Response):

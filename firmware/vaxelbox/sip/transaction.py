@@ -92,6 +92,10 @@ class Transaction:
     def terminated(self) -> bool:
         return self.state is State.TERMINATED
 
+    def on_timer(self, name: str) -> list[Action]:
+        """Timer `name` fired (each kind of transaction knows its own)."""
+        raise NotImplementedError
+
     def on_transport_error(self) -> list[Action]:
         """RFC 3261 §17.1.4/§17.2.4: the transport failed; tell the user and end."""
         if self.terminated:
