@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -32,7 +33,8 @@ def test_make_run_starts_the_agent_on_the_demo_site(tmp_path):
             "make",
             "-s",
             "run",
-            f"ARGS=--data {tmp_path}/data --log-format json {' '.join(loopback_network())}",
+            # Quoted for the shell: a SIP URI's ';transport=' would otherwise end the command.
+            "ARGS=" + shlex.join(["--data", f"{tmp_path}/data", "--log-format", "json", *loopback_network()]),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
