@@ -5,6 +5,8 @@ A test that needs one fails loudly when it is missing, never skips.
 """
 
 import asyncio
+import datetime
+import ipaddress
 import os
 import shutil
 import signal
@@ -13,6 +15,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 PEERS = Path(__file__).with_name("peers")
 SCENARIOS = PEERS / "sipp"
@@ -68,13 +75,16 @@ class Kamailio:
     workdir: Path
     process: subprocess.Popen | None = None
     users: dict[str, str] = field(default_factory=lambda: dict(USERS))
+    tls_port: int | None = None  # also listen for TLS there, with a certificate made for the test
 
     def start(self) -> "Kamailio":
         self.workdir.mkdir(parents=True, exist_ok=True)
         users = "\n".join(f'    $sht(passwd=>{u}) = "{p}";' for u, p in self.users.items())
         config = (PEERS / "kamailio.cfg").read_text()
+        tls, tls_module = self._tls()
         for key, value in {"@ADDRESS@": self.address, "@PORT@": str(self.port), "@DOMAIN@": DOMAIN,
-                           "@USERS@": users, "@RUNDIR@": str(self.workdir)}.items():  # fmt: skip
+                           "@USERS@": users, "@RUNDIR@": str(self.workdir), "@TLS@": tls,
+                           "@TLSMODULE@": tls_module}.items():  # fmt: skip
             config = config.replace(key, value)
         (self.workdir / "kamailio.cfg").write_text(config)
         self.log = (self.workdir / "kamailio.log").open("w")
@@ -93,6 +103,20 @@ class Kamailio:
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"kamailio did not answer OPTIONS: {self.output()}")
+
+    def _tls(self) -> tuple[str, str]:
+        """Core and module lines for TLS: off, or a listener with a fresh self-signed certificate."""
+        if self.tls_port is None:
+            return "enable_tls=no", ""
+        self.certificate = make_certificate(self.workdir, self.address)
+        (self.workdir / "tls.cfg").write_text(
+            f"[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+            f"private_key = {self.workdir / 'key.pem'}\ncertificate = {self.certificate}\n\n"
+            "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+        )
+        core = f"enable_tls=yes\nlisten=tls:{self.address}:{self.tls_port}"
+        module = f'loadmodule "tls.so"\nmodparam("tls", "config", "{self.workdir / "tls.cfg"}")'
+        return core, module
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -163,3 +187,32 @@ async def phone(
         *command, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     return Phone(user, process, workdir)
+
+
+def make_certificate(directory: Path, name: str) -> Path:
+    """A self-signed certificate for `name` (and its key, key.pem) in `directory`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([_alt_name(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    path = directory / "cert.pem"
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _alt_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)

@@ -255,7 +255,10 @@ class EdgeRelay:
         self, request: Request, flow: Flow, side: Side, record_route: tuple[str, ...] = ()
     ) -> Request:
         host, port = self.addresses.lan if side == "lan" else self.addresses.wan
-        via = Via(flow.transport.upper(), host, port, {"branch": new_branch(request), "rport": None})
+        params: dict[str, str | None] = {"branch": new_branch(request), "rport": None}
+        if side == "wan" and flow.reliable:
+            params["alias"] = None  # RFC 5923: the cloud may send its requests back on this connection
+        via = Via(flow.transport.upper(), host, port, params)
         return forward_copy(request, via, record_route=record_route)
 
     def _record_route(

@@ -86,4 +86,8 @@ class Upstream:
             return self.transports.udp_flow(address, local=self.wan_local)
         tls = self.tls if target.transport == "tls" else None
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            return await self.transports.connect(target.transport, address, tls=tls, server_name=target.name)
+            # From the WAN address: the right interface on a two-armed board, and the address the
+            # cloud sees in our Via, so it can reuse this connection (RFC 5923).
+            return await self.transports.connect(
+                target.transport, address, tls=tls, server_name=target.name, local_host=self.wan_local[0]
+            )

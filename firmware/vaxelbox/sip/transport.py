@@ -227,6 +227,7 @@ class TransportLayer:
         remote: HostPort,
         tls: ssl.SSLContext | None = None,
         server_name: str | None = None,
+        local_host: str | None = None,
     ) -> StreamFlow:
         """The connection to `remote`, reusing an open one; concurrent callers share one attempt."""
         key = (transport, remote)
@@ -244,6 +245,7 @@ class TransportLayer:
                 remote[1],
                 ssl=tls,
                 server_hostname=(server_name or remote[0]) if tls else None,
+                local_addr=(local_host, 0) if local_host else None,
             )
             future.set_result(flow)
             return flow
