@@ -1,15 +1,11 @@
 """Transports over real loopback sockets: UDP, TCP and TLS, junk handling, limits, flows."""
 
 import asyncio
-import datetime
 import socket
 import ssl
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from peers import make_certificate
 from vaxelbox.sip.framing import FramingError, Ping, Pong, StreamFramer
 from vaxelbox.sip.message import Request
 from vaxelbox.sip.transport import Limits, SourceLimiter, TransportLayer
@@ -203,29 +199,10 @@ async def test_connect_reuses_one_connection_for_concurrent_callers():
         await server.close()
 
 
-def self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("edge.test")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return tmp_path / "cert.pem", tmp_path / "key.pem"
-
-
 async def test_tls_server_and_client(tmp_path):
-    cert, key = self_signed(tmp_path)
+    cert = make_certificate(tmp_path, "edge.test")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
+    server_context.load_cert_chain(cert, tmp_path / "key.pem")
     client_context = ssl.create_default_context(cafile=str(cert))
     recorder = Recorder()
     server = TransportLayer(recorder)
