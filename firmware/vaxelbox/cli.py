@@ -16,6 +16,7 @@ from vaxelbox import __version__
 from vaxelbox.agent.app import Agent, StartupError
 from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logger
 from vaxelbox.agent.options import OptionsError, RunOptions
+from vaxelbox.cli_provisioning import enrol_app, phones_app
 from vaxelbox.hw.board import Board, BoardError, load_board
 from vaxelbox.problems import report
 from vaxelbox.site import Site, check_site_file, demo_site_text
@@ -27,6 +28,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(phones_app, name="phones")
+app.add_typer(enrol_app, name="enrol")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -49,6 +52,16 @@ def run(
     sip_rate_limit: Annotated[
         float, typer.Option(help="SIP messages per second allowed from one phone address; 0 = no limit")
     ] = 200.0,
+    http_port: Annotated[
+        int | None, typer.Option(help="Provisioning HTTP port (board: 80, else 8080)")
+    ] = None,
+    https_port: Annotated[
+        int | None, typer.Option(help="Provisioning HTTPS port (board: 443, else 8443)")
+    ] = None,
+    https_cert: Annotated[
+        Path | None, typer.Option(help="Your HTTPS certificate chain (PEM) instead of the site CA's")
+    ] = None,
+    https_key: Annotated[Path | None, typer.Option(help="The key of --https-cert (PEM)")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     log_format: Annotated[str, typer.Option(help="auto (human on a terminal), human or json")] = "auto",
 ) -> None:
@@ -57,7 +70,17 @@ def run(
     configure_logging(redactor, log_level, _log_format(log_format))
     log = get_logger("vaxelbox")
     try:
-        options = replace(RunOptions.resolve(site, data, board, lan, cloud, wan), rate_limit=sip_rate_limit)
+        if (https_cert is None) != (https_key is None):
+            raise OptionsError("--https-cert and --https-key go together")
+        options = RunOptions.resolve(site, data, board, lan, cloud, wan)
+        options = replace(
+            options,
+            rate_limit=sip_rate_limit,
+            http_port=http_port or options.http_port,
+            https_port=https_port or options.https_port,
+            https_certificate=https_cert,
+            https_key=https_key,
+        )
         asyncio.run(Agent(options, redactor).run())
     except (OptionsError, BoardError, StartupError) as exc:
         for line in str(exc).splitlines():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from vaxelbox import __version__
 from vaxelbox.agent.logs import Redactor, get_logger
 from vaxelbox.agent.options import RunOptions
+from vaxelbox.agent.provisioning import Provisioning
 from vaxelbox.agent.sdnotify import SystemdNotifier
 from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.edge.health import Change, CloudHealth, CloudProber
@@ -47,6 +48,7 @@ class Agent:
         self.supervisor = Supervisor()
         self.active: ActiveSite | None = None
         self.edge: Edge | None = None
+        self.provisioning: Provisioning | None = None
         self.health = CloudHealth()
         self._store: Store | None = None
         self._stopping = asyncio.Event()
@@ -67,6 +69,7 @@ class Agent:
         try:
             self._activate(await self._initial_site())
             await self._start_edge()
+            await self._start_provisioning()
             tune_garbage_collector()
             self._add_services()
             self.supervisor.start()
@@ -77,6 +80,8 @@ class Agent:
             log.info("agent stopping")
             await self.supervisor.stop()
         finally:
+            if self.provisioning is not None:
+                await self.provisioning.stop()
             if self.edge is not None:
                 await self.edge.stop()
             await asyncio.to_thread(self.store.close)
@@ -177,6 +182,29 @@ class Agent:
         self.supervisor.add("sip-edge", edge.maintain).listening = edge.listening
         self.supervisor.add("cloud-prober", prober.run)
 
+    async def _start_provisioning(self) -> None:
+        provisioning = Provisioning(self.options, self.store, self.current_site)
+        try:
+            await provisioning.start()
+        except OSError as exc:
+            await provisioning.stop()
+            raise StartupError(f"cannot serve provisioning on {self.options.lan.host}: {exc}") from None
+        self.provisioning = provisioning
+
+    def current_site(self) -> Site:
+        """The active site, following the store: `vaxelbox phones assign` (another process) changes it.
+        Called from worker threads; a plain attribute swap is atomic."""
+        assert self.active
+        number = self.store.sites.active_number()
+        if number is not None and number != self.active.version.number:
+            stored = self.store.sites.get(number)
+            if stored is not None:
+                try:
+                    self._activate(ActiveSite(parse_site(stored.source, f"site version {number}"), stored))
+                except SiteError as exc:
+                    self._log_refusal(exc)
+        return self.active.site
+
     def _cloud_signal(self, answered: bool) -> None:
         if answered:
             self.health.success(reason="relayed request answered")
@@ -214,6 +242,8 @@ class Agent:
         site, options = self.active.site, self.options
         cloud = options.cloud_override or ", ".join(site.cloud.proxies)
         listening = [address for s in self.supervisor.services.values() for address in s.listening]
+        if self.provisioning is not None:
+            listening += self.provisioning.listening
         log.info(
             "agent ready",
             version=__version__,

@@ -43,6 +43,10 @@ class RunOptions:
     wan: HostPort
     cloud_override: str | None
     rate_limit: float = 200.0  # SIP messages per second per phone address; 0 = none
+    http_port: int = 8080  # provisioning; a board uses 80 and 443 (the ports phones assume)
+    https_port: int = 8443
+    https_certificate: Path | None = None  # the installer's own (chain, then key); default: the site CA's
+    https_key: Path | None = None
 
     @classmethod
     def resolve(
@@ -71,6 +75,8 @@ class RunOptions:
             lan=lan_address,
             wan=wan_address,
             cloud_override=_cloud_uri(cloud) if cloud else None,
+            http_port=80 if board else 8080,
+            https_port=443 if board else 8443,
         )
 
 

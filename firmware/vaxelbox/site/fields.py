@@ -45,6 +45,11 @@ def _mac(value: str) -> str:
     return digits
 
 
+def colon_mac(mac: str) -> str:
+    """`0015654aa937` -> `00:15:65:4a:a9:37`, the form people read."""
+    return ":".join(mac[i : i + 2] for i in range(0, 12, 2))
+
+
 def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -80,13 +85,28 @@ def _time_range(value: str) -> str:
     return value
 
 
+def _printable(value: str) -> str:
+    # Values end up in phones' key = value files, where a line break would start a new setting.
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError("contains a control character (line break, tab, ...)")
+    return value
+
+
 def _password(value: SecretStr) -> SecretStr:
     # Never echo the value: errors end up in terminals and logs.
+    if re.search(r"[\x00-\x1f\x7f]", value.get_secret_value()):
+        raise ValueError("contains a control character (line break, tab, ...)")
     length = len(value.get_secret_value())
     if length < 8:
         raise ValueError(f"too short ({length} characters; at least 8, SIP passwords are brute-forced)")
     if length > 128:
         raise ValueError(f"too long ({length} characters; at most 128)")
+    return value
+
+
+def _firmware_url(value: str) -> str:
+    if not re.fullmatch(r"(https?|tftp|ftp)://[^\s\"'<>]+", value):
+        raise ValueError(f"{value!r} is not a firmware URL (http://, https://, tftp:// or ftp://)")
     return value
 
 
@@ -103,8 +123,10 @@ HostName = Annotated[str, AfterValidator(_hostname)]
 ProxyUri = Annotated[str, AfterValidator(check_proxy_uri)]
 TimeRange = Annotated[str, AfterValidator(_time_range)]
 TargetRef = Annotated[str, AfterValidator(_target)]
+FirmwareUrl = Annotated[str, AfterValidator(_firmware_url)]
 Password = Annotated[SecretStr, AfterValidator(_password)]
-Name = Annotated[str, Field(min_length=1, max_length=80)]
+Text = Annotated[str, AfterValidator(_printable)]
+Name = Annotated[Text, Field(min_length=1, max_length=80)]
 Seconds = Annotated[int, Field(ge=5, le=600)]
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from vaxelbox.site.fields import (
     Extension,
+    FirmwareUrl,
     Handle,
     HostName,
     Mac,
@@ -21,6 +22,7 @@ from vaxelbox.site.fields import (
     ProxyUri,
     Seconds,
     TargetRef,
+    Text,
     TimeRange,
     TimeZoneName,
 )
@@ -56,7 +58,7 @@ class FallbackTrunk(_Part):
 
 
 class SipAccount(_Part):
-    user: str = Field(min_length=1, max_length=64, description="SIP digest user name")
+    user: Text = Field(min_length=1, max_length=64, description="SIP digest user name")
     password: Password
 
 
@@ -98,14 +100,34 @@ class Vendor(StrEnum):
     FANVIL = "fanvil"
 
 
+class Provisioning(_Part):
+    """How the appliance configures the phones (all optional; the defaults suit an office)."""
+
+    admin_password: Password | None = Field(
+        None, description="Phones' web-UI admin password; without it the web UI stays locked"
+    )
+    phone_transport: Literal["udp", "tcp"] = Field("udp", description="Phones to the appliance")
+    srtp: Literal["off", "optional", "required"] = "optional"
+    recheck_minutes: int = Field(1440, ge=5, le=60 * 24 * 7, description="How often phones re-fetch")
+    ntp: list[HostName] = Field(["se.pool.ntp.org"], min_length=1, max_length=2)
+    pickup_prefix: str = Field("*80*", pattern=r"^[0-9*#]{1,8}$", description="Directed pickup code")
+    group_keys: bool = Field(True, description="Keys to log in to and out of the line user's groups")
+    plain_http_secrets: bool = Field(
+        False, description="Serve files with SIP passwords over plain HTTP too (default: HTTPS only)"
+    )
+    firmware: dict[str, FirmwareUrl] = Field(
+        {}, description='Firmware URL per model, e.g. { T54W = "https://..." }'
+    )
+
+
 class Phone(_Part):
     """A desk phone (lines, BLF keys) or a DECT base (one account per handset)."""
 
     mac: Mac
     type: Literal["desk", "dect"] = "desk"
     vendor: Vendor | None = None
-    model: str | None = None
-    location: str | None = Field(None, max_length=80)
+    model: Text | None = Field(None, max_length=40)
+    location: Text | None = Field(None, max_length=80)
     lines: list[Handle] = Field([], description="Users on the lines, line 1 first (desk)")
     handsets: list[Handle] = Field([], description="User of handset 1, 2, ... (DECT)")
     blf: list[Handle] = Field([], description="Users shown on busy-lamp keys, in key order")
@@ -219,13 +241,19 @@ class Site(_Part):
     menus: list[Menu] = []
     schedules: list[Schedule] = []
     phones: list[Phone] = []
+    provisioning: Provisioning = Provisioning()
 
     def secrets(self) -> list[str]:
         """Every secret value in the site, so logs can redact them wherever they appear."""
         found = [u.sip.password.get_secret_value() for u in self.users]
         if self.fallback_trunk and self.fallback_trunk.password:
             found.append(self.fallback_trunk.password.get_secret_value())
+        if self.provisioning.admin_password:
+            found.append(self.provisioning.admin_password.get_secret_value())
         return found
+
+    def phone(self, mac: str) -> "Phone | None":
+        return next((p for p in self.phones if p.mac == mac), None)
 
     def user(self, user_id: str) -> User:
         return next(u for u in self.users if u.id == user_id)

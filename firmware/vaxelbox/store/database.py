@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vaxelbox.store.devices import Devices
 from vaxelbox.store.sites import SiteVersions
 
 DB_NAME = "vaxelbox.db"
@@ -44,6 +45,27 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (aor, contact)
     );
     """,
+    """
+    CREATE TABLE device (
+        mac         TEXT PRIMARY KEY,
+        vendor      TEXT,
+        model       TEXT,
+        firmware    TEXT,
+        ip          TEXT NOT NULL,
+        user_agent  TEXT NOT NULL,
+        last_file   TEXT NOT NULL,
+        first_seen  REAL NOT NULL,
+        last_seen   REAL NOT NULL,
+        credential  TEXT,
+        enrolled_at REAL,
+        enrolled_ip TEXT
+    );
+    CREATE TABLE enrolment (
+        only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+        until    REAL NOT NULL,
+        macs     TEXT
+    );
+    """,
 ]
 
 
@@ -69,6 +91,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from None
         self.sites = SiteVersions(self)
+        self.devices = Devices(self)
 
     def close(self) -> None:
         with self._lock:

@@ -54,6 +54,11 @@ class SiteVersions:
         rows = self._store.read("SELECT v.* FROM site_version v JOIN active_site a ON a.number = v.number")
         return _version(rows[0]) if rows else None
 
+    def active_number(self) -> int | None:
+        """The active version's number alone: cheap enough to ask on every request."""
+        rows = self._store.read("SELECT number FROM active_site")
+        return rows[0][0] if rows else None
+
     def get(self, number: int) -> SiteVersion | None:
         rows = self._store.read("SELECT * FROM site_version WHERE number = ?", (number,))
         return _version(rows[0]) if rows else None

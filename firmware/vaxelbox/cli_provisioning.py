@@ -1,0 +1,188 @@
+"""`vaxelbox phones` and `vaxelbox enrol`: the installer's provisioning commands on the appliance.
+
+They work on the store beside a running agent (SQLite WAL lets both in); the
+agent sees an assignment at the phone's next request.
+"""
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from phoneprov.device import normalise_mac
+from rich.console import Console
+from rich.table import Table
+
+from vaxelbox.agent.options import RunOptions
+from vaxelbox.problems import report
+from vaxelbox.site import SiteError, parse_site
+from vaxelbox.site.edit import EditError, assign_phone, unassign_phone
+from vaxelbox.site.fields import colon_mac
+from vaxelbox.store import Store
+
+phones_app = typer.Typer(help="Devices provisioning has seen; assign them to users.", no_args_is_help=False)
+enrol_app = typer.Typer(help="The enrolment window: when assigned phones may fetch their secrets.")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DataOption = Annotated[Path | None, typer.Option("--data", help="Data directory (default: the agent's)")]
+BoardOption = Annotated[Path | None, typer.Option("--board", help="Board file, for its data directory")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+
+
+def _store(data: Path | None, board: Path | None) -> Store:
+    return Store(RunOptions.resolve(data_dir=data, board_file=board).data_dir)
+
+
+def _mac(text: str) -> str:
+    mac = normalise_mac(text)
+    if mac is None:
+        raise typer.BadParameter(f"{text!r} is not a MAC address (e.g. 00:15:65:4a:a9:37)")
+    return mac
+
+
+@phones_app.callback(invoke_without_command=True)
+def phones(
+    ctx: typer.Context, data: DataOption = None, board: BoardOption = None, as_json: JsonOption = False
+) -> None:
+    """List every device seen, assigned or not."""
+    if ctx.invoked_subcommand is not None:
+        return
+    store = _store(data, board)
+    active = store.sites.active()
+    site = parse_site(active.source, "stored site") if active else None
+    rows = []
+    for device in store.devices.all():
+        phone = site.phone(device.mac) if site else None
+        users = (phone.lines or phone.handsets) if phone else []
+        rows.append(
+            {
+                "mac": colon_mac(device.mac),
+                "vendor": device.vendor,
+                "model": device.model,
+                "firmware": device.firmware,
+                "ip": device.ip,
+                "assigned": ", ".join(users) if users else None,
+                "enrolled": device.enrolled_at is not None,
+                "first_seen": _when(device.first_seen),
+                "last_seen": _when(device.last_seen),
+            }
+        )
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    columns = ("mac", "vendor", "model", "firmware", "ip", "assigned", "enrolled", "last_seen")
+    table = Table(*columns, title=f"Devices seen ({len(rows)})")
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in columns))
+    out.print(table)
+    if any(row["assigned"] is None for row in rows):
+        out.print("Assign one with: vaxelbox phones assign MAC USER")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _when(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp).isoformat(timespec="seconds")
+
+
+@phones_app.command("assign")
+def assign(
+    mac: Annotated[str, typer.Argument(help="The device's MAC, as `vaxelbox phones` lists it")],
+    users: Annotated[list[str], typer.Argument(help="User ids on line 1, 2, ... (DECT: handset 1, 2, ...)")],
+    dect: Annotated[bool, typer.Option(help="A DECT base: the users are its handsets")] = False,
+    data: DataOption = None,
+    board: BoardOption = None,
+) -> None:
+    """Assign a device to users: a new site version, validated like any other."""
+    bare = _mac(mac)
+    store = _store(data, board)
+    seen = next((d for d in store.devices.all() if d.mac == bare), None)
+    _change_site(
+        store,
+        lambda source: assign_phone(
+            source, bare, users, seen.vendor if seen else None, seen and seen.model, dect
+        ),
+        f"assign {colon_mac(bare)} to {', '.join(users)}",
+    )
+    out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
+    if store.devices.enrolled(bare) is None:
+        out.print("It fetches its configuration in the next enrolment window: vaxelbox enrol open")
+
+
+@phones_app.command("unassign")
+def unassign(mac: str, data: DataOption = None, board: BoardOption = None) -> None:
+    """Remove a device from the site and forget its provisioning credential."""
+    bare = _mac(mac)
+    store = _store(data, board)
+    _change_site(store, lambda source: unassign_phone(source, bare), f"unassign {colon_mac(bare)}")
+    store.devices.forget(bare)
+    out.print(f"{colon_mac(bare)} unassigned; it gets only the bootstrap configuration from now on.")
+
+
+def _change_site(store: Store, change: Callable[[str], str], origin: str) -> None:
+    active = store.sites.active()
+    if active is None:
+        err.print("no site on this appliance yet: start the agent once, or push a site")
+        raise typer.Exit(1)
+    try:
+        source = change(active.source)
+        parse_site(source, origin)
+    except EditError as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    except SiteError as exc:
+        report(exc, as_json=False)
+        raise typer.Exit(1) from None
+    store.sites.apply(source, origin)
+
+
+@enrol_app.command("open")
+def enrol_open(
+    minutes: Annotated[float, typer.Option(min=1, max=24 * 60, help="How long the window stays open")] = 30,
+    mac: Annotated[
+        list[str] | None, typer.Option(help="Only these devices; re-enrols them (e.g. after a factory reset)")
+    ] = None,
+    data: DataOption = None,
+    board: BoardOption = None,
+) -> None:
+    """Let assigned phones fetch their configuration (with their SIP passwords) for a while."""
+    macs = [_mac(m) for m in mac] if mac else None
+    window = _store(data, board).devices.open_enrolment(minutes, macs)
+    scope = ", ".join(colon_mac(m) for m in sorted(window.macs)) if window.macs else "every assigned phone"
+    out.print(f"Enrolment open until {_when(window.until)} for {scope}.")
+
+
+@enrol_app.command("close")
+def enrol_close(data: DataOption = None, board: BoardOption = None) -> None:
+    """Close the enrolment window now."""
+    _store(data, board).devices.close_enrolment()
+    out.print("Enrolment closed.")
+
+
+@enrol_app.command("status")
+def enrol_status(data: DataOption = None, board: BoardOption = None, as_json: JsonOption = False) -> None:
+    """Whether the window is open, until when, for whom."""
+    window = _store(data, board).devices.enrolment()
+    is_open = window is not None and window.until > time.time()
+    result = {
+        "open": is_open,
+        "until": _when(window.until) if window and is_open else None,
+        "macs": sorted(colon_mac(m) for m in window.macs) if window and window.macs else None,
+    }
+    if as_json:
+        out.print_json(json.dumps(result))
+    elif not is_open:
+        out.print("Enrolment closed.")
+    else:
+        scope = ", ".join(result["macs"] or ["every assigned phone"])
+        out.print(f"Enrolment open until {result['until']} for {scope}.")
