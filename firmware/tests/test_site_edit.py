@@ -26,6 +26,7 @@ def test_assign_replaces_the_same_mac_and_dect_takes_handsets(demo_text):
 
 def test_unassign_removes_the_phone_and_unknown_mac_is_refused(demo_text):
     site = parse_site(unassign_phone(demo_text, "000b82865e6a"), "edited")
-    assert site.phone("000b82865e6a") is None and len(site.phones) == 4
+    assert site.phone("000b82865e6a") is None
+    assert len(site.phones) == 4
     with pytest.raises(EditError, match="no phone with MAC 80:5e:c0:00:00:01"):
         unassign_phone(demo_text, "805ec0000001")

@@ -29,9 +29,11 @@ def test_enrolment_window_and_re_enrolment_voids_the_credential(tmp_path):
     store.devices.enrol("0015654aa937", Enrolled("cred", 150.0, "192.0.2.50"))
     assert store.devices.enrolled("0015654aa937") == Enrolled("cred", 150.0, "192.0.2.50")
     window = store.devices.open_enrolment(10)
-    assert window.admits("anything0000", time.time()) and store.devices.enrolled("0015654aa937")
+    assert window.admits("anything0000", time.time())
+    assert store.devices.enrolled("0015654aa937")
     window = store.devices.open_enrolment(10, ["0015654aa937"])
-    assert window.admits("0015654aa937", time.time()) and not window.admits("000413922d24", time.time())
+    assert window.admits("0015654aa937", time.time())
+    assert not window.admits("000413922d24", time.time())
     assert store.devices.enrolled("0015654aa937") is None  # named: must enrol again
     assert not window.admits("0015654aa937", time.time() + 601)
     store.devices.close_enrolment()
@@ -51,4 +53,5 @@ def test_unenrolled_devices_are_bounded(tmp_path, monkeypatch):
         store.devices.record(_sighting(f"0015650000{i:02x}", 10.0 + i))
     macs = {d.mac for d in store.devices.all()}
     assert "00156500000a" in macs  # enrolled devices are never pushed out
-    assert {"001565000005", "001565000004", "001565000003"} <= macs and len(macs) == 4
+    assert {"001565000005", "001565000004", "001565000003"} <= macs
+    assert len(macs) == 4

@@ -66,6 +66,7 @@ def test_expired_nonce_is_stale_and_another_process_nonce_is_refused():
     header = _authorization(auth, "m", "pw", "GET", "/f", "SHA-256")
     clock.now += NONCE_LIFETIME + 1
     verdict = auth.verify("GET", "/f", header, users.get)
-    assert verdict.username is None and verdict.stale
+    assert verdict.username is None
+    assert verdict.stale
     other = DigestAuth(clock)  # a restarted agent: new key
     assert other.verify("GET", "/f", _authorization(auth, "m", "pw", "GET", "/f"), users.get).username is None
