@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from peers import free_port
@@ -31,23 +32,30 @@ def loopback_network(*args: str) -> list[str]:
         ]
     if "--cloud" not in args:
         extra += ["--cloud", f"sip:127.0.0.3:{free_port('127.0.0.3')};transport=tcp"]
+    for flag in ("--http-port", "--https-port"):
+        if flag not in args:
+            extra += [flag, str(free_port("127.0.0.1"))]
     return extra
 
 
 class AgentProcess:
-    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wrap: Callable[..., list[str]] | None = None,
+    ) -> None:
+        """`wrap(*argv)` runs the agent inside something, e.g. a network namespace's `ip netns exec`."""
         self.notify_path = tmp_path / f"notify-{time.monotonic_ns()}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.notify_path))
         self.log_path = tmp_path / f"agent-{time.monotonic_ns()}.log"
         self.notifications: list[dict[str, str]] = []
         self._log = self.log_path.open("w")
+        argv = [*AGENT_COMMAND, *args, *loopback_network(*args)]
         self.process = subprocess.Popen(
-            [
-                *AGENT_COMMAND,
-                *args,
-                *loopback_network(*args),
-            ],
+            wrap(*argv) if wrap else argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {}), "NOTIFY_SOCKET": str(self.notify_path)},

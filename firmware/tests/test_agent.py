@@ -29,7 +29,8 @@ def test_fresh_agent_runs_the_demo_site_and_stops_on_sigterm(agents, tmp_path):
     assert ready["STATUS"].startswith("site 'Revisionsbyrån Demo AB' version 1, cloud ")
     (announcement,) = agent.events("agent ready")
     lan, wan = announcement["lan"], announcement["wan"]
-    assert announcement["listening"] == [f"sip lan udp+tcp {lan}", f"sip wan udp+tcp {wan}"]
+    assert announcement["listening"][:2] == [f"sip lan udp+tcp {lan}", f"sip wan udp+tcp {wan}"]
+    assert [a.split()[:2] for a in announcement["listening"][2:]] == [["provisioning", "http"], ["provisioning", "https"]]
     assert agent.events("site active")[0]["origin"] == "demo site"
     assert agent.stop() == 0
     assert any(n.get("STOPPING") == "1" for n in agent.notifications)

@@ -109,7 +109,7 @@ def test_desk_phone_without_lines(demo_with):
 
 def test_unknown_user_on_dect_handset(demo_with):
     assert problems(demo_with('handsets = ["elin", "fredrik"]', 'handsets = ["elin", "frederik"]')) == [
-        "phones[4].handsets[1]: unknown user 'frederik'"
+        "phones[5].handsets[1]: unknown user 'frederik'"
     ]
 
 

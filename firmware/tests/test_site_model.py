@@ -11,7 +11,7 @@ def test_demo_site_is_a_small_office():
     assert len(site.groups) == 2
     desk = [p for p in site.phones if p.type == "desk"]
     dect = [p for p in site.phones if p.type == "dect"]
-    assert len({p.vendor for p in desk}) == 4
+    assert len({p.vendor for p in desk}) == 5
     assert len(dect) == 1
     assert len(dect[0].handsets) == 2
     assert site.site.timezone == "Europe/Stockholm"
@@ -42,7 +42,8 @@ def test_secrets_are_collected_and_hidden_from_repr():
     site = demo_site()
     secrets = site.secrets()
     assert "demo-pw-anna-4f9c" in secrets
-    assert len(secrets) == 6
+    assert len(secrets) == 7  # six SIP passwords and the phones' admin password
+    assert "demo-admin-7d3e" in secrets
     assert "demo-pw-anna-4f9c" not in repr(site)
     assert "demo-pw-anna-4f9c" not in site.model_dump_json()
 

@@ -1,13 +1,21 @@
 """`vaxelctl`: the installer's whole interface to the appliance.
 
-Today it validates site files on the laptop, before they go anywhere; talking
-to an appliance over CoAP (discover, pair, push) joins it with management.
+Today it validates site files on the laptop, before they go anywhere, and
+prints DHCP hints for the office router; talking to an appliance over CoAP
+(discover, pair, push) joins it with management.
 """
 
+import ipaddress
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from phoneprov.context import Appliance
+from phoneprov.dhcp import dnsmasq, hints, isc_dhcpd
+from phoneprov.vendors import load_vendors
+from rich.console import Console
+from rich.table import Table
 from vaxelbox import __version__
 from vaxelbox.site import check_site_file
 
@@ -24,6 +32,47 @@ def validate(
     """Check a site file on this laptop, exactly as the appliance will. Exit 0 if valid, 1 if not."""
     if not check_site_file(file, as_json):
         raise typer.Exit(1)
+
+
+@app.command("dhcp-hints")
+def dhcp_hints(
+    appliance: Annotated[str, typer.Argument(help="The appliance's LAN address, e.g. 192.0.2.1")],
+    http_port: Annotated[int, typer.Option(help="Its provisioning HTTP port")] = 80,
+    https_port: Annotated[int, typer.Option(help="Its provisioning HTTPS port")] = 443,
+    output: Annotated[
+        str, typer.Option("--format", help="table, dnsmasq or isc (ISC dhcpd), or json")
+    ] = "table",
+) -> None:
+    """What the office's DHCP server should hand each vendor's phones (options 66, 160, 114, 43)."""
+    try:
+        ipaddress.ip_address(appliance)
+    except ValueError:
+        raise typer.BadParameter(f"{appliance!r} is not an IP address", param_hint="APPLIANCE") from None
+    found = hints(load_vendors(), Appliance(appliance, 5060, http_port, https_port))
+    if output == "dnsmasq":
+        print(dnsmasq(found), end="")
+    elif output == "isc":
+        print(isc_dhcpd(found), end="")
+    elif output == "json":
+        rows = [
+            {
+                "vendor": h.vendor.id,
+                "vendor_class": h.vendor_class,
+                "options": h.options,
+                "notes": h.vendor.dhcp.notes,
+            }
+            for h in found
+        ]
+        print(json.dumps(rows, indent=2))
+    elif output == "table":
+        table = Table("vendor", "option 60 starts with", "options", "notes", title="DHCP hints")
+        for h in found:
+            options = "\n".join(f"{number}: {value}" for number, value in h.options.items())
+            table.add_row(h.vendor.name, h.vendor_class, options, h.vendor.dhcp.notes)
+        Console(soft_wrap=False).print(table)
+        print("Snippets: --format dnsmasq or --format isc")
+    else:
+        raise typer.BadParameter("table, dnsmasq, isc or json", param_hint="--format")
 
 
 def _version(value: bool) -> None:

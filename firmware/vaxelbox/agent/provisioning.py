@@ -1,6 +1,7 @@
 """The agent's provisioning services: phoneprov's HTTP(S) server and SIP PnP responder, wired to
 the store (devices, enrolment), the active site and this board's LAN address."""
 
+import ipaddress
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,12 +61,15 @@ class Provisioning:
             service, options.lan.host, options.http_port, options.https_port, identity
         )
         await self.http.start()
+        if ipaddress.ip_address(options.lan.host).is_loopback:
+            log.info("SIP PnP off", reason="the LAN address is loopback: no phones can multicast there")
+            return
         responder = PnpResponder(vendors, self._pnp_admits, appliance.base("https"), local=("0.0.0.0", 0))
         pnp = PnpServer(responder, options.lan.host)
         try:
             await pnp.start()
             self.pnp = pnp
-        except OSError as exc:  # e.g. loopback, which has no multicast: phones then need DHCP hints
+        except OSError as exc:  # e.g. an interface without multicast: phones then need DHCP hints
             await pnp.stop()
             log.warning("SIP PnP off", reason=f"cannot join 224.0.1.75 on {options.lan.host}: {exc}")
 

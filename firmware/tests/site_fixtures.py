@@ -1,4 +1,4 @@
-"""Shared fixtures: the demo site as text, and a way to build variants of it."""
+"""Fixtures shared by every test tree: the demo site as text, and a way to build variants of it."""
 
 import re
 from collections.abc import Callable

@@ -1,0 +1,178 @@
+"""The provisioning server in a running agent, fetched with curl as each vendor's phone.
+
+Real client (curl, with the User-Agents real phones send), real agent process,
+real enrolment commands; loopback only.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from agent_process import AgentProcess
+from peers import free_port
+from phones import DEMO_PHONES, DemoPhone
+from vaxelbox.site import parse_site
+from vaxelbox.store import Store
+
+FAIL2BAN_FILTER = Path(__file__).parents[2] / "firmware/fail2ban/filter.d/vaxelbox-provisioning.conf"
+
+
+class Appliance:
+    def __init__(self, tmp_path: Path, site_text: str) -> None:
+        self.data = tmp_path / "data"
+        site = tmp_path / "site.toml"
+        site.write_text(site_text)
+        self.site = parse_site(site_text, "site")
+        self.http, self.https = free_port("127.0.0.1"), free_port("127.0.0.1")
+        self.agent = AgentProcess(
+            tmp_path,
+            "--site",
+            str(site),
+            "--data",
+            str(self.data),
+            "--http-port",
+            str(self.http),
+            "--https-port",
+            str(self.https),
+        )
+        self.agent.wait_notification("READY", "1", timeout=20)
+        self.ca = tmp_path / "ca.pem"
+        status, body, _ = self.curl("http", "ca.pem", "curl/8")
+        assert status == 200
+        self.ca.write_bytes(body)
+
+    def url(self, scheme: str, path: str) -> str:
+        return f"{scheme}://127.0.0.1:{self.https if scheme == 'https' else self.http}/{path}"
+
+    def curl(self, scheme: str, path: str, user_agent: str, *extra: str) -> tuple[int, bytes, str]:
+        args = ["curl", "-sS", "-A", user_agent, "-D", "-", "-o", "/dev/fd/3", "-w", "%{http_code}"]
+        if scheme == "https":
+            args += ["--cacert", str(self.ca)]
+        return _run_curl([*args, *extra, self.url(scheme, path)])
+
+    def vaxelbox(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "vaxelbox", *args, "--data", str(self.data)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def secrets(self, phone: DemoPhone) -> list[str]:
+        return [self.site.user(u).sip.password.get_secret_value() for u in phone.users]
+
+
+def _run_curl(args: list[str]) -> tuple[int, bytes, str]:
+    import os
+
+    read, write = os.pipe()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(write,))
+    os.close(write)
+    with os.fdopen(read, "rb") as body_pipe:
+        body = body_pipe.read()
+    out, err = process.communicate(timeout=30)
+    text = out.decode()
+    status = int(text[-3:]) if text[-3:].isdigit() else 0
+    assert process.returncode == 0 or status, f"curl failed: {err.decode()}"
+    return status, body, text[:-3]
+
+
+@pytest.fixture
+def appliance(tmp_path, demo_text):
+    running = Appliance(tmp_path, demo_text)
+    yield running
+    running.agent.stop()
+
+
+def test_each_vendor_enrols_over_https_and_then_proves_itself_with_digest(appliance):
+    appliance.vaxelbox("enrol", "open", "--minutes", "10")
+    for phone in DEMO_PHONES:
+        bodies = []
+        for _, path in phone.files():
+            status, body, _ = appliance.curl("https", path, phone.user_agent)
+            assert status == 200, (phone.vendor, path)
+            bodies.append(body.decode())
+        text = "".join(bodies)
+        for secret in appliance.secrets(phone):
+            assert secret in text, f"{phone.vendor}: a line's password is missing"
+        assert "127.0.0.1" in text  # SIP server 1: the appliance
+    appliance.vaxelbox("enrol", "close")
+    store = Store(appliance.data)
+    for phone in DEMO_PHONES:
+        credential = store.devices.enrolled(phone.mac).credential
+        path = phone.device_files()[0]
+        status, _, headers = appliance.curl("https", path, phone.user_agent)
+        assert status == 401, phone.vendor
+        assert "WWW-Authenticate: Digest" in headers
+        status, body, _ = appliance.curl(
+            "https", path, phone.user_agent, "--digest", "-u", f"{phone.mac}:{credential}"
+        )
+        assert status == 200, phone.vendor
+        assert credential in body.decode()
+        status, _, _ = appliance.curl(
+            "https", path, phone.user_agent, "--digest", "-u", f"{phone.mac}:wrong-guess"
+        )
+        assert status == 401
+    listed = json.loads(appliance.vaxelbox("phones", "--json"))
+    assert {row["mac"].replace(":", "") for row in listed if row["enrolled"]} == {p.mac for p in DEMO_PHONES}
+
+
+def test_another_phones_mac_gets_404_and_unassigned_gets_bootstrap(appliance):
+    appliance.vaxelbox("enrol", "open")
+    yealink = DEMO_PHONES[0]
+    path = yealink.device_files()[0]
+    other = path.replace(yealink.mac, "001565000001")
+    status, forbidden, _ = appliance.curl("https", other, yealink.user_agent)  # UA says 4a:a9:37
+    assert status == 404
+    status, missing, _ = appliance.curl("https", "nothing-here.cfg", yealink.user_agent)
+    assert (status, missing) == (404, forbidden)
+    unassigned_ua = "Yealink SIP-T46U 108.86.0.20 00:15:65:00:00:01"
+    status, body, _ = appliance.curl("https", other, unassigned_ua)
+    assert status == 200
+    for secret in appliance.site.secrets():
+        assert secret.encode() not in body
+    listed = {row["mac"]: row for row in json.loads(appliance.vaxelbox("phones", "--json"))}
+    assert listed["00:15:65:00:00:01"]["assigned"] is None
+    assert listed["00:15:65:00:00:01"]["model"] == "T46U"
+    assert listed["00:15:65:00:00:01"]["ip"] == "127.0.0.1"
+
+
+def test_plain_http_moves_phones_to_https_without_secrets(appliance):
+    appliance.vaxelbox("enrol", "open")
+    yealink = DEMO_PHONES[0]
+    status, body, _ = appliance.curl("http", yealink.device_files()[0], yealink.user_agent)
+    assert status == 200
+    assert appliance.secrets(yealink)[0].encode() not in body
+    assert f"https://127.0.0.1:{appliance.https}".encode() in body
+
+
+def test_https_needs_the_site_ca(appliance):
+    status, _, _ = _run_curl(
+        ["curl", "-sS", "-o", "/dev/fd/3", "-w", "%{http_code}", appliance.url("https", "ca.pem")]
+    )
+    assert status == 0  # curl refuses: not a publicly trusted certificate
+    status, _, _ = appliance.curl("https", "ca.pem", "curl/8")
+    assert status == 200
+
+
+def test_miss_budget_trips_and_fail2ban_matches_every_refusal(appliance):
+    statuses = [appliance.curl("http", f"guess{i}.cfg", "curl/8")[0] for i in range(22)]
+    assert statuses[:20] == [404] * 20
+    assert statuses[-1] == 429
+    refusals = appliance.agent.events("provisioning refused")
+    assert len(refusals) >= 21
+    log = appliance.agent.log_path
+    result = subprocess.run(
+        ["fail2ban-regex", "--print-no-missed", str(log), str(FAIL2BAN_FILTER)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    matched = re.search(r"Failregex: (\d+) total", result.stdout)
+    assert matched, result.stdout
+    assert int(matched.group(1)) == len(refusals)
