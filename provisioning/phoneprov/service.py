@@ -76,9 +76,8 @@ class ProvisioningService:
             self._refuse(request, "backoff")
             return HttpReply(429, b"too many misses; wait\n", headers={"Retry-After": str(int(wait) + 1)})
         if request.method not in ("GET", "HEAD"):
-            return self._miss(
-                request, "method", HttpReply(405, b"GET only\n", headers={"Allow": "GET, HEAD"})
-            )
+            # Not an enumeration: Poly phones PUT their logs. Refused, but neither a miss nor a ban.
+            return HttpReply(405, b"GET only\n", headers={"Allow": "GET, HEAD"})
         if request.path == CA_PATH:
             return HttpReply(200, self.ca_pem, "application/x-pem-file")
         site = self.site()
@@ -87,6 +86,8 @@ class ProvisioningService:
         if found.rule is None:
             return self._miss(request, "unknown-file")
         if found.rule.kind == "common":
+            if found.device.mac is not None:  # the User-Agent named it: worth listing for the installer
+                self._record(request, found, now)
             return self._render(request, site, found, bootstrap=True)
         return self._device_file(request, site, found, now)
 
