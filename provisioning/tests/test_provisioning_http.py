@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from agent_process import AgentProcess
-from peers import free_port
+from peers import free_port, make_certificate
 from phones import DEMO_PHONES, DemoPhone
 from vaxelbox.site import parse_site
 from vaxelbox.store import Store
@@ -21,7 +21,7 @@ FAIL2BAN_FILTER = Path(__file__).parents[2] / "firmware/fail2ban/filter.d/vaxelb
 
 
 class Appliance:
-    def __init__(self, tmp_path: Path, site_text: str) -> None:
+    def __init__(self, tmp_path: Path, site_text: str, *flags: str) -> None:
         self.data = tmp_path / "data"
         site = tmp_path / "site.toml"
         site.write_text(site_text)
@@ -176,3 +176,48 @@ def test_miss_budget_trips_and_fail2ban_matches_every_refusal(appliance):
     matched = re.search(r"Failregex: (\d+) total", result.stdout)
     assert matched, result.stdout
     assert int(matched.group(1)) == len(refusals)
+
+
+def test_assigning_a_seen_phone_takes_effect_at_its_next_fetch(appliance):
+    mac, ua = "805ec0112233", "Yealink SIP-T46U 108.86.0.20 80:5e:c0:11:22:33"
+    path = DEMO_PHONES[0].device_files()[0].replace(DEMO_PHONES[0].mac, mac)
+    status, body, _ = appliance.curl("https", path, ua)
+    assert status == 200
+    assert b"demo-101" not in body
+    out = appliance.vaxelbox("phones", "assign", "80:5e:c0:11:22:33", "fredrik")
+    assert "assigned to fredrik" in out
+    assert "vaxelbox enrol open" in out  # it has not enrolled yet, and the installer is told so
+    appliance.vaxelbox("enrol", "open", "--mac", "80:5e:c0:11:22:33")
+    status, body, _ = appliance.curl("https", path, ua)
+    assert status == 200
+    assert appliance.site.user("fredrik").sip.password.get_secret_value().encode() in body
+    assert len(appliance.agent.events("site active")) >= 2  # the agent followed the new site version
+    appliance.vaxelbox("phones", "unassign", "80:5e:c0:11:22:33")
+    status, body, _ = appliance.curl("https", path, ua)
+    assert status == 200
+    assert appliance.site.user("fredrik").sip.password.get_secret_value().encode() not in body
+
+
+def test_installer_supplied_certificate_replaces_the_site_ca(tmp_path, demo_text):
+    (tmp_path / "tls").mkdir()
+    certificate = make_certificate(tmp_path / "tls", "127.0.0.1")
+    running = Appliance(
+        tmp_path, demo_text, "--https-cert", str(certificate), "--https-key", str(tmp_path / "tls/key.pem")
+    )
+    try:
+        status, _, _ = _run_curl(
+            [
+                "curl",
+                "-sS",
+                "--cacert",
+                str(certificate),
+                "-o",
+                "/dev/fd/3",
+                "-w",
+                "%{http_code}",
+                running.url("https", "ca.pem"),
+            ]
+        )
+        assert status == 200
+    finally:
+        running.agent.stop()
