@@ -29,20 +29,11 @@ def _yealink_cfg(text: str) -> None:
     _key_value_lines(lines[1:], first_number=2)
 
 
-def _fanvil_cfg(text: str) -> None:
-    lines = text.splitlines()
-    if not lines or not lines[0].startswith("<<VOIP CONFIG FILE>>"):
-        raise FormatError("a Fanvil file starts with <<VOIP CONFIG FILE>>")
-    body = [line for line in lines[1:] if not re.fullmatch(r"\s*<[^<>]+>\s*", line)]
-    _key_value_lines(body, first_number=2, separator=":")
-
-
-def _key_value_lines(lines: list[str], first_number: int, separator: str = "=") -> None:
-    pattern = _KEY_VALUE if separator == "=" else re.compile(r"[^:#][^:]*:.*")
+def _key_value_lines(lines: list[str], first_number: int) -> None:
     for number, line in enumerate(lines, first_number):
         stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not pattern.fullmatch(stripped):
-            raise FormatError(f"line {number} is not 'key {separator} value': {line!r}")
+        if stripped and not stripped.startswith("#") and not _KEY_VALUE.fullmatch(stripped):
+            raise FormatError(f"line {number} is not 'key = value': {line!r}")
 
 
 def _text(text: str) -> None:
@@ -50,4 +41,4 @@ def _text(text: str) -> None:
         raise FormatError("text file contains a NUL byte")
 
 
-_CHECKERS = {"xml": _xml, "yealink-cfg": _yealink_cfg, "fanvil-cfg": _fanvil_cfg, "text": _text}
+_CHECKERS = {"xml": _xml, "yealink-cfg": _yealink_cfg, "text": _text}

@@ -14,7 +14,7 @@ from typing import Literal
 VENDOR_DIR = Path(__file__).parent / "vendors"
 
 FileKind = Literal["device", "common"]
-FORMATS = ("yealink-cfg", "fanvil-cfg", "xml", "text")
+FORMATS = ("yealink-cfg", "xml", "text")
 
 
 class VendorDataError(ValueError):

@@ -17,6 +17,10 @@ from vaxelbox.site import parse_site
 APPLIANCE = Appliance("192.0.2.1", 5060, 80, 443)
 CREDENTIALS = Credentials("mac-user", "prov-credential-Zx9")
 VENDORS = load_vendors()
+PREFIX_PICKUP = {"snom", "poly"}
+# Vendors that set the transport per server; the others fall back to the cloud only when it
+# speaks the LAN's transport.
+TRANSPORT_PER_SERVER = {"snom", "poly", "fanvil"}  # configured with the pickup prefix; they append the extension
 
 
 def test_every_vendor_has_a_profile():
@@ -53,7 +57,10 @@ def test_full_configuration_carries_the_site(demo_text, phone):
     text = "\n".join(render(site, phone, full=True).values())
     cloud_host = "sbc1.vaxel.example.net"
     assert "192.0.2.1" in text, "server 1 (the appliance) missing"
-    assert cloud_host in text, "server 2 (the cloud) missing"
+    if phone.vendor in TRANSPORT_PER_SERVER:  # the demo cloud speaks TLS, the LAN UDP
+        assert cloud_host in text, "server 2 (the cloud) missing"
+    else:
+        assert cloud_host not in text, "fallback to a server the line cannot speak to"
     for user_id in phone.users:
         user = site.user(user_id)
         assert user.sip.user in text
@@ -63,10 +70,23 @@ def test_full_configuration_carries_the_site(demo_text, phone):
     assert "https://192.0.2.1" in text, "HTTPS provisioning URL missing"
     assigned = site.phone(phone.mac)
     for user_id in assigned.blf:
-        assert f"*80*{site.user(user_id).extension}" in text or phone.vendor == "gigaset", (
-            "BLF pickup missing"
-        )
+        extension = site.user(user_id).extension
+        if phone.vendor in PREFIX_PICKUP:  # the phone dials the prefix, then the extension
+            assert "*80*" in text and extension in text, "BLF pickup prefix missing"
+        else:
+            assert f"*80*{extension}" in text, "BLF pickup missing"
     assert "se.pool.ntp.org" in text
+
+
+@pytest.mark.parametrize("phone", DEMO_PHONES, ids=lambda p: p.vendor)
+def test_every_vendor_falls_back_to_a_cloud_that_speaks_udp(demo_with, phone):
+    text = demo_with(
+        '"sips:sbc1.vaxel.example.net:5061;transport=tls"', '"sip:sbc1.vaxel.example.net:5070"'
+    )
+    site = parse_site(text, "udp-cloud")
+    rendered = "\n".join(render(site, phone, full=True).values())
+    assert "sbc1.vaxel.example.net" in rendered
+    assert "5070" in rendered
 
 
 @pytest.mark.parametrize("phone", DEMO_PHONES, ids=lambda p: p.vendor)
