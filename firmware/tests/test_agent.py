@@ -30,7 +30,10 @@ def test_fresh_agent_runs_the_demo_site_and_stops_on_sigterm(agents, tmp_path):
     (announcement,) = agent.events("agent ready")
     lan, wan = announcement["lan"], announcement["wan"]
     assert announcement["listening"][:2] == [f"sip lan udp+tcp {lan}", f"sip wan udp+tcp {wan}"]
-    assert [a.split()[:2] for a in announcement["listening"][2:]] == [["provisioning", "http"], ["provisioning", "https"]]
+    assert [a.split()[:2] for a in announcement["listening"][2:]] == [
+        ["provisioning", "http"],
+        ["provisioning", "https"],
+    ]
     assert agent.events("site active")[0]["origin"] == "demo site"
     assert agent.stop() == 0
     assert any(n.get("STOPPING") == "1" for n in agent.notifications)

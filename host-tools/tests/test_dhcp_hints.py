@@ -23,7 +23,9 @@ def test_dnsmasq_accepts_its_snippet(tmp_path):
     assert result.returncode == 0, result.stderr
     conf = tmp_path / "vaxelbox.conf"
     conf.write_text(result.stdout)
-    check = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        ["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stderr
     assert "syntax check OK" in check.stderr
 
@@ -32,7 +34,9 @@ def test_isc_dhcpd_accepts_its_snippet(tmp_path):
     result = vaxelctl("dhcp-hints", "192.0.2.1", "--http-port", "8080", "--format", "isc")
     assert result.returncode == 0, result.stderr
     conf = tmp_path / "dhcpd.conf"
-    conf.write_text(result.stdout + "subnet 192.0.2.0 netmask 255.255.255.0 { range 192.0.2.100 192.0.2.200; }\n")
+    conf.write_text(
+        result.stdout + "subnet 192.0.2.0 netmask 255.255.255.0 { range 192.0.2.100 192.0.2.200; }\n"
+    )
     check = subprocess.run(
         ["dhcpd", "-t", "-4", "-cf", str(conf)], capture_output=True, text=True, check=False
     )

@@ -20,7 +20,11 @@ VENDORS = load_vendors()
 PREFIX_PICKUP = {"snom", "poly"}
 # Vendors that set the transport per server; the others fall back to the cloud only when it
 # speaks the LAN's transport.
-TRANSPORT_PER_SERVER = {"snom", "poly", "fanvil"}  # configured with the pickup prefix; they append the extension
+TRANSPORT_PER_SERVER = {
+    "snom",
+    "poly",
+    "fanvil",
+}  # configured with the pickup prefix; they append the extension
 
 
 def test_every_vendor_has_a_profile():
@@ -72,7 +76,8 @@ def test_full_configuration_carries_the_site(demo_text, phone):
     for user_id in assigned.blf:
         extension = site.user(user_id).extension
         if phone.vendor in PREFIX_PICKUP:  # the phone dials the prefix, then the extension
-            assert "*80*" in text and extension in text, "BLF pickup prefix missing"
+            assert "*80*" in text, "BLF pickup prefix missing"
+            assert extension in text, "BLF extension missing"
         else:
             assert f"*80*{extension}" in text, "BLF pickup missing"
     assert "se.pool.ntp.org" in text
@@ -80,9 +85,7 @@ def test_full_configuration_carries_the_site(demo_text, phone):
 
 @pytest.mark.parametrize("phone", DEMO_PHONES, ids=lambda p: p.vendor)
 def test_every_vendor_falls_back_to_a_cloud_that_speaks_udp(demo_with, phone):
-    text = demo_with(
-        '"sips:sbc1.vaxel.example.net:5061;transport=tls"', '"sip:sbc1.vaxel.example.net:5070"'
-    )
+    text = demo_with('"sips:sbc1.vaxel.example.net:5061;transport=tls"', '"sip:sbc1.vaxel.example.net:5070"')
     site = parse_site(text, "udp-cloud")
     rendered = "\n".join(render(site, phone, full=True).values())
     assert "sbc1.vaxel.example.net" in rendered
