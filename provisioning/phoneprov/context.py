@@ -56,7 +56,7 @@ def build_context(
     prov = site.provisioning
     full = phone is not None and credentials is not None
     tz = zone_rule(site.site.timezone)
-    cloud_host, cloud_port, cloud_transport = proxy_parts(site.cloud.proxies[0])
+    cloud_host, cloud_port, cloud_transport = proxy_parts(prov.phone_fallback or site.cloud.proxies[0])
     return {
         "bootstrap": not full,
         "device": _device(device, phone),

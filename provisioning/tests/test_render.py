@@ -84,12 +84,15 @@ def test_full_configuration_carries_the_site(demo_text, phone):
 
 
 @pytest.mark.parametrize("phone", DEMO_PHONES, ids=lambda p: p.vendor)
-def test_every_vendor_falls_back_to_a_cloud_that_speaks_udp(demo_with, phone):
-    text = demo_with('"sips:sbc1.vaxel.example.net:5061;transport=tls"', '"sip:sbc1.vaxel.example.net:5070"')
-    site = parse_site(text, "udp-cloud")
+def test_every_vendor_falls_back_to_a_phone_fallback_in_its_transport(demo_with, phone):
+    text = demo_with(
+        "[provisioning]\n", '[provisioning]\nphone_fallback = "sip:phones.vaxel.example.net:5070"\n'
+    )
+    site = parse_site(text, "fallback")
     rendered = "\n".join(render(site, phone, full=True).values())
-    assert "sbc1.vaxel.example.net" in rendered
+    assert "phones.vaxel.example.net" in rendered
     assert "5070" in rendered
+    assert "sbc1.vaxel.example.net" not in rendered  # the phones' address replaces the edge's
 
 
 @pytest.mark.parametrize("phone", DEMO_PHONES, ids=lambda p: p.vendor)

@@ -107,6 +107,12 @@ class Provisioning(_Part):
         None, description="Phones' web-UI admin password; without it the web UI stays locked"
     )
     phone_transport: Literal["udp", "tcp"] = Field("udp", description="Phones to the appliance")
+    phone_fallback: ProxyUri | None = Field(
+        None,
+        description="Where phones register when the appliance itself is down (default: the first "
+        "cloud proxy). Yealink, Grandstream and Gigaset use one transport per line, so they fall "
+        "back only to an address that speaks phone_transport",
+    )
     srtp: Literal["off", "optional", "required"] = "optional"
     recheck_minutes: int = Field(1440, ge=5, le=60 * 24 * 7, description="How often phones re-fetch")
     ntp: list[HostName] = Field(["se.pool.ntp.org"], min_length=1, max_length=2)
