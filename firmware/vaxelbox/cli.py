@@ -18,6 +18,7 @@ from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logg
 from vaxelbox.agent.options import OptionsError, RunOptions
 from vaxelbox.cli_provisioning import enrol_app, phones_app
 from vaxelbox.hw.board import Board, BoardError, load_board
+from vaxelbox.mgmt.security import PairingSecret
 from vaxelbox.problems import report
 from vaxelbox.site import Site, check_site_file, demo_site_text
 from vaxelbox.site.holidays import swedish_holidays
@@ -62,12 +63,16 @@ def run(
         Path | None, typer.Option(help="Your HTTPS certificate chain (PEM) instead of the site CA's")
     ] = None,
     https_key: Annotated[Path | None, typer.Option(help="The key of --https-cert (PEM)")] = None,
+    coap_port: Annotated[int, typer.Option(help="Management port (CoAP over UDP and TCP)")] = 5683,
+    fw_key: Annotated[
+        Path | None, typer.Option(help="Ed25519 public key (PEM) firmware bundles must be signed with")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
     log_format: Annotated[str, typer.Option(help="auto (human on a terminal), human or json")] = "auto",
 ) -> None:
     """Run the agent. Without --site it runs the stored site, or the demo office on first start."""
     redactor = Redactor()
-    configure_logging(redactor, log_level, _log_format(log_format))
+    log_ring = configure_logging(redactor, log_level, _log_format(log_format))
     log = get_logger("vaxelbox")
     try:
         if (https_cert is None) != (https_key is None):
@@ -80,12 +85,20 @@ def run(
             https_port=https_port or options.https_port,
             https_certificate=https_cert,
             https_key=https_key,
+            coap_port=coap_port,
+            firmware_key=fw_key or _installed_firmware_key(options),
         )
-        asyncio.run(Agent(options, redactor).run())
+        asyncio.run(Agent(options, redactor, log_ring=log_ring).run())
     except (OptionsError, BoardError, StartupError) as exc:
         for line in str(exc).splitlines():
             log.error("cannot start", reason=line)
         raise typer.Exit(EXIT_USAGE) from None
+
+
+def _installed_firmware_key(options: RunOptions) -> Path | None:
+    """A board's firmware key lives beside its data: <data>/firmware-signing.pub."""
+    path = options.data_dir / "firmware-signing.pub"
+    return path if path.exists() else None
 
 
 @app.command("check-site")
@@ -107,6 +120,19 @@ def check_board(file: Path) -> None:
         report(exc, as_json=False)
         raise typer.Exit(EXIT_INVALID) from None
     out.print(f"{file}: OK — {board.description} (LAN {board.interfaces.lan}, WAN {board.wan_interface})")
+
+
+@app.command("pairing-code")
+def pairing_code(
+    data: Annotated[
+        Path | None, typer.Option(help="Data directory (default: board's, else user state)")
+    ] = None,
+    board: Annotated[Path | None, typer.Option(help="Board file, for its data directory")] = None,
+) -> None:
+    """Show this appliance's pairing code (a board has it on its label): vaxelctl pair asks for it."""
+    directory = RunOptions.resolve(data_dir=data, board_file=board).data_dir / "mgmt"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out.print(PairingSecret(directory).code)
 
 
 @app.command("demo-site")

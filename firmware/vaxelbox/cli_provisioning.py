@@ -17,9 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vaxelbox.agent.options import RunOptions
+from vaxelbox.inventory import assign as assign_device
+from vaxelbox.inventory import device_rows
+from vaxelbox.inventory import unassign as unassign_device
 from vaxelbox.problems import report
-from vaxelbox.site import SiteError, parse_site
-from vaxelbox.site.edit import EditError, assign_phone, unassign_phone
+from vaxelbox.site import SiteError
+from vaxelbox.site.edit import EditError
 from vaxelbox.site.fields import colon_mac
 from vaxelbox.store import Store
 
@@ -51,26 +54,10 @@ def phones(
     """List every device seen, assigned or not."""
     if ctx.invoked_subcommand is not None:
         return
-    store = _store(data, board)
-    active = store.sites.active()
-    site = parse_site(active.source, "stored site") if active else None
-    rows = []
-    for device in store.devices.all():
-        phone = site.phone(device.mac) if site else None
-        users = (phone.lines or phone.handsets) if phone else []
-        rows.append(
-            {
-                "mac": colon_mac(device.mac),
-                "vendor": device.vendor,
-                "model": device.model,
-                "firmware": device.firmware,
-                "ip": device.ip,
-                "assigned": ", ".join(users) if users else None,
-                "enrolled": device.enrolled_at is not None,
-                "first_seen": _when(device.first_seen),
-                "last_seen": _when(device.last_seen),
-            }
-        )
+    rows = [
+        {**row, "first_seen": _when(row["first_seen"]), "last_seen": _when(row["last_seen"])}
+        for row in device_rows(_store(data, board))
+    ]
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -106,14 +93,7 @@ def assign(
     """Assign a device to users: a new site version, validated like any other."""
     bare = _mac(mac)
     store = _store(data, board)
-    seen = next((d for d in store.devices.all() if d.mac == bare), None)
-    _change_site(
-        store,
-        lambda source: assign_phone(
-            source, bare, users, seen.vendor if seen else None, seen and seen.model, dect
-        ),
-        f"assign {colon_mac(bare)} to {', '.join(users)}",
-    )
+    _change_site(lambda: assign_device(store, bare, users, dect))
     out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
     if store.devices.enrolled(bare) is None:
         out.print("It fetches its configuration in the next enrolment window: vaxelbox enrol open")
@@ -123,27 +103,19 @@ def assign(
 def unassign(mac: str, data: DataOption = None, board: BoardOption = None) -> None:
     """Remove a device from the site and forget its provisioning credential."""
     bare = _mac(mac)
-    store = _store(data, board)
-    _change_site(store, lambda source: unassign_phone(source, bare), f"unassign {colon_mac(bare)}")
-    store.devices.forget(bare)
+    _change_site(lambda: unassign_device(_store(data, board), bare))
     out.print(f"{colon_mac(bare)} unassigned; it gets only the bootstrap configuration from now on.")
 
 
-def _change_site(store: Store, change: Callable[[str], str], origin: str) -> None:
-    active = store.sites.active()
-    if active is None:
-        err.print("no site on this appliance yet: start the agent once, or push a site")
-        raise typer.Exit(1)
+def _change_site(change: Callable[[], object]) -> None:
     try:
-        source = change(active.source)
-        parse_site(source, origin)
+        change()
     except EditError as exc:
         err.print(str(exc))
         raise typer.Exit(1) from None
     except SiteError as exc:
         report(exc, as_json=False)
         raise typer.Exit(1) from None
-    store.sites.apply(source, origin)
 
 
 @enrol_app.command("open")

@@ -1,8 +1,8 @@
 """`vaxelctl`: the installer's whole interface to the appliance.
 
-Today it validates site files on the laptop, before they go anywhere, and
-prints DHCP hints for the office router; talking to an appliance over CoAP
-(discover, pair, push) joins it with management.
+It validates site files on the laptop before they go anywhere, prints DHCP
+hints for the office router, and manages appliances over CoAP with OSCORE
+(vaxelctl.remote): discover, pair, status, site, phones, enrolment, firmware.
 """
 
 import ipaddress
@@ -19,9 +19,13 @@ from rich.table import Table
 from vaxelbox import __version__
 from vaxelbox.site import check_site_file
 
+from vaxelctl.remote import register, register_site
+
 app = typer.Typer(help="Manage Vaxelbox appliances.", no_args_is_help=True, add_completion=False)
 site_app = typer.Typer(help="Site files: the office's users, phones, groups and hours.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+register(app)
+register_site(site_app)
 
 
 @site_app.command("validate")

@@ -13,7 +13,8 @@ import ssl
 from dataclasses import dataclass
 
 from vaxelbox import __version__
-from vaxelbox.agent.logs import Redactor, get_logger
+from vaxelbox.agent.logs import LogRing, Redactor, get_logger
+from vaxelbox.agent.management import Management
 from vaxelbox.agent.options import RunOptions
 from vaxelbox.agent.provisioning import Provisioning
 from vaxelbox.agent.sdnotify import SystemdNotifier
@@ -40,15 +41,21 @@ class ActiveSite:
 
 class Agent:
     def __init__(
-        self, options: RunOptions, redactor: Redactor, notifier: SystemdNotifier | None = None
+        self,
+        options: RunOptions,
+        redactor: Redactor,
+        notifier: SystemdNotifier | None = None,
+        log_ring: LogRing | None = None,
     ) -> None:
         self.options = options
+        self.log_ring = log_ring
         self.redactor = redactor
         self.notifier = notifier or SystemdNotifier()
         self.supervisor = Supervisor()
         self.active: ActiveSite | None = None
         self.edge: Edge | None = None
         self.provisioning: Provisioning | None = None
+        self.management: Management | None = None
         self.health = CloudHealth()
         self._store: Store | None = None
         self._stopping = asyncio.Event()
@@ -70,6 +77,7 @@ class Agent:
             self._activate(await self._initial_site())
             await self._start_edge()
             await self._start_provisioning()
+            await self._start_management()
             tune_garbage_collector()
             self._add_services()
             self.supervisor.start()
@@ -80,6 +88,8 @@ class Agent:
             log.info("agent stopping")
             await self.supervisor.stop()
         finally:
+            if self.management is not None:
+                await self.management.stop()
             if self.provisioning is not None:
                 await self.provisioning.stop()
             if self.edge is not None:
@@ -191,6 +201,18 @@ class Agent:
             raise StartupError(f"cannot serve provisioning on {self.options.lan.host}: {exc}") from None
         self.provisioning = provisioning
 
+    async def _start_management(self) -> None:
+        management = Management(self, self.log_ring)
+        try:
+            await management.start()
+        except OSError as exc:
+            await management.stop()
+            raise StartupError(
+                f"cannot serve management (CoAP) on {self.options.lan.host}:{self.options.coap_port}: {exc}"
+            ) from None
+        self.management = management
+        self.supervisor.add("management-observers", management.refresh)
+
     def current_site(self) -> Site:
         """The active site, following the store: `vaxelbox phones assign` (another process) changes it.
         Called from worker threads; a plain attribute swap is atomic."""
@@ -244,6 +266,8 @@ class Agent:
         listening = [address for s in self.supervisor.services.values() for address in s.listening]
         if self.provisioning is not None:
             listening += self.provisioning.listening
+        if self.management is not None:
+            listening += self.management.listening
         log.info(
             "agent ready",
             version=__version__,

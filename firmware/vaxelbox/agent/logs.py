@@ -5,9 +5,12 @@ rendered, whether it came from our code (structlog) or a library (stdlib
 logging), so a secret cannot reach the log by any route.
 """
 
+import itertools
+import json
 import logging
 import re
 import sys
+from collections import deque
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -54,10 +57,26 @@ class Redactor:
         return {k: v if k.startswith("_") else self._redact(k, v) for k, v in event.items()}
 
 
+class LogRing(logging.Handler):
+    """The most recent records, redacted like the log itself: what /log serves installers."""
+
+    def __init__(self, size: int = 500) -> None:
+        super().__init__()
+        self.records: deque[dict[str, Any]] = deque(maxlen=size)
+        self._numbers = itertools.count(1)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append({"n": next(self._numbers), **json.loads(self.format(record))})
+        except Exception:  # a log record must never break the code that logs it
+            self.handleError(record)
+
+
 def configure_logging(
     redactor: Redactor, level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None
-) -> None:
-    """Route structlog and stdlib logging to one handler on `stream` (default stderr)."""
+) -> LogRing:
+    """Route structlog and stdlib logging to one handler on `stream` (default stderr) and to a
+    ring of recent records (returned)."""
     stream = stream or sys.stderr
     human = fmt == "human" or (fmt == "auto" and stream.isatty())
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=not human)
@@ -95,9 +114,22 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    ring = LogRing()
+    ring.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redactor,
+                structlog.processors.JSONRenderer(ensure_ascii=False),
+            ],
+        )
+    )
     root = logging.getLogger()
-    root.handlers = [handler]
+    root.handlers = [handler, ring]
     root.setLevel(level.upper())
+    return ring
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

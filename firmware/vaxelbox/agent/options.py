@@ -47,6 +47,8 @@ class RunOptions:
     https_port: int = 8443
     https_certificate: Path | None = None  # the installer's own (chain, then key); default: the site CA's
     https_key: Path | None = None
+    coap_port: int = 5683  # management (CoAP over UDP and TCP, OSCORE)
+    firmware_key: Path | None = None  # Ed25519 public key (PEM) firmware bundles must be signed with
 
     @classmethod
     def resolve(

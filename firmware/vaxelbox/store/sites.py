@@ -25,6 +25,14 @@ class SiteVersion:
     source: str
 
 
+class SiteConflict(Exception):
+    """The active site changed since the caller read it."""
+
+    def __init__(self, active: SiteVersion | None) -> None:
+        super().__init__(f"the site changed meanwhile (now version {active.number if active else None})")
+        self.active = active
+
+
 def digest_of(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
@@ -33,11 +41,17 @@ class SiteVersions:
     def __init__(self, store: "Store") -> None:
         self._store = store
 
-    def apply(self, source: str, origin: str, keep: int = KEEP_VERSIONS) -> SiteVersion:
-        """Make `source` the active site. Applying the active text again changes nothing."""
+    def apply(
+        self, source: str, origin: str, keep: int = KEEP_VERSIONS, if_active: str | None = None
+    ) -> SiteVersion:
+        """Make `source` the active site. Applying the active text again changes nothing.
+        With `if_active` (a digest), only if that is still the active version: SiteConflict otherwise,
+        checked inside the write transaction, so two installers cannot both win."""
         digest = digest_of(source)
         with self._store.transaction() as db:
             active = self.active()
+            if if_active is not None and (active is None or active.digest != if_active):
+                raise SiteConflict(active)
             if active and active.digest == digest:
                 return active
             number = self._highest() + 1

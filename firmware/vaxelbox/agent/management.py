@@ -1,0 +1,320 @@
+"""The agent's management service: the CoAP resource tree (vaxelbox.mgmt) over UDP and TCP,
+behind OSCORE, announced by mDNS on the LAN; and the backend that answers for the agent."""
+
+import asyncio
+import ipaddress
+import platform
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiocoap
+from aiocoap.credentials import CredentialsMap
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+from phoneprov.device import normalise_mac
+from zeroconf import IPVersion, ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
+
+from vaxelbox import __version__
+from vaxelbox.agent.logs import LogRing, get_logger
+from vaxelbox.bundle import load_public_key
+from vaxelbox.inventory import assign, device_rows, unassign
+from vaxelbox.mgmt.firmware import FirmwareUpdate
+from vaxelbox.mgmt.payload import Conflict, PayloadError, field
+from vaxelbox.mgmt.resources import Snapshot, build_site
+from vaxelbox.mgmt.security import Installers, PairingCredentials, PairingSecret, write_private
+from vaxelbox.site import SiteError, parse_site
+from vaxelbox.site.edit import EditError
+from vaxelbox.site.fields import colon_mac
+from vaxelbox.store import SiteConflict, SiteVersion
+
+if TYPE_CHECKING:
+    from vaxelbox.agent.app import Agent
+
+log = get_logger("vaxelbox.management")
+SERVICE_TYPE = "_coap._udp.local."
+REFRESH_INTERVAL = 0.5  # how often observable resources are compared with their last state
+
+
+def serial_number(directory: Path) -> str:
+    """This appliance's serial: the device tree's on a board, else one made on first start."""
+    for path in (Path("/proc/device-tree/serial-number"), directory / "serial"):
+        try:
+            serial = path.read_bytes().strip(b"\x00\n ").decode()
+            if serial:
+                return serial
+        except OSError:
+            continue
+    serial = "VXB-" + secrets.token_hex(4).upper()
+    write_private(directory / "serial", serial + "\n")
+    return serial
+
+
+class ManagementBackend:
+    """Answers the resources (vaxelbox.mgmt.resources.Backend) from the running agent."""
+
+    def __init__(self, agent: "Agent", directory: Path, log_ring: LogRing | None) -> None:
+        self.agent = agent
+        self.store = agent.store
+        self.serial = serial_number(directory)
+        self.pairing = PairingSecret(directory)
+        self.installers = Installers(directory / "installers")
+        key = agent.options.firmware_key
+        self.firmware = FirmwareUpdate(
+            agent.options.data_dir / "firmware", load_public_key(key) if key else None
+        )
+        self.forced_local = False
+        self._log_ring = log_ring
+        self._started = time.monotonic()
+
+    def device(self, full: bool) -> dict[str, Any]:
+        board = self.agent.options.board
+        public = {
+            "model": board.name if board else "development host",
+            "serial": self.serial,
+            "firmware": __version__,
+        }
+        if not full:
+            return public
+        return {
+            **public,
+            "board": board.description if board else platform.node(),
+            "uptime": round(time.monotonic() - self._started),
+            "kernel": platform.release(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        agent = self.agent
+        site = agent.current_site()
+        devices = self.store.devices.all()
+        errors = [r for r in (self._log_ring.records if self._log_ring else []) if r.get("level") == "error"]
+        return {
+            "cloud": agent.health.state.value,
+            "mode": self.mode()["mode"],
+            "site_version": agent.active.version.number if agent.active else None,
+            "phones": {
+                "in_site": len(site.phones),
+                "seen": len(devices),
+                "enrolled": sum(1 for d in devices if d.enrolled_at is not None),
+            },
+            "registrations": len(agent.edge.bindings) if agent.edge else 0,
+            "calls": None,  # the relay keeps no call table yet
+            "last_errors": [{"at": r.get("timestamp"), "event": r.get("event")} for r in errors[-5:]],
+        }
+
+    def site(self) -> dict[str, Any]:
+        active = self.store.sites.active()
+        assert active is not None, "the agent always has a site"
+        return {**_version_row(active, active.number), "source": active.source}
+
+    def put_site(self, source: str, if_match: list[bytes], who: str) -> dict[str, Any]:
+        active = self.store.sites.active()
+        expected = None
+        if if_match:
+            if active is None or not any(active.digest.startswith(tag.hex()) for tag in if_match):
+                now = active.number if active else "-"
+                raise Conflict(f"the site changed meanwhile (now version {now}): pull it again")
+            expected = active.digest
+        try:
+            parse_site(source, "pushed site")
+        except SiteError as exc:
+            raise PayloadError(_problems(exc)) from None
+        try:
+            version = self.store.sites.apply(source, f"pushed by installer {who}", if_active=expected)
+        except SiteConflict as exc:
+            raise Conflict(f"{exc}: pull it again") from None
+        self.agent.current_site()  # activate now, not at the next phone request
+        return _version_row(version, version.number)
+
+    def site_versions(self) -> list[dict[str, Any]]:
+        active = self.store.sites.active_number()
+        return [_version_row(v, active) for v in self.store.sites.history()]
+
+    def rollback(self, number: int, who: str) -> dict[str, Any]:
+        old = self.store.sites.get(number)
+        if old is None:
+            raise PayloadError(
+                f"no site version {number}; kept: {[v.number for v in self.store.sites.history()]}"
+            )
+        try:
+            parse_site(old.source, f"site version {number}")
+        except SiteError as exc:
+            raise PayloadError(f"version {number} no longer validates: {exc}") from None
+        version = self.store.sites.apply(old.source, f"rollback to {number} by installer {who}")
+        self.agent.current_site()
+        return _version_row(version, version.number)
+
+    def phones(self) -> list[dict[str, Any]]:
+        return device_rows(self.store)
+
+    def change_phones(self, request: dict[str, Any], who: str) -> dict[str, Any]:
+        try:
+            if "assign" in request:
+                mac = _mac(field(request, "assign", str))
+                users = field(request, "users", list)
+                if not users or not all(isinstance(u, str) for u in users):
+                    raise PayloadError("users must be a non-empty list of user ids")
+                dect = bool(field(request, "dect", bool, required=False))
+                version = assign(self.store, mac, users, dect)
+            elif "unassign" in request:
+                mac = _mac(field(request, "unassign", str))
+                version = unassign(self.store, mac)
+            else:
+                raise PayloadError("send {assign: MAC, users: [...]} or {unassign: MAC}")
+        except EditError as exc:
+            raise PayloadError(str(exc)) from None
+        except SiteError as exc:
+            raise PayloadError(_problems(exc)) from None
+        self.agent.current_site()
+        log.info("phones changed", installer=who, mac=colon_mac(mac), site_version=version.number)
+        return {
+            "mac": colon_mac(mac),
+            "site_version": version.number,
+            "enrolled": self.store.devices.enrolled(mac) is not None,
+        }
+
+    def enrolment(self) -> dict[str, Any]:
+        window = self.store.devices.enrolment()
+        is_open = window is not None and window.until > time.time()
+        return {
+            "open": is_open,
+            "until": window.until if window and is_open else None,
+            "macs": sorted(colon_mac(m) for m in window.macs) if window and window.macs else None,
+        }
+
+    def change_enrolment(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("close"):
+            self.store.devices.close_enrolment()
+        else:
+            minutes = field(request, "open", int | float)  # type: ignore[arg-type]
+            if not 1 <= minutes <= 24 * 60:
+                raise PayloadError("open: minutes between 1 and 1440")
+            macs = field(request, "macs", list, required=False)
+            self.store.devices.open_enrolment(minutes, [_mac(m) for m in macs] if macs else None)
+        return self.enrolment()
+
+    def registrations(self) -> list[dict[str, Any]]:
+        edge = self.agent.edge
+        if edge is None:
+            return []
+        return [
+            {
+                "aor": b.aor,
+                "contact": b.contact,
+                "transport": b.transport,
+                "remote": f"{b.remote[0]}:{b.remote[1]}",
+                "expires_in": b.expires_in(),
+                "user_agent": b.user_agent,
+            }
+            for b in edge.bindings.all()
+        ]
+
+    def calls(self) -> dict[str, Any]:
+        return {"calls": [], "available": False, "reason": "the relay keeps no call table yet"}
+
+    def presence(self) -> dict[str, Any]:
+        return {"presence": [], "available": False, "reason": "the presence cache is not built yet"}
+
+    def log(self) -> list[dict[str, Any]]:
+        return list(self._log_ring.records)[-100:] if self._log_ring else []
+
+    def mode(self) -> dict[str, Any]:
+        return {
+            "mode": "local" if self.forced_local else "auto",
+            "cloud": self.agent.health.state.value,
+            "local_handling": False,  # survival mode is a later capability: calls still go to the cloud
+        }
+
+    def set_mode(self, mode: str, who: str) -> dict[str, Any]:
+        self.forced_local = mode == "local"
+        log.warning("mode set", mode=mode, installer=who, note="local call handling is not built yet")
+        return self.mode()
+
+
+def _version_row(version: SiteVersion, active: int | None) -> dict[str, Any]:
+    return {
+        "version": version.number,
+        "digest": version.digest,
+        "origin": version.origin,
+        "created": version.created_at,
+        "active": version.number == active,
+    }
+
+
+def _problems(exc: SiteError) -> str:
+    return "\n".join(str(p) for p in exc.problems) or str(exc)
+
+
+def _mac(text: str) -> str:
+    mac = normalise_mac(text)
+    if mac is None:
+        raise PayloadError(f"{text!r} is not a MAC address")
+    return mac
+
+
+class Management:
+    """The CoAP server (UDP and TCP on the LAN address), its mDNS announcement, and observers."""
+
+    def __init__(self, agent: "Agent", log_ring: LogRing | None) -> None:
+        self.agent = agent
+        self.directory = agent.options.data_dir / "mgmt"
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.backend = ManagementBackend(agent, self.directory, log_ring)
+        self._context: aiocoap.Context | None = None
+        self._zeroconf: AsyncZeroconf | None = None
+        self._snapshots: list[Snapshot] = []
+
+    @property
+    def listening(self) -> list[str]:
+        if self._context is None:
+            return []
+        host, port = self.agent.options.lan.host, self.agent.options.coap_port
+        return [f"coap://{host}:{port}", f"coap+tcp://{host}:{port}"]
+
+    async def start(self) -> None:
+        site, self._snapshots = build_site(self.backend)
+        credentials = CredentialsMap()
+        credentials[":pairing"] = PairingCredentials(self.backend.pairing)
+        credentials[":installers"] = self.backend.installers
+        self._context = await aiocoap.Context.create_server_context(
+            OscoreSiteWrapper(site, credentials),
+            bind=(self.agent.options.lan.host, self.agent.options.coap_port),
+            transports=["udp6", "tcpserver"],
+        )
+        await self._announce()
+
+    async def refresh(self) -> None:
+        """Tell observers of every resource that changed (a service the supervisor runs)."""
+        while True:
+            for snapshot in self._snapshots:
+                snapshot.changed()
+            await asyncio.sleep(REFRESH_INTERVAL)
+
+    async def stop(self) -> None:
+        if self._zeroconf is not None:
+            await self._zeroconf.async_unregister_all_services()
+            await self._zeroconf.async_close()
+        if self._context is not None:
+            await self._context.shutdown()
+
+    async def _announce(self) -> None:
+        host = self.agent.options.lan.host
+        if ipaddress.ip_address(host).is_loopback:
+            log.info("mDNS off", reason="the LAN address is loopback: no laptop can discover it there")
+            return
+        device = self.backend.device(full=False)
+        info = ServiceInfo(
+            SERVICE_TYPE,
+            f"Vaxelbox {device['serial']}.{SERVICE_TYPE}",
+            addresses=[socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)],
+            port=self.agent.options.coap_port,
+            properties={"rt": "vaxelbox.dev", **{k: str(v) for k, v in device.items()}},
+            server=f"vaxelbox-{device['serial'].lower()}.local.",
+        )
+        self._zeroconf = AsyncZeroconf(
+            interfaces=[host], ip_version=IPVersion.V4Only if ":" not in host else IPVersion.V6Only
+        )
+        await self._zeroconf.async_register_service(info)
+        log.info("mDNS announced", service=info.name, address=host)

@@ -1,0 +1,122 @@
+"""Firmware bundles: a signed header, then the image; checked while it streams in.
+
+Layout: b"VXBUNDLE", header length (4 bytes, big-endian), the header (JSON:
+version, size, sha256 of the image), an Ed25519 signature over everything
+before it, then the image. The signature is checked as soon as the header
+has arrived (a forged bundle is refused after its first block); the image's
+length and SHA-256 are checked when the last byte arrives. Nothing needs the
+whole bundle in memory.
+"""
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+MAGIC = b"VXBUNDLE"
+SIGNATURE_SIZE = 64
+MAX_HEADER = 4096
+
+
+class BundleError(ValueError):
+    """Not a good bundle; `unsupported` tells a foreign file from a tampered one."""
+
+    def __init__(self, message: str, unsupported: bool = False) -> None:
+        super().__init__(message)
+        self.unsupported = unsupported
+
+
+@dataclass(frozen=True)
+class Header:
+    version: str
+    size: int
+    sha256: str
+
+
+def pack(image: BinaryIO, out: BinaryIO, version: str, key: Ed25519PrivateKey) -> Header:
+    """Write a signed bundle of `image` (read twice: hash, then copy) to `out`."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := image.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    header = Header(version, size, digest.hexdigest())
+    signed = _signed_part(header)
+    out.write(signed + key.sign(signed))
+    image.seek(0)
+    while chunk := image.read(1 << 20):
+        out.write(chunk)
+    return header
+
+
+def _signed_part(header: Header) -> bytes:
+    body = json.dumps({"version": header.version, "size": header.size, "sha256": header.sha256}).encode()
+    return MAGIC + struct.pack(">I", len(body)) + body
+
+
+class BundleVerifier:
+    """Feed the bundle's bytes in order; learn the header early and the verdict at the end."""
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+        self._prefix = b""
+        self.header: Header | None = None
+        self._digest = hashlib.sha256()
+        self.image_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        """Raises BundleError as soon as the bytes so far cannot be a good bundle."""
+        if self.header is None:
+            self._prefix += data
+            data = self._read_header()
+            if self.header is None:
+                return
+        assert self.header is not None
+        self.image_bytes += len(data)
+        if self.image_bytes > self.header.size:
+            raise BundleError(f"the image is longer than its header says ({self.header.size} bytes)")
+        self._digest.update(data)
+
+    def finish(self) -> Header:
+        """The header of a complete, intact bundle; raises BundleError otherwise."""
+        if self.header is None:
+            raise BundleError("the bundle ended inside its header")
+        if self.image_bytes != self.header.size:
+            raise BundleError(f"the image has {self.image_bytes} of {self.header.size} bytes")
+        if self._digest.hexdigest() != self.header.sha256:
+            raise BundleError("the image's SHA-256 does not match its signed header")
+        return self.header
+
+    def _read_header(self) -> bytes:
+        prefix = self._prefix
+        if len(prefix) >= len(MAGIC) and not prefix.startswith(MAGIC):
+            raise BundleError("not a Vaxelbox bundle (wrong magic)", unsupported=True)
+        if len(prefix) < len(MAGIC) + 4:
+            return b""
+        (length,) = struct.unpack(">I", prefix[len(MAGIC) : len(MAGIC) + 4])
+        if length > MAX_HEADER:
+            raise BundleError("bundle header too long", unsupported=True)
+        end = len(MAGIC) + 4 + length
+        if len(prefix) < end + SIGNATURE_SIZE:
+            return b""
+        try:
+            self._key.verify(prefix[end : end + SIGNATURE_SIZE], prefix[:end])
+        except InvalidSignature:
+            raise BundleError("the bundle's signature does not verify with the appliance's key") from None
+        fields = json.loads(prefix[len(MAGIC) + 4 : end])
+        self.header = Header(str(fields["version"]), int(fields["size"]), str(fields["sha256"]))
+        self._prefix = b""
+        return prefix[end + SIGNATURE_SIZE :]
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key")
+    return key

@@ -1,0 +1,65 @@
+"""The devices provisioning has seen, and assigning them to users: shared by `vaxelbox phones`
+on the appliance and `/phones` over CoAP.
+
+An assignment is a new site version made from the active one (comments kept),
+validated like any other; the agent picks it up at the phone's next request.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from vaxelbox.site import parse_site
+from vaxelbox.site.edit import EditError, assign_phone, unassign_phone
+from vaxelbox.site.fields import colon_mac
+from vaxelbox.store import SiteVersion, Store
+
+
+def device_rows(store: Store) -> list[dict[str, Any]]:
+    """Every device seen, with the users it is assigned to (None: unassigned)."""
+    active = store.sites.active()
+    site = parse_site(active.source, "stored site") if active else None
+    rows = []
+    for device in store.devices.all():
+        phone = site.phone(device.mac) if site else None
+        users = (phone.lines or phone.handsets) if phone else []
+        rows.append(
+            {
+                "mac": colon_mac(device.mac),
+                "vendor": device.vendor,
+                "model": device.model,
+                "firmware": device.firmware,
+                "ip": device.ip,
+                "assigned": ", ".join(users) if users else None,
+                "enrolled": device.enrolled_at is not None,
+                "first_seen": device.first_seen,
+                "last_seen": device.last_seen,
+            }
+        )
+    return rows
+
+
+def assign(store: Store, mac: str, users: list[str], dect: bool = False) -> SiteVersion:
+    """Put the device (a bare MAC) on `users`' lines or handsets. Raises EditError or SiteError."""
+    seen = next((d for d in store.devices.all() if d.mac == mac), None)
+    vendor, model = (seen.vendor, seen.model) if seen else (None, None)
+    return _change_site(
+        store,
+        lambda source: assign_phone(source, mac, users, vendor, model, dect),
+        f"assign {colon_mac(mac)} to {', '.join(users)}",
+    )
+
+
+def unassign(store: Store, mac: str) -> SiteVersion:
+    """Remove the device from the site and forget its provisioning credential."""
+    version = _change_site(store, lambda source: unassign_phone(source, mac), f"unassign {colon_mac(mac)}")
+    store.devices.forget(mac)
+    return version
+
+
+def _change_site(store: Store, change: Callable[[str], str], origin: str) -> SiteVersion:
+    active = store.sites.active()
+    if active is None:
+        raise EditError("no site on this appliance yet: start the agent once, or push a site")
+    source = change(active.source)
+    parse_site(source, origin)
+    return store.sites.apply(source, origin)

@@ -1,0 +1,149 @@
+"""Firmware update with the state semantics of LwM2M Object 5 (Firmware Update).
+
+Blocks arrive in order and go straight to disk (staging/bundle.part); the
+bundle is verified while it streams (vaxelbox.bundle) and renamed to
+staging/bundle when intact. The state survives a restart: an interrupted
+download resumes where the file ends. Applying a staged bundle comes with
+the image/update capability; until then `update` says so.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from vaxelbox.bundle import BundleError, BundleVerifier
+from vaxelbox.mgmt.security import write_private
+
+
+class State(IntEnum):  # LwM2M /5/0/3
+    IDLE = 0
+    DOWNLOADING = 1
+    DOWNLOADED = 2
+    UPDATING = 3
+
+
+class Result(IntEnum):  # LwM2M /5/0/5
+    INITIAL = 0
+    SUCCESS = 1
+    NOT_ENOUGH_SPACE = 2
+    OUT_OF_MEMORY = 3
+    CONNECTION_LOST = 4
+    INTEGRITY_FAILURE = 5
+    UNSUPPORTED_PACKAGE = 6
+    INVALID_URI = 7
+    UPDATE_FAILED = 8
+    UNSUPPORTED_PROTOCOL = 9
+
+
+class UpdateRefused(ValueError):
+    """The request does not fit the current state; the message says what would."""
+
+    def __init__(self, message: str, resume_at: int | None = None) -> None:
+        super().__init__(message)
+        self.resume_at = resume_at  # set when a block came out of order: where to continue
+
+
+@dataclass
+class Status:
+    state: int = State.IDLE
+    result: int = Result.INITIAL
+    received: int = 0  # bytes of the bundle on disk
+    version: str | None = None  # the staged (or downloading) bundle's, once its header verified
+    size: int | None = None  # its image size
+    reason: str = ""
+
+
+class FirmwareUpdate:
+    def __init__(self, directory: Path, key: Ed25519PublicKey | None) -> None:
+        self._directory = directory
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._key = key
+        self._part = directory / "bundle.part"
+        self._staged = directory / "bundle"
+        self._state_file = directory / "state.json"
+        self.status = self._load()
+        self._verifier: BundleVerifier | None = None
+
+    def write(self, offset: int, data: bytes, last: bool) -> Status:
+        """One block at `offset`. Offset 0 starts a new download; others must continue the file."""
+        if self._key is None:
+            raise UpdateRefused("no firmware signing key is installed on this appliance")
+        if offset == 0:
+            self._start()
+        elif self.status.state != State.DOWNLOADING or offset != self.status.received:
+            resume = self._resume_offset()
+            raise UpdateRefused(f"expected the block at offset {resume}, got {offset}", resume_at=resume)
+        verifier = self._verifier or self._reverify()
+        try:
+            verifier.feed(data)
+            with self._part.open("ab") as file:
+                file.write(data)
+                if last:
+                    file.flush()
+                    os.fsync(file.fileno())
+            self.status.received += len(data)
+            if verifier.header:
+                self.status.version, self.status.size = verifier.header.version, verifier.header.size
+            if last:
+                verifier.finish()
+                os.replace(self._part, self._staged)
+                self._become(State.DOWNLOADED, Result.INITIAL, "verified and staged")
+        except BundleError as exc:
+            self._fail(Result.UNSUPPORTED_PACKAGE if exc.unsupported else Result.INTEGRITY_FAILURE, str(exc))
+            raise
+        except OSError as exc:
+            self._fail(Result.NOT_ENOUGH_SPACE, f"cannot store the bundle: {exc.strerror}")
+            raise UpdateRefused(self.status.reason) from None
+        if offset == 0 or last:  # in between, the file's length is the progress (see _load)
+            self._save()
+        return self.status
+
+    def update(self) -> Status:
+        """LwM2M Execute /5/0/2: apply the staged bundle."""
+        if self.status.state != State.DOWNLOADED:
+            raise UpdateRefused("nothing staged: upload a bundle first")
+        raise UpdateRefused("applying a staged bundle comes with the image/update capability")
+
+    def _start(self) -> None:
+        self._part.unlink(missing_ok=True)
+        self._staged.unlink(missing_ok=True)
+        self._verifier = BundleVerifier(self._key) if self._key else None
+        self.status = Status(state=State.DOWNLOADING, result=Result.INITIAL, reason="downloading")
+
+    def _resume_offset(self) -> int:
+        return self.status.received if self.status.state == State.DOWNLOADING else 0
+
+    def _reverify(self) -> BundleVerifier:
+        """After a restart: re-read what is on disk so the running hash continues."""
+        assert self._key is not None
+        verifier = BundleVerifier(self._key)
+        with self._part.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                verifier.feed(chunk)
+        self._verifier = verifier
+        return verifier
+
+    def _fail(self, result: Result, reason: str) -> None:
+        self._part.unlink(missing_ok=True)
+        self._verifier = None
+        self.status = Status(state=State.IDLE, result=result, reason=reason)
+        self._save()
+
+    def _become(self, state: State, result: Result, reason: str) -> None:
+        self.status.state, self.status.result, self.status.reason = state, result, reason
+
+    def _load(self) -> Status:
+        try:
+            status = Status(**json.loads(self._state_file.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return Status()
+        if status.state == State.DOWNLOADING:
+            # The file is the truth: a crash may have lost the last state write, not the data.
+            status.received = self._part.stat().st_size if self._part.exists() else 0
+        return status
+
+    def _save(self) -> None:
+        write_private(self._state_file, json.dumps(asdict(self.status)))

@@ -1,0 +1,359 @@
+"""The management resource tree (`vaxelbox.mgmt`): thin CoAP resources over the agent's state.
+
+Every resource except /.well-known/core and the public part of /dev checks
+the caller's OSCORE claims first (aiocoap's OscoreSiteWrapper only reports
+them) and answers 4.01 otherwise. /pair accepts only a bootstrap (pairing)
+context, and nothing else accepts one.
+"""
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiocoap import CHANGED, CREATED, DELETED, Code, Message, resource
+from aiocoap.numbers import ContentFormat
+from aiocoap.pipe import Pipe
+from vaxelbox.bundle import BundleError
+from vaxelbox.mgmt.firmware import FirmwareUpdate, UpdateRefused
+from vaxelbox.mgmt.payload import PayloadError, decode, field, reply
+from vaxelbox.mgmt.security import INSTALLER_CLAIM_PREFIX, PAIRING_CLAIM, Installers, PairingSecret
+
+RT_PREFIX = "vaxelbox."
+
+
+class Backend(Protocol):
+    """What the agent offers the resources (firmware/vaxelbox/agent/management.py)."""
+
+    installers: Installers
+    pairing: PairingSecret
+    firmware: FirmwareUpdate
+
+    def device(self, full: bool) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...
+    def site(self) -> dict[str, Any]: ...
+    def put_site(self, source: str, if_match: list[bytes], who: str) -> dict[str, Any]: ...
+    def site_versions(self) -> list[dict[str, Any]]: ...
+    def rollback(self, number: int, who: str) -> dict[str, Any]: ...
+    def phones(self) -> list[dict[str, Any]]: ...
+    def change_phones(self, request: dict[str, Any], who: str) -> dict[str, Any]: ...
+    def enrolment(self) -> dict[str, Any]: ...
+    def change_enrolment(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def registrations(self) -> list[dict[str, Any]]: ...
+    def calls(self) -> dict[str, Any]: ...
+    def presence(self) -> dict[str, Any]: ...
+    def log(self) -> list[dict[str, Any]]: ...
+    def mode(self) -> dict[str, Any]: ...
+    def set_mode(self, mode: str, who: str) -> dict[str, Any]: ...
+
+
+def claims_of(request: Message) -> list[str]:
+    remote = request.remote
+    return list(getattr(remote, "authenticated_claims", None) or [])
+
+
+def installer_of(request: Message) -> str | None:
+    """The installer whose OSCORE context protected the request, or None."""
+    for claim in claims_of(request):
+        if claim.startswith(INSTALLER_CLAIM_PREFIX):
+            return claim.removeprefix(INSTALLER_CLAIM_PREFIX)
+    return None
+
+
+class Guarded:
+    """Mixin: refuse (4.01, before any state is touched) a caller without an installer context."""
+
+    def allowed(self, request: Message) -> bool:
+        return installer_of(request) is not None
+
+    async def render_to_pipe(self, pipe: Pipe) -> None:
+        if not self.allowed(pipe.request):
+            pipe.add_response(
+                Message(
+                    code=Code.UNAUTHORIZED,
+                    payload=b"not paired with this appliance: run vaxelctl pair",
+                    content_format=ContentFormat.TEXT,
+                ),
+                is_last=True,
+            )
+            return
+        await super().render_to_pipe(pipe)  # type: ignore[misc]
+
+
+class Snapshot(Guarded, resource.ObservableResource):
+    """A read-only view; observers hear of every change (the service polls `changed`)."""
+
+    def __init__(self, rt: str, read: Callable[[], Any]) -> None:
+        super().__init__()
+        self.rt = RT_PREFIX + rt
+        self.if_ = "core.s"
+        self._read = read
+        self._last: Any = None
+
+    def changed(self) -> None:
+        current = self._read()
+        if current != self._last:
+            self._last = current
+            self.updated_state()
+
+    async def render_get(self, request: Message) -> Message:
+        self._last = self._read()
+        return reply(request, self._last)
+
+
+class Device(resource.Resource):
+    """/dev: who this is. Anyone may read the public part (discovery); installers get all of it."""
+
+    rt = RT_PREFIX + "dev"
+    if_ = "core.rp"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_get(self, request: Message) -> Message:
+        return reply(request, self._backend.device(full=installer_of(request) is not None))
+
+
+class Site(Guarded, resource.Resource):
+    """/site: the site text (TOML). GET gives its ETag; PUT with If-Match replaces it (4.12 on conflict)."""
+
+    rt = RT_PREFIX + "site"
+    if_ = "core.p"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        return True  # site files are small; let aiocoap reassemble them
+
+    async def render_get(self, request: Message) -> Message:
+        site = self._backend.site()
+        return reply(request, site, etag=bytes.fromhex(site["digest"])[:8])
+
+    async def render_put(self, request: Message) -> Message:
+        if request.opt.content_format not in (None, ContentFormat.TEXT):
+            raise PayloadError("PUT the site as text/plain (the TOML file itself)")
+        try:
+            source = request.payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"the site file is not UTF-8: {exc}") from None
+        applied = self._backend.put_site(source, list(request.opt.if_match), installer_of(request) or "")
+        return reply(request, applied, code=CHANGED, etag=bytes.fromhex(applied["digest"])[:8])
+
+
+class SiteVersions(Guarded, resource.Resource):
+    rt = RT_PREFIX + "site.versions"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_get(self, request: Message) -> Message:
+        return reply(request, self._backend.site_versions())
+
+
+class SiteRollback(Guarded, resource.Resource):
+    """POST {version: N}: make version N's text active again, as a new version."""
+
+    rt = RT_PREFIX + "site.rollback"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_post(self, request: Message) -> Message:
+        number = field(decode(request), "version", int)
+        return reply(request, self._backend.rollback(number, installer_of(request) or ""), code=CHANGED)
+
+
+class Phones(Guarded, resource.Resource):
+    """GET every device seen; POST {assign: MAC, users: [...], dect: bool} or {unassign: MAC}."""
+
+    rt = RT_PREFIX + "phones"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_get(self, request: Message) -> Message:
+        return reply(request, self._backend.phones())
+
+    async def render_post(self, request: Message) -> Message:
+        changed = self._backend.change_phones(decode(request), installer_of(request) or "")
+        return reply(request, changed, code=CHANGED)
+
+
+class Enrolment(Guarded, resource.Resource):
+    """GET the window; POST {open: minutes, macs: [...]} or {close: true}."""
+
+    rt = RT_PREFIX + "enrol"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_get(self, request: Message) -> Message:
+        return reply(request, self._backend.enrolment())
+
+    async def render_post(self, request: Message) -> Message:
+        return reply(request, self._backend.change_enrolment(decode(request)), code=CHANGED)
+
+
+class Mode(Guarded, resource.Resource):
+    """GET the operating mode; PUT {mode: "local"} forces local mode for a drill, "auto" ends it."""
+
+    rt = RT_PREFIX + "mode"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_get(self, request: Message) -> Message:
+        return reply(request, self._backend.mode())
+
+    async def render_put(self, request: Message) -> Message:
+        mode = field(decode(request), "mode", str)
+        if mode not in ("auto", "local"):
+            raise PayloadError("mode must be 'auto' or 'local'")
+        return reply(request, self._backend.set_mode(mode, installer_of(request) or ""), code=CHANGED)
+
+
+class Firmware(Guarded, resource.Resource):
+    """/fw: PUT the bundle block-wise (Block1, BERT over TCP), streamed to disk as it arrives;
+    GET the LwM2M Object 5 state; POST /fw/update to apply."""
+
+    rt = RT_PREFIX + "fw"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        return request.code != Code.PUT  # PUT blocks go to disk one by one, never all in RAM
+
+    async def render_get(self, request: Message) -> Message:
+        return reply(request, _fw_status(self._backend.firmware))
+
+    async def render_put(self, request: Message) -> Message:
+        block = request.opt.block1
+        if block is None:
+            number, more, size_exponent = 0, False, 6
+        else:
+            number, more, size_exponent = block.block_number, block.more, block.size_exponent
+        unit = 1024 if size_exponent == 7 else 2 ** (size_exponent + 4)  # BERT counts in 1 KiB
+        try:
+            self._backend.firmware.write(number * unit, request.payload, last=not more)
+        except UpdateRefused as exc:
+            return _refusal(exc)
+        except BundleError as exc:
+            raise PayloadError(f"bundle refused: {exc}") from None
+        block1 = (number, more, size_exponent)
+        if more:
+            return Message(code=Code.CONTINUE, block1=block1)
+        return reply(request, _fw_status(self._backend.firmware), code=CHANGED, block1=block1)
+
+
+class FirmwareExecute(Guarded, resource.Resource):
+    rt = RT_PREFIX + "fw.update"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_post(self, request: Message) -> Message:
+        try:
+            self._backend.firmware.update()
+        except UpdateRefused as exc:
+            return _refusal(exc)
+        return reply(request, _fw_status(self._backend.firmware), code=CHANGED)
+
+
+def _fw_status(firmware: FirmwareUpdate) -> dict[str, Any]:
+    s = firmware.status
+    return {
+        "state": int(s.state),
+        "result": int(s.result),
+        "received": s.received,
+        "version": s.version,
+        "size": s.size,
+        "reason": s.reason,
+    }
+
+
+def _refusal(exc: UpdateRefused) -> Message:
+    """4.08 when a block is out of order (the reason names the offset to resume at), else 5.03."""
+    code = Code.REQUEST_ENTITY_INCOMPLETE if exc.resume_at is not None else Code.SERVICE_UNAVAILABLE
+    return Message(code=code, payload=str(exc).encode(), content_format=ContentFormat.TEXT)
+
+
+class InstallerList(Guarded, resource.Resource):
+    """GET the installers paired with this appliance; POST {revoke: id}."""
+
+    rt = RT_PREFIX + "installers"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def render_get(self, request: Message) -> Message:
+        me = installer_of(request)
+        rows = [
+            {"id": i.id, "name": i.name, "created": i.created, "you": i.id == me}
+            for i in self._backend.installers.all()
+        ]
+        return reply(request, rows)
+
+    async def render_post(self, request: Message) -> Message:
+        installer = field(decode(request), "revoke", str)
+        if not self._backend.installers.revoke(installer):
+            raise PayloadError(f"no installer {installer!r}")
+        return Message(code=DELETED)
+
+
+class Pair(Guarded, resource.Resource):
+    """POST {name: "..."} under the bootstrap context: a fresh installer context, once per attempt."""
+
+    rt = RT_PREFIX + "pair"
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    def allowed(self, request: Message) -> bool:
+        return PAIRING_CLAIM in claims_of(request)
+
+    async def render_post(self, request: Message) -> Message:
+        context = request.remote.security_context
+        self._backend.pairing.spend(context.id_context)
+        name = field(decode(request), "name", str)
+        if not 0 < len(name) <= 64 or not name.isprintable():
+            raise PayloadError("name must be 1-64 printable characters")
+        created = self._backend.installers.create(name)
+        return reply(request, {**created, "device": self._backend.device(full=True)}, code=CREATED)
+
+
+def build_site(backend: Backend) -> tuple[resource.Site, list[Snapshot]]:
+    """The resource tree, and the observable snapshots the service refreshes."""
+    snapshots = {
+        "status": Snapshot("status", backend.status),
+        "registrations": Snapshot("registrations", backend.registrations),
+        "calls": Snapshot("calls", backend.calls),
+        "presence": Snapshot("presence", backend.presence),
+        "log": Snapshot("log", backend.log),
+    }
+    site = resource.Site()
+    site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
+    site.add_resource(["dev"], Device(backend))
+    for name, snapshot in snapshots.items():
+        site.add_resource([name], snapshot)
+    site.add_resource(["site"], Site(backend))
+    site.add_resource(["site", "versions"], SiteVersions(backend))
+    site.add_resource(["site", "rollback"], SiteRollback(backend))
+    site.add_resource(["phones"], Phones(backend))
+    site.add_resource(["enrol"], Enrolment(backend))
+    site.add_resource(["mode"], Mode(backend))
+    site.add_resource(["fw"], Firmware(backend))
+    site.add_resource(["fw", "update"], FirmwareExecute(backend))
+    site.add_resource(["installers"], InstallerList(backend))
+    site.add_resource(["pair"], Pair(backend))
+    return site, list(snapshots.values())

@@ -1,0 +1,226 @@
+"""Who may manage the appliance: the pairing secret, and one OSCORE context per installer.
+
+Pairing: the appliance's secret (on its label; `vaxelbox pairing-code` here)
+keys a bootstrap OSCORE context. The client picks a fresh random ID context
+per attempt and sends it in the clear (RFC 8613 kid context); both sides
+derive the same keys from secret + ID context, so every attempt starts with
+new keys and its own sequence numbers, and the appliance refuses an ID
+context it has seen before (a recorded pairing cannot be replayed). The only
+thing a bootstrap context may do is create an installer context.
+
+Installer contexts are aiocoap file contexts (secret.json 0600, sequence
+numbers and replay window persisted) on both sides, so replay protection
+survives restarts. Revoking one deletes its directory; the appliance stops
+answering it at the next request.
+"""
+
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiocoap import oscore
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+PAIRING_CLAIM = "pairing"
+INSTALLER_CLAIM_PREFIX = "installer:"
+CLIENT_PAIRING_ID = b"pair"  # the installer's sender ID in the bootstrap context
+APPLIANCE_ID = b""  # the appliance's sender ID in every context
+_CODE_CHARS = re.compile(r"[^A-Z2-7]")
+MAX_REMEMBERED_ATTEMPTS = 10_000
+
+
+class PairingError(ValueError):
+    """A pairing code that cannot be right; the message says why."""
+
+
+def normalise_code(code: str) -> str:
+    """`abcde-fghij ...` as typed from a label -> the 20 base32 characters it stands for."""
+    letters = _CODE_CHARS.sub("", code.upper().replace("0", "O").replace("1", "I").replace("8", "B"))
+    if len(letters) != 20:
+        raise PairingError("a pairing code has 20 letters and digits (4 groups of 5)")
+    return letters
+
+
+def format_code(letters: str) -> str:
+    return "-".join(letters[i : i + 5] for i in range(0, 20, 5))
+
+
+class EphemeralContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
+    """An in-memory OSCORE context: lives for one pairing attempt, so nothing to persist."""
+
+    def __init__(
+        self, master_secret: bytes, id_context: bytes, sender_id: bytes, recipient_id: bytes
+    ) -> None:
+        self.alg_aead = oscore.algorithms[oscore.DEFAULT_ALGORITHM]
+        self.hashfun = oscore.hashfunctions[oscore.DEFAULT_HASHFUNCTION]
+        self.id_context = id_context
+        self.sender_id = sender_id
+        self.recipient_id = recipient_id
+        self.derive_keys(b"vaxelbox-pairing", master_secret)
+        self.sender_sequence_number = 0
+        self.recipient_replay_window = oscore.ReplayWindow(32, lambda: None)
+        self.recipient_replay_window.initialize_empty()
+        self.authenticated_claims = [PAIRING_CLAIM]
+
+    def post_seqnoincrease(self) -> None:
+        pass  # never persisted: the context dies with the attempt
+
+
+def pairing_context(code: str, id_context: bytes, *, appliance: bool) -> EphemeralContext:
+    """The bootstrap context for one attempt, from either side."""
+    master_secret = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"vaxelbox pairing v1", info=b"").derive(
+        normalise_code(code).encode()
+    )
+    ours, theirs = (APPLIANCE_ID, CLIENT_PAIRING_ID) if appliance else (CLIENT_PAIRING_ID, APPLIANCE_ID)
+    return EphemeralContext(master_secret, id_context, sender_id=ours, recipient_id=theirs)
+
+
+class PairingSecret:
+    """The appliance's pairing secret: created on first boot, kept 0600 in the data directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self._path = directory / "pairing-code"
+        self._attempts_path = directory / "pairing-attempts"
+        if not self._path.exists():
+            letters = base64.b32encode(secrets.token_bytes(15)).decode()  # 120 bits, 24 letters
+            write_private(self._path, format_code(letters[:20]) + "\n")
+        self.code = self._path.read_text().strip()
+        self._attempts = set(self._read_attempts())
+
+    def context_for(self, unprotected: dict[Any, Any]) -> EphemeralContext | None:
+        """A fresh bootstrap context for a request naming the pairing kid and a new ID context."""
+        kid = unprotected.get(oscore.COSE_KID)
+        id_context = unprotected.get(oscore.COSE_KID_CONTEXT)
+        if kid != CLIENT_PAIRING_ID or not id_context or len(id_context) < 8:
+            return None
+        if id_context.hex() in self._attempts:
+            return None  # a replayed attempt: answered as an unknown context
+        return pairing_context(self.code, id_context, appliance=True)
+
+    def spend(self, id_context: bytes) -> None:
+        """Remember an attempt that decrypted, so it cannot be replayed (survives restarts)."""
+        self._attempts.add(id_context.hex())
+        recent = sorted(self._attempts)[-MAX_REMEMBERED_ATTEMPTS:]
+        write_private(self._attempts_path, json.dumps(recent))
+
+    def _read_attempts(self) -> list[str]:
+        try:
+            return list(json.loads(self._attempts_path.read_text()))
+        except (FileNotFoundError, ValueError):
+            return []
+
+
+@dataclass(frozen=True)
+class Installer:
+    id: str  # hex of the installer's sender ID
+    name: str
+    created: float
+
+
+class InstallerContext(oscore.FilesystemSecurityContext):
+    """An installer's file context; its claim names the installer."""
+
+    def __init__(self, basedir: str, installer_id: str) -> None:
+        super().__init__(basedir)
+        self.installer_id = installer_id
+
+    @property
+    def authenticated_claims(self) -> list[str]:  # type: ignore[override]
+        return [INSTALLER_CLAIM_PREFIX + self.installer_id]
+
+
+class Installers:
+    """The appliance's installer contexts, one directory each under `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._loaded: dict[bytes, InstallerContext] = {}
+
+    def create(self, name: str) -> dict[str, str]:
+        """A new installer context; returns what the installer's side needs (hex fields)."""
+        while True:
+            installer_id = secrets.token_bytes(4)
+            if installer_id != CLIENT_PAIRING_ID and not (self.directory / installer_id.hex()).exists():
+                break
+        secret, salt = secrets.token_bytes(32), secrets.token_bytes(8)
+        path = self.directory / installer_id.hex()
+        path.mkdir(mode=0o700)
+        write_private(
+            path / "secret.json",
+            json.dumps({"secret_hex": secret.hex(), "salt_hex": salt.hex()}),
+        )
+        write_private(
+            path / "settings.json",
+            json.dumps({"sender-id_hex": APPLIANCE_ID.hex(), "recipient-id_hex": installer_id.hex()}),
+        )
+        write_private(path / "installer.json", json.dumps({"name": name, "created": time.time()}))
+        return {
+            "installer": installer_id.hex(),
+            "secret": secret.hex(),
+            "salt": salt.hex(),
+            "sender_id": installer_id.hex(),
+            "recipient_id": APPLIANCE_ID.hex(),
+        }
+
+    def all(self) -> list[Installer]:
+        return sorted(self._each(), key=lambda i: i.created)
+
+    def revoke(self, installer_id: str) -> bool:
+        path = self.directory / installer_id
+        if not re.fullmatch(r"[0-9a-f]{8}", installer_id) or not path.is_dir():
+            return False
+        self._loaded.pop(bytes.fromhex(installer_id), None)
+        shutil.rmtree(path)
+        return True
+
+    def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> InstallerContext | None:
+        """aiocoap's credentials hook: the installer context a request names, if it still exists."""
+        kid = unprotected.get(oscore.COSE_KID)
+        if not isinstance(kid, bytes) or len(kid) != 4 or unprotected.get(oscore.COSE_KID_CONTEXT):
+            return None
+        path = self.directory / kid.hex()
+        if not (path / "secret.json").exists():
+            self._loaded.pop(kid, None)  # revoked, possibly by another process
+            return None
+        if kid not in self._loaded:
+            self._loaded[kid] = InstallerContext(str(path), kid.hex())
+        return self._loaded[kid]
+
+    def _each(self) -> Iterator[Installer]:
+        for path in self.directory.iterdir():
+            try:
+                info = json.loads((path / "installer.json").read_text())
+            except (OSError, ValueError):
+                continue
+            yield Installer(path.name, str(info.get("name", "")), float(info.get("created", 0)))
+
+
+class PairingCredentials:
+    """aiocoap's credentials hook for bootstrap contexts."""
+
+    def __init__(self, secret: PairingSecret) -> None:
+        self.secret = secret
+
+    def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> EphemeralContext | None:
+        return self.secret.context_for(unprotected)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` atomically, readable by the owner only (a crash leaves the old file or the new)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)

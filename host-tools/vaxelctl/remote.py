@@ -1,0 +1,573 @@
+"""vaxelctl's commands that talk to an appliance over CoAP (OSCORE): pair, status, site, phones,
+enrolment, registrations, calls, presence, log, mode, firmware, installers."""
+
+import asyncio
+import difflib
+import getpass
+import json
+import platform
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from aiocoap import Code, Message
+from aiocoap.numbers import ContentFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+from vaxelbox.bundle import pack
+from vaxelbox.mgmt.security import write_private
+
+from vaxelctl.client import (
+    COAP_PORT,
+    EXIT_FAILED,
+    ClientError,
+    Connection,
+    choose,
+    decode,
+    pair,
+    split_host_port,
+)
+from vaxelctl.discovery import discover_appliances
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ApplianceOption = Annotated[
+    str | None,
+    typer.Option("--appliance", "-a", help="HOST, HOST:PORT or serial (default: the only paired one)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+FW_STATES = {0: "idle", 1: "downloading", 2: "downloaded", 3: "updating"}
+FW_RESULTS = {
+    0: "-",
+    1: "success",
+    2: "not enough space",
+    3: "out of memory",
+    4: "connection lost",
+    5: "integrity check failed",
+    6: "unsupported package",
+    8: "update failed",
+}
+SITE_MARK = re.compile(r"^# vaxelbox-site: version (\d+), etag ([0-9a-f]{16})\n", re.MULTILINE)
+
+
+def run(work: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one command; a ClientError becomes its one line on stderr and its exit code."""
+    try:
+        return asyncio.run(work())
+    except ClientError as exc:
+        err.print(f"vaxelctl: {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        human(data)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    shown = Table(*columns, title=title)
+    for row in rows:
+        shown.add_row(*(_cell(row.get(c)) for c in columns))
+    out.print(shown)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value > 1e9:
+        return datetime.fromtimestamp(value).isoformat(timespec="seconds")
+    return str(value)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the appliance commands to vaxelctl's app."""
+    app.command()(discover)
+    app.command("pair")(pair_command)
+    app.command()(status)
+    for name, path in (("registrations", "registrations"), ("calls", "calls"), ("presence", "presence")):
+        app.command(name, help=f"The appliance's {name} (observe with --watch).")(_snapshot_command(path))
+    app.command()(log)
+    app.command()(mode)
+    phones_app = typer.Typer(help="Devices the appliance has seen; assign them to users.")
+    phones_app.callback(invoke_without_command=True)(phones)
+    phones_app.command("assign")(phones_assign)
+    phones_app.command("unassign")(phones_unassign)
+    app.add_typer(phones_app, name="phones")
+    enrol_app = typer.Typer(help="The enrolment window: when assigned phones may fetch their secrets.")
+    enrol_app.command("open")(enrol_open)
+    enrol_app.command("close")(enrol_close)
+    enrol_app.command("status")(enrol_status)
+    app.add_typer(enrol_app, name="enrol")
+    fw_app = typer.Typer(help="Firmware bundles: upload (signed, streamed) and state.")
+    fw_app.command("upload")(fw_upload)
+    fw_app.command("status")(fw_status)
+    fw_app.command("pack")(fw_pack)
+    fw_app.command("keygen")(fw_keygen)
+    app.add_typer(fw_app, name="fw")
+    installers_app = typer.Typer(help="Installers paired with the appliance.")
+    installers_app.callback(invoke_without_command=True)(installers)
+    installers_app.command("revoke")(installers_revoke)
+    app.add_typer(installers_app, name="installers")
+
+
+def register_site(site_app: typer.Typer) -> None:
+    site_app.command("pull")(site_pull)
+    site_app.command("push")(site_push)
+    site_app.command("diff")(site_diff)
+    site_app.command("versions")(site_versions)
+    site_app.command("rollback")(site_rollback)
+
+
+# --- discovery and pairing ---------------------------------------------------------------
+
+
+def discover(
+    timeout: Annotated[float, typer.Option(help="Seconds to listen")] = 3.0,
+    interface: Annotated[
+        str | None, typer.Option(help="Listen on this local address only (default: all)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find appliances on this LAN (mDNS)."""
+    found = discover_appliances(timeout, interface)
+    emit(
+        found,
+        as_json,
+        lambda rows: (
+            table(rows, ["serial", "address", "port", "model", "firmware"], f"Appliances ({len(rows)})")
+            if rows
+            else err.print("no appliance answered: same LAN? (vaxelctl pair HOST works without discovery)")
+        ),
+    )
+    if not found:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def pair_command(
+    appliance: Annotated[str, typer.Argument(help="The appliance's address, HOST or HOST:PORT")],
+    code: Annotated[
+        str | None, typer.Option(help="The pairing code from its label (asked for if not given)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="How the appliance lists you")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pair this laptop with an appliance, using the pairing code on its label."""
+    host, port = split_host_port(appliance)
+    code = code or typer.prompt("Pairing code (on the label)")
+    label = name or f"{getpass.getuser()}@{platform.node()}"
+    paired = run(lambda: pair(host, port or COAP_PORT, code, label))
+    result = {"serial": paired.serial, "host": paired.host, "port": paired.port, "name": label}
+    emit(
+        result,
+        as_json,
+        lambda r: out.print(f"Paired with {r['serial']} at {r['host']}:{r['port']} as {r['name']}."),
+    )
+
+
+# --- state -----------------------------------------------------------------------------------
+
+
+async def _get(appliance: str | None, path: str) -> Any:
+    async with Connection(choose(appliance)) as connection:
+        return await connection.call(Code.GET, path)
+
+
+async def _watch(appliance: str | None, path: str, show: Callable[[Any], None]) -> None:
+    async with Connection(choose(appliance)) as connection:
+        async for state in connection.observe(path):
+            show(state)
+
+
+def status(appliance: ApplianceOption = None, watch: bool = False, as_json: JsonOption = False) -> None:
+    """Cloud state, mode, phones, registrations and recent errors (--watch: follow changes)."""
+
+    def show(state: dict[str, Any]) -> None:
+        if as_json:
+            print(json.dumps(state), flush=True)
+            return
+        phones = state["phones"]
+        out.print(
+            f"cloud {state['cloud']}, mode {state['mode']}, site version {state['site_version']}, "
+            f"phones {phones['in_site']} in site / {phones['seen']} seen / {phones['enrolled']} enrolled, "
+            f"registrations {state['registrations']}"
+        )
+        for error in state["last_errors"]:
+            out.print(f"  error at {error['at']}: {error['event']}")
+
+    if watch:
+        run(lambda: _watch(appliance, "status", show))
+    else:
+        show(run(lambda: _get(appliance, "status")))
+
+
+def _snapshot_command(path: str) -> Callable[..., None]:
+    def command(appliance: ApplianceOption = None, watch: bool = False, as_json: JsonOption = False) -> None:
+        def show(state: Any) -> None:
+            if as_json:
+                print(json.dumps(state), flush=True)
+            elif isinstance(state, list):
+                table(state, list(state[0]) if state else ["-"], f"{path} ({len(state)})")
+            elif not state.get("available", True):
+                out.print(f"{path}: not available yet ({state['reason']})")
+            else:
+                out.print(state)
+
+        if watch:
+            run(lambda: _watch(appliance, path, show))
+        else:
+            show(run(lambda: _get(appliance, path)))
+
+    command.__name__ = path
+    return command
+
+
+def log(
+    appliance: ApplianceOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent events on the appliance (secrets redacted)."""
+    seen = 0
+
+    def show(records: list[dict[str, Any]]) -> None:
+        nonlocal seen
+        for record in records:
+            if record["n"] <= seen:
+                continue
+            seen = record["n"]
+            if as_json:
+                print(json.dumps(record), flush=True)
+                continue
+            extra = " ".join(
+                f"{k}={v}"
+                for k, v in record.items()
+                if k not in ("n", "event", "level", "logger", "timestamp")
+            )
+            when, level, event = record.get("timestamp", ""), record.get("level", ""), record.get("event", "")
+            out.print(f"{when} {level:7} {event} {extra}", highlight=False)
+
+    if follow:
+        run(lambda: _watch(appliance, "log", show))
+    else:
+        show(run(lambda: _get(appliance, "log")))
+
+
+def mode(
+    new_mode: Annotated[str | None, typer.Argument(metavar="[auto|local]", help="Set the mode")] = None,
+    appliance: ApplianceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the operating mode, or force local mode for a drill (`local`) and return (`auto`)."""
+    if new_mode not in (None, "auto", "local"):
+        raise typer.BadParameter("auto or local", param_hint="MODE")
+
+    async def work() -> Any:
+        async with Connection(choose(appliance)) as connection:
+            if new_mode is None:
+                return await connection.call(Code.GET, "mode")
+            return await connection.call(Code.PUT, "mode", {"mode": new_mode})
+
+    state = run(work)
+    note = (
+        ""
+        if state["local_handling"]
+        else " (local call handling is not built yet: calls still go to the cloud)"
+    )
+    emit(state, as_json, lambda s: out.print(f"mode {s['mode']}, cloud {s['cloud']}{note}"))
+
+
+# --- site ------------------------------------------------------------------------------------
+
+
+def site_pull(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout)")
+    ] = None,
+    appliance: ApplianceOption = None,
+) -> None:
+    """Fetch the active site; the first line records its version, so push can detect conflicts."""
+    site = run(lambda: _get(appliance, "site"))
+    text = site_mark(site) + SITE_MARK.sub("", site["source"])
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text)
+        err.print(f"site version {site['version']} written to {output}")
+
+
+def site_mark(version: dict[str, Any]) -> str:
+    """The first line of a pulled site: the version it came from, for push's If-Match."""
+    return f"# vaxelbox-site: version {version['version']}, etag {version['digest'][:16]}\n"
+
+
+def site_push(
+    file: Path,
+    force: Annotated[bool, typer.Option(help="Replace the site even if it changed since your pull")] = False,
+    appliance: ApplianceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate FILE on the appliance and make it the active site (refused if someone else's edit
+    landed since your pull, unless --force)."""
+    text = file.read_text()
+    mark = SITE_MARK.search(text)
+    if mark is None and not force:
+        raise typer.BadParameter(
+            "no '# vaxelbox-site:' line from vaxelctl site pull; use --force to push anyway"
+        )
+    source = SITE_MARK.sub("", text)
+
+    async def work() -> Any:
+        async with Connection(choose(appliance)) as connection:
+            message = Message(
+                code=Code.PUT,
+                uri=connection.paired.uri("site") if connection.paired else "",
+                payload=source.encode(),
+                content_format=ContentFormat.TEXT,
+                accept=ContentFormat.CBOR,
+            )
+            if mark and not force:
+                message.opt.if_match = [bytes.fromhex(mark.group(2))[:8]]
+            return decode(await connection.request(message))
+
+    result = run(work)
+    if mark:
+        file.write_text(site_mark(result) + source)  # the next push builds on this version
+    emit(result, as_json, lambda r: out.print(f"site version {r['version']} active ({r['origin']})."))
+
+
+def site_diff(file: Path, appliance: ApplianceOption = None) -> None:
+    """What pushing FILE would change on the appliance (exit 1 if anything)."""
+    site = run(lambda: _get(appliance, "site"))
+    ours = SITE_MARK.sub("", file.read_text()).splitlines(keepends=True)
+    theirs = site["source"].splitlines(keepends=True)
+    diff = list(difflib.unified_diff(theirs, ours, f"appliance (version {site['version']})", str(file)))
+    sys.stdout.writelines(diff)
+    if diff:
+        raise typer.Exit(1)
+
+
+def site_versions(appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """The kept site versions, newest first."""
+    rows = run(lambda: _get(appliance, "site/versions"))
+    emit(rows, as_json, lambda r: table(r, ["version", "active", "created", "origin"], "Site versions"))
+
+
+def site_rollback(version: int, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """Make an earlier version's text active again (as a new version)."""
+
+    async def work() -> Any:
+        async with Connection(choose(appliance)) as connection:
+            return await connection.call(Code.POST, "site/rollback", {"version": version})
+
+    result = run(work)
+    emit(result, as_json, lambda r: out.print(f"site version {r['version']} active ({r['origin']})."))
+
+
+# --- phones and enrolment ------------------------------------------------------------------
+
+
+def phones(ctx: typer.Context, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """Every device the appliance has seen, assigned or not."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = run(lambda: _get(appliance, "phones"))
+    columns = ["mac", "vendor", "model", "firmware", "ip", "assigned", "enrolled", "last_seen"]
+    emit(rows, as_json, lambda r: table(r, columns, f"Devices seen ({len(r)})"))
+
+
+def _change(appliance: str | None, path: str, data: dict[str, Any]) -> Any:
+    async def work() -> Any:
+        async with Connection(choose(appliance)) as connection:
+            return await connection.call(Code.POST, path, data)
+
+    return run(work)
+
+
+def phones_assign(
+    mac: str,
+    users: Annotated[list[str], typer.Argument(help="User ids on line 1, 2, ... (DECT: handset 1, 2, ...)")],
+    dect: Annotated[bool, typer.Option(help="A DECT base: the users are its handsets")] = False,
+    appliance: ApplianceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Assign a device to users (a new site version, validated on the appliance)."""
+    result = _change(appliance, "phones", {"assign": mac, "users": users, "dect": dect})
+
+    def human(r: dict[str, Any]) -> None:
+        out.print(f"{r['mac']} assigned to {', '.join(users)} (site version {r['site_version']}).")
+        if not r["enrolled"]:
+            out.print("It fetches its configuration in the next enrolment window: vaxelctl enrol open")
+
+    emit(result, as_json, human)
+
+
+def phones_unassign(mac: str, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """Remove a device from the site; it gets only the bootstrap from now on."""
+    result = _change(appliance, "phones", {"unassign": mac})
+    emit(result, as_json, lambda r: out.print(f"{r['mac']} unassigned (site version {r['site_version']})."))
+
+
+def _show_enrolment(window: dict[str, Any]) -> None:
+    if not window["open"]:
+        out.print("Enrolment closed.")
+        return
+    until = datetime.fromtimestamp(window["until"]).isoformat(timespec="seconds")
+    out.print(f"Enrolment open until {until} for {', '.join(window['macs'] or ['every assigned phone'])}.")
+
+
+def enrol_open(
+    minutes: Annotated[float, typer.Option(min=1, max=24 * 60)] = 30,
+    mac: Annotated[list[str] | None, typer.Option(help="Only these devices (re-enrols them)")] = None,
+    appliance: ApplianceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Let assigned phones fetch their configuration (with their SIP passwords) for a while."""
+    emit(_change(appliance, "enrol", {"open": minutes, "macs": mac or []}), as_json, _show_enrolment)
+
+
+def enrol_close(appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """Close the enrolment window now."""
+    emit(_change(appliance, "enrol", {"close": True}), as_json, _show_enrolment)
+
+
+def enrol_status(appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """Whether the window is open, until when, for whom."""
+    emit(run(lambda: _get(appliance, "enrol")), as_json, _show_enrolment)
+
+
+# --- firmware --------------------------------------------------------------------------------
+
+BERT_BLOCK = 256 * 1024  # per request over TCP (BERT: Block1 with size exponent 7)
+
+
+def fw_upload(
+    bundle: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A signed bundle")],
+    appliance: ApplianceOption = None,
+    restart: Annotated[bool, typer.Option(help="Start over instead of resuming")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Stream a signed firmware bundle to the appliance (CoAP over TCP, BERT blocks); an interrupted
+    upload resumes where the appliance's copy ends."""
+    size = bundle.stat().st_size
+    result = run(lambda: _upload(appliance, bundle, size, restart, quiet=as_json))
+    emit(result, as_json, _show_fw)
+
+
+async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool, quiet: bool) -> Any:
+    async with Connection(choose(appliance)) as connection:
+        state = await connection.call(Code.GET, "fw", tcp=True)
+        offset = state["received"] if state["state"] == 1 and not restart else 0
+        offset -= offset % BERT_BLOCK
+        started = time.monotonic()
+        with (
+            bundle.open("rb") as file,
+            Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=err,
+                disable=quiet,
+            ) as progress,
+        ):
+            task = progress.add_task("uploading" if offset == 0 else "resuming", total=size, completed=offset)
+            file.seek(offset)
+            result = None
+            while True:
+                chunk = file.read(BERT_BLOCK)
+                more = offset + len(chunk) < size
+                message = Message(
+                    code=Code.PUT,
+                    uri=connection.paired.uri("fw", tcp=True) if connection.paired else "",
+                    payload=chunk,
+                    block1=(offset // 1024, more, 7),
+                    accept=ContentFormat.CBOR,
+                )
+                response = await connection.request(message)
+                offset += len(chunk)
+                progress.update(task, completed=offset)
+                if not more:
+                    result = decode(response)
+                    break
+        result["seconds"] = round(time.monotonic() - started, 3)
+        return result
+
+
+def fw_status(appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """The firmware update state (LwM2M Object 5 semantics)."""
+    emit(run(lambda: _get(appliance, "fw")), as_json, _show_fw)
+
+
+def _show_fw(state: dict[str, Any]) -> None:
+    of = f" of {state['size']}" if state.get("size") else ""
+    phase = FW_STATES.get(state["state"], state["state"])
+    result = FW_RESULTS.get(state["result"], state["result"])
+    reason = f" — {state['reason']}" if state.get("reason") else ""
+    version = state.get("version") or "-"
+    out.print(
+        f"firmware update: {phase}, result {result}, {state['received']}{of} bytes, version {version}{reason}"
+    )
+
+
+def fw_pack(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The image to ship")],
+    key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM), from vaxelctl fw keygen")],
+    version: Annotated[str, typer.Option(help="The image's version")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write")],
+) -> None:
+    """Sign IMAGE into a bundle appliances with the matching public key accept."""
+    private = load_pem_private_key(key.read_bytes(), password=None)
+    if not isinstance(private, Ed25519PrivateKey):
+        raise typer.BadParameter(f"{key}: not an Ed25519 private key", param_hint="--key")
+    with image.open("rb") as source, output.open("wb") as target:
+        header = pack(source, target, version, private)
+    out.print(f"{output}: version {header.version}, {header.size} bytes, sha256 {header.sha256[:16]}...")
+
+
+def fw_keygen(
+    private: Annotated[Path, typer.Argument(help="Where to write the private key (keep it offline)")],
+    public: Annotated[Path, typer.Argument(help="Where to write the public key (for the appliances)")],
+) -> None:
+    """Make an Ed25519 signing key pair for firmware bundles."""
+    key = Ed25519PrivateKey.generate()
+    write_private(private, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode())
+    public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    out.print(f"private key {private} (0600), public key {public}: install it as <data>/firmware-signing.pub")
+
+
+# --- installers ------------------------------------------------------------------------------
+
+
+def installers(ctx: typer.Context, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """The installers paired with the appliance."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = run(lambda: _get(appliance, "installers"))
+    emit(rows, as_json, lambda r: table(r, ["id", "name", "created", "you"], "Installers"))
+
+
+def installers_revoke(installer: str, appliance: ApplianceOption = None) -> None:
+    """Revoke an installer's pairing: its laptop can no longer manage the appliance."""
+    _change(appliance, "installers", {"revoke": installer})
+    out.print(f"installer {installer} revoked.")
