@@ -22,8 +22,8 @@ import cbor2
 import platformdirs
 from aiocoap import Code, Message
 from aiocoap.numbers import ContentFormat
-from aiocoap.oscore import FilesystemSecurityContext
-from vaxelbox.mgmt.security import PairingError, pairing_context, write_private
+from aiocoap.oscore import FilesystemSecurityContext, NotAProtectedMessage
+from vaxelbox.mgmt.security import PairingError, pairing_context, release, write_private
 
 COAP_PORT = 5683
 TIMEOUT = 15.0
@@ -96,6 +96,7 @@ class Connection:
     def __init__(self, paired: Paired | None) -> None:
         self.paired = paired
         self._context: aiocoap.Context | None = None
+        self._security: FilesystemSecurityContext | None = None
 
     async def __aenter__(self) -> "Connection":
         self._context = await aiocoap.Context.create_client_context(
@@ -103,31 +104,41 @@ class Connection:
         )
         if self.paired is not None:
             try:
-                security = FilesystemSecurityContext(str(self.paired.directory / "oscore"))
+                self._security = FilesystemSecurityContext(str(self.paired.directory / "oscore"))
             except Exception as exc:  # the lock: another vaxelctl is using this context right now
                 raise ClientError(f"cannot use the pairing with {self.paired.serial}: {exc}") from None
             for scheme in ("coap", "coap+tcp"):
                 host = f"[{self.paired.host}]" if ":" in self.paired.host else self.paired.host
-                self._context.client_credentials[f"{scheme}://{host}:{self.paired.port}/*"] = security
+                self._context.client_credentials[f"{scheme}://{host}:{self.paired.port}/*"] = self._security
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._context is not None:
             await self._context.shutdown()
+        if self._security is not None:
+            release(self._security)
 
     @property
     def context(self) -> aiocoap.Context:
         assert self._context is not None
         return self._context
 
-    async def request(self, message: Message, timeout: float = TIMEOUT) -> Message:
+    async def request(self, message: Message, timeout: float = TIMEOUT, blockwise: bool = True) -> Message:
+        """One request; `blockwise=False` when the caller sends its own Block1 blocks."""
         try:
-            response = await asyncio.wait_for(self.context.request(message).response, timeout)
+            request = self.context.request(message, handle_blockwise=blockwise)
+            response = await asyncio.wait_for(request.response, timeout)
         except TimeoutError:
             where = message.get_request_uri()
             raise ClientError(f"no answer from {where} within {timeout:.0f} s", EXIT_UNREACHABLE) from None
         except aiocoap.error.NetworkError as exc:
             raise ClientError(f"cannot reach the appliance: {exc}", EXIT_UNREACHABLE) from None
+        except NotAProtectedMessage:  # it answered in the clear: it has no context for us
+            raise ClientError(
+                "the appliance does not know this laptop (pairing revoked, or appliance reset): "
+                "run vaxelctl pair",
+                EXIT_NOT_PAIRED,
+            ) from None
         except aiocoap.error.Error as exc:
             raise ClientError(f"the request failed: {exc}") from None
         check(response)

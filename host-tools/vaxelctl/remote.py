@@ -458,7 +458,9 @@ def enrol_status(appliance: ApplianceOption = None, as_json: JsonOption = False)
 
 # --- firmware --------------------------------------------------------------------------------
 
-BERT_BLOCK = 256 * 1024  # per request over TCP (BERT: Block1 with size exponent 7)
+# Per request over TCP (BERT: Block1 with size exponent 7, counted in 1 KiB). OSCORE's AES-CCM
+# with a 13-byte nonce encrypts at most 64 KiB - 1 per message, options included.
+BERT_BLOCK = 62 * 1024
 
 
 def fw_upload(
@@ -476,9 +478,10 @@ def fw_upload(
 
 async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool, quiet: bool) -> Any:
     async with Connection(choose(appliance)) as connection:
+        # Also completes the CSM exchange (RFC 8323): aiocoap holds back a large first message.
         state = await connection.call(Code.GET, "fw", tcp=True)
         offset = state["received"] if state["state"] == 1 and not restart else 0
-        offset -= offset % BERT_BLOCK
+        offset -= offset % 1024  # BERT block numbers count kibibytes
         started = time.monotonic()
         with (
             bundle.open("rb") as file,
@@ -504,7 +507,7 @@ async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool,
                     block1=(offset // 1024, more, 7),
                     accept=ContentFormat.CBOR,
                 )
-                response = await connection.request(message)
+                response = await connection.request(message, blockwise=False)
                 offset += len(chunk)
                 progress.update(task, completed=offset)
                 if not more:

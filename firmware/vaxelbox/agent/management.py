@@ -298,6 +298,7 @@ class Management:
             await self._zeroconf.async_close()
         if self._context is not None:
             await self._context.shutdown()
+        self.backend.installers.close()
 
     async def _announce(self) -> None:
         host = self.agent.options.lan.host

@@ -179,9 +179,17 @@ class Installers:
         path = self.directory / installer_id
         if not re.fullmatch(r"[0-9a-f]{8}", installer_id) or not path.is_dir():
             return False
-        self._loaded.pop(bytes.fromhex(installer_id), None)
+        context = self._loaded.pop(bytes.fromhex(installer_id), None)
+        if context is not None:
+            release(context)
         shutil.rmtree(path)
         return True
+
+    def close(self) -> None:
+        """Persist every loaded context's counters and drop their locks (agent shutdown)."""
+        for context in self._loaded.values():
+            release(context)
+        self._loaded.clear()
 
     def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> InstallerContext | None:
         """aiocoap's credentials hook: the installer context a request names, if it still exists."""
@@ -213,6 +221,13 @@ class PairingCredentials:
 
     def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> EphemeralContext | None:
         return self.secret.context_for(unprotected)
+
+
+def release(context: oscore.FilesystemSecurityContext) -> None:
+    """Write back the sequence number actually reached and remove the lock file now, rather than
+    whenever the garbage collector gets to it (aiocoap offers no public call for this yet)."""
+    if context.lockfile is not None:
+        context._destroy()
 
 
 def write_private(path: Path, text: str) -> None:
