@@ -61,3 +61,4 @@ schemas: setup
 # Benchmarks against real peers in the same run; results land in bench/results/.
 bench: setup test-debs
 	$(BIN)/python bench/sip_relay.py
+	$(BIN)/python bench/coap_mgmt.py

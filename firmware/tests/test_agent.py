@@ -33,6 +33,8 @@ def test_fresh_agent_runs_the_demo_site_and_stops_on_sigterm(agents, tmp_path):
     assert [a.split()[:2] for a in announcement["listening"][2:]] == [
         ["provisioning", "http"],
         ["provisioning", "https"],
+        ["management", "coap"],
+        ["management", "coap+tcp"],
     ]
     assert agent.events("site active")[0]["origin"] == "demo site"
     assert agent.stop() == 0

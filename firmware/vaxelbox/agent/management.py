@@ -271,7 +271,7 @@ class Management:
         if self._context is None:
             return []
         host, port = self.agent.options.lan.host, self.agent.options.coap_port
-        return [f"coap://{host}:{port}", f"coap+tcp://{host}:{port}"]
+        return [f"management coap {host}:{port}", f"management coap+tcp {host}:{port}"]
 
     async def start(self) -> None:
         site, self._snapshots = build_site(self.backend)
