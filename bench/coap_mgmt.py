@@ -76,7 +76,9 @@ def baseline_contexts(directory: Path) -> tuple[Path, Path]:
         path = directory / f"baseline-{role}"
         path.mkdir()
         write_private(path / "secret.json", json.dumps({"secret_hex": secret, "salt_hex": salt}))
-        write_private(path / "settings.json", json.dumps({"sender-id_hex": sender, "recipient-id_hex": recipient}))
+        write_private(
+            path / "settings.json", json.dumps({"sender-id_hex": sender, "recipient-id_hex": recipient})
+        )
         paths.append(path)
     return paths[0], paths[1]
 
@@ -85,19 +87,29 @@ def run(work: Path) -> dict[str, Any]:
     env = {**os.environ, "VAXELCTL_CONFIG": str(work / "laptop")}
     vaxelctl = [sys.executable, "-c", "from vaxelctl.cli import main; main()"]
     key, public = work / "signing.key", work / "signing.pub"
-    subprocess.run([*vaxelctl, "fw", "keygen", str(key), str(public)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [*vaxelctl, "fw", "keygen", str(key), str(public)], check=True, env=env, capture_output=True
+    )
     port = free_port("127.0.0.1")
-    agent = AgentProcess(work, "--data", str(work / "data"), "--coap-port", str(port), "--fw-key", str(public))
+    agent = AgentProcess(
+        work, "--data", str(work / "data"), "--coap-port", str(port), "--fw-key", str(public)
+    )
     server_dir, client_dir = baseline_contexts(work)
     baseline_port = free_port("127.0.0.1")
     baseline = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("coap_baseline.py")), str(baseline_port), str(server_dir)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("coap_baseline.py")),
+            str(baseline_port),
+            str(server_dir),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         agent.wait_notification("READY", "1", timeout=30)
-        assert baseline.stdout is not None and baseline.stdout.readline().strip() == "ready"
+        assert baseline.stdout is not None
+        assert baseline.stdout.readline().strip() == "ready"
         code = (work / "data" / "mgmt" / "pairing-code").read_text().strip()
         os.environ["VAXELCTL_CONFIG"] = str(work / "laptop")
         paired = asyncio.run(pair("127.0.0.1", port, code, "bench"))
@@ -121,7 +133,9 @@ def run(work: Path) -> dict[str, Any]:
         agent.stop()
 
 
-def upload(work: Path, agent: AgentProcess, vaxelctl: list[str], env: dict[str, str], key: Path) -> dict[str, Any]:
+def upload(
+    work: Path, agent: AgentProcess, vaxelctl: list[str], env: dict[str, str], key: Path
+) -> dict[str, Any]:
     image, bundle = work / "image.bin", work / "image.bundle"
     image.write_bytes(os.urandom(BUNDLE_MIB * 1024 * 1024))
     subprocess.run(
@@ -133,7 +147,11 @@ def upload(work: Path, agent: AgentProcess, vaxelctl: list[str], env: dict[str, 
     process = psutil.Process(agent.process.pid)
     rss_before = process.memory_info().rss
     result = subprocess.run(
-        [*vaxelctl, "fw", "upload", str(bundle), "--json"], check=True, env=env, capture_output=True, text=True
+        [*vaxelctl, "fw", "upload", str(bundle), "--json"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     uploaded = json.loads(result.stdout)
     assert uploaded["state"] == 2, uploaded
