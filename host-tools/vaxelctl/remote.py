@@ -84,7 +84,9 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
 
 
 def table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    shown = Table(*columns, title=title)
+    shown = Table(title=title)
+    for column in columns:
+        shown.add_column(column, overflow="fold")  # a narrow terminal wraps; it never cuts a MAC
     for row in rows:
         shown.add_row(*(_cell(row.get(c)) for c in columns))
     out.print(shown)
