@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from vaxelbox.agent.app import Agent
 
 log = get_logger("vaxelbox.management")
-SERVICE_TYPE = "_coap._udp.local."
+SERVICE_TYPES = ("_coap._udp.local.", "_coap._tcp.local.")  # both are served
 REFRESH_INTERVAL = 0.5  # how often observable resources are compared with their last state
 
 
@@ -301,21 +301,24 @@ class Management:
         self.backend.installers.close()
 
     async def _announce(self) -> None:
+        """`_coap._udp` and `_coap._tcp` on the LAN address only, TXT: rt, model, serial, firmware."""
         host = self.agent.options.lan.host
         if ipaddress.ip_address(host).is_loopback:
             log.info("mDNS off", reason="the LAN address is loopback: no laptop can discover it there")
             return
         device = self.backend.device(full=False)
-        info = ServiceInfo(
-            SERVICE_TYPE,
-            f"Vaxelbox {device['serial']}.{SERVICE_TYPE}",
-            addresses=[socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)],
-            port=self.agent.options.coap_port,
-            properties={"rt": "vaxelbox.dev", **{k: str(v) for k, v in device.items()}},
-            server=f"vaxelbox-{device['serial'].lower()}.local.",
-        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._zeroconf = AsyncZeroconf(
-            interfaces=[host], ip_version=IPVersion.V4Only if ":" not in host else IPVersion.V6Only
+            interfaces=[host], ip_version=IPVersion.V6Only if ":" in host else IPVersion.V4Only
         )
-        await self._zeroconf.async_register_service(info)
-        log.info("mDNS announced", service=info.name, address=host)
+        for service_type in SERVICE_TYPES:
+            info = ServiceInfo(
+                service_type,
+                f"Vaxelbox {device['serial']}.{service_type}",
+                addresses=[socket.inet_pton(family, host)],
+                port=self.agent.options.coap_port,
+                properties={"rt": "vaxelbox.dev", **{k: str(v) for k, v in device.items()}},
+                server=f"vaxelbox-{device['serial'].lower()}.local.",
+            )
+            await self._zeroconf.async_register_service(info)
+            log.info("mDNS announced", service=info.name, address=host)
