@@ -17,7 +17,7 @@ NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
 	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
 
-.PHONY: setup run test test-debs lint format clean schemas bench
+.PHONY: setup run test test-debs lint format clean schemas bench hil
 
 setup: $(STAMP)
 
@@ -35,9 +35,21 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/vaxelbox run $(ARGS)
 
-# The whole suite: lint, then every test (nothing is skipped for a missing tool).
+# The whole suite: lint, then every test (nothing is skipped for a missing tool), then the HIL
+# suite against the simulated board.
 test: setup lint test-debs
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory hil
+
+# Hardware in the loop: `make hil` (simulated board) or `make hil BOARD=boards/<name>.yaml`.
+# Writes hil-results/junit.xml and hil-results/report.md (console and agent log on failure).
+BOARD ?= boards/simboard.yaml
+hil: setup test-debs
+	@mkdir -p hil-results
+	$(BIN)/python hil-tests/environment.py $(BOARD) hil-results/environment.yaml
+	$(BIN)/pytest hil-tests -c hil-tests/pytest.ini --lg-env hil-results/environment.yaml --board $(BOARD) \
+	  --lg-log hil-results --junitxml hil-results/junit.xml --report hil-results/report.md; \
+	  status=$$?; echo "HIL report: hil-results/report.md"; exit $$status
 
 test-debs:
 	@$(NEED_DEBS) $(TEST_DEBS)

@@ -76,6 +76,7 @@ class Kamailio:
     process: subprocess.Popen | None = None
     users: dict[str, str] = field(default_factory=lambda: dict(USERS))
     tls_port: int | None = None  # also listen for TLS there, with a certificate made for the test
+    netns: str | None = None  # run inside this network namespace (the HIL suite's "cloud")
 
     def start(self) -> "Kamailio":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +89,9 @@ class Kamailio:
             config = config.replace(key, value)
         (self.workdir / "kamailio.cfg").write_text(config)
         self.log = (self.workdir / "kamailio.log").open("w")
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.process = subprocess.Popen(
-            [tool("kamailio"), "-DD", "-E", "-f", str(self.workdir / "kamailio.cfg"), "-Y", str(self.workdir),
+            [*wrap, tool("kamailio"), "-DD", "-E", "-f", str(self.workdir / "kamailio.cfg"), "-Y", str(self.workdir),
              "-m", "64", "-M", "8"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -99,8 +101,10 @@ class Kamailio:
                 raise RuntimeError(f"kamailio exited: {self.output()}")
             # Ready when the control socket is up and OPTIONS is answered (by this process:
             # the port was free when we chose it, and a second bind would have failed).
-            if (self.workdir / "kamailio_ctl").exists() and options_ping((self.address, self.port)):
-                return self
+            if (self.workdir / "kamailio_ctl").exists() and (
+                self.netns or options_ping((self.address, self.port))
+            ):
+                return self  # in a namespace the control socket alone says ready: listeners bind first
             time.sleep(0.1)
         raise RuntimeError(f"kamailio did not answer OPTIONS: {self.output()}")
 
@@ -164,8 +168,11 @@ async def phone(
     answers: str | None = None,
     hold: float = 5,
     port: int | None = None,
+    local: str = "127.0.0.1",
+    netns: str | None = None,
 ) -> Phone:
-    """Start one sipp phone on 127.0.0.1 registering `user` through `target`, running `scenario`.
+    """Start one sipp phone on `local` (in `netns`, if given) registering `user` through `target`,
+    running `scenario`.
 
     `answers` names the scenario for calls that reach the phone (sipp's
     out-of-call scenario), while `register_wait.xml` keeps it registered and
@@ -174,7 +181,8 @@ async def phone(
     workdir = workdir / f"phone-{user}-{time.monotonic_ns()}"
     workdir.mkdir(parents=True)
     command = [
-        tool("sipp"), f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
+        *(["ip", "netns", "exec", netns] if netns else []),
+        tool("sipp"), f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / scenario), "-i", local,
         "-t", transport, "-m", "1", "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
         "-trace_err", "-trace_msg", "-s", user, "-au", user, "-ap", USERS[user],
         "-key", "expires", str(expires), "-key", "callee", callee or "0", "-d", str(int(hold * 1000)),
