@@ -90,6 +90,8 @@ class Snapshot(Guarded, resource.ObservableResource):
         self._last: Any = None
 
     def changed(self) -> None:
+        if not self._observations:
+            return  # nobody is watching: no need to read the state
         current = self._read()
         if current != self._last:
             self._last = current

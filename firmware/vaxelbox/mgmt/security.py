@@ -94,7 +94,7 @@ class PairingSecret:
             letters = base64.b32encode(secrets.token_bytes(15)).decode()  # 120 bits, 24 letters
             write_private(self._path, format_code(letters[:20]) + "\n")
         self.code = self._path.read_text().strip()
-        self._attempts = set(self._read_attempts())
+        self._attempts = dict.fromkeys(self._read_attempts())  # ordered: oldest first
 
     def context_for(self, unprotected: dict[Any, Any]) -> EphemeralContext | None:
         """A fresh bootstrap context for a request naming the pairing kid and a new ID context."""
@@ -108,9 +108,10 @@ class PairingSecret:
 
     def spend(self, id_context: bytes) -> None:
         """Remember an attempt that decrypted, so it cannot be replayed (survives restarts)."""
-        self._attempts.add(id_context.hex())
-        recent = sorted(self._attempts)[-MAX_REMEMBERED_ATTEMPTS:]
-        write_private(self._attempts_path, json.dumps(recent))
+        self._attempts[id_context.hex()] = None
+        while len(self._attempts) > MAX_REMEMBERED_ATTEMPTS:  # 64 random bits: old ones will not recur
+            del self._attempts[next(iter(self._attempts))]
+        write_private(self._attempts_path, json.dumps(list(self._attempts)))
 
     def _read_attempts(self) -> list[str]:
         try:
