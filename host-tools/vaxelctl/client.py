@@ -144,17 +144,19 @@ class Connection:
         check(response)
         return response
 
+    def uri(self, path: str, tcp: bool = False) -> str:
+        assert self.paired is not None, "a connection made for pairing has no appliance yet"
+        return self.paired.uri(path, tcp)
+
     async def call(self, code: Code, path: str, data: Any = None, tcp: bool = False, **options: Any) -> Any:
         """A request with a CBOR body (if any); the decoded CBOR answer."""
-        assert self.paired is not None
-        message = Message(code=code, uri=self.paired.uri(path, tcp), accept=ContentFormat.CBOR, **options)
+        message = Message(code=code, uri=self.uri(path, tcp), accept=ContentFormat.CBOR, **options)
         if data is not None:
             message.payload, message.opt.content_format = cbor2.dumps(data), ContentFormat.CBOR
         return decode(await self.request(message))
 
     async def observe(self, path: str) -> AsyncIterator[Any]:
-        assert self.paired is not None
-        request = self.context.request(Message(code=Code.GET, uri=self.paired.uri(path), observe=0))
+        request = self.context.request(Message(code=Code.GET, uri=self.uri(path), observe=0))
         first = await asyncio.wait_for(request.response, TIMEOUT)
         check(first)
         yield decode(first)

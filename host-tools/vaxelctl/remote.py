@@ -343,7 +343,7 @@ def site_push(
         async with Connection(choose(appliance)) as connection:
             message = Message(
                 code=Code.PUT,
-                uri=connection.paired.uri("site") if connection.paired else "",
+                uri=connection.uri("site"),
                 payload=source.encode(),
                 content_format=ContentFormat.TEXT,
                 accept=ContentFormat.CBOR,
@@ -504,7 +504,7 @@ async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool,
                 more = offset + len(chunk) < size
                 message = Message(
                     code=Code.PUT,
-                    uri=connection.paired.uri("fw", tcp=True) if connection.paired else "",
+                    uri=connection.uri("fw", tcp=True),
                     payload=chunk,
                     block1=(offset // 1024, more, 7),
                     accept=ContentFormat.CBOR,
