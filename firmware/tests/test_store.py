@@ -99,3 +99,32 @@ def test_failed_transaction_leaves_nothing(store):
     with pytest.raises(RuntimeError):
         half_a_change()
     assert [v.number for v in store.sites.history()] == [1]
+
+
+def test_a_site_file_seeds_the_store_only_when_its_text_changed(store):
+    first = store.sites.apply_file("a = 1", "/etc/vaxelbox/site.toml")
+    assert (first.changed, first.active.number, first.replaced) == (True, 1, None)
+    edit = store.sites.apply("a = 1\nb = 2", "pushed by installer lisa")
+    again = store.sites.apply_file("a = 1", "/etc/vaxelbox/site.toml")  # a restart or SIGHUP
+    assert (again.changed, again.active) == (False, edit)
+    assert store.sites.active() == edit
+
+
+def test_a_changed_site_file_over_an_appliance_edit_names_the_edit(store):
+    store.sites.apply_file("a = 1", "/etc/vaxelbox/site.toml")
+    edit = store.sites.apply("a = 1\nb = 2", "assign 80:5e:c0:11:22:55 to fredrik")
+    applied = store.sites.apply_file("a = 3", "/etc/vaxelbox/site.toml")
+    assert (applied.changed, applied.active.number, applied.replaced) == (True, 3, edit)
+    record = store.sites.file_record("/etc/vaxelbox/site.toml")
+    assert (record.version, record.replaced) == (3, 2)
+    assert store.sites.get(2) == edit  # kept for `site rollback 2`
+    # A file change over its own earlier text, or over the demo site, overwrote no edit.
+    assert store.sites.apply_file("a = 4", "/etc/vaxelbox/site.toml").replaced is None
+
+
+def test_a_store_from_before_file_records_does_not_take_the_file_for_new(store):
+    store.sites.apply("a = 1", "file /etc/vaxelbox/site.toml")  # applied by an older agent
+    assert store.sites.apply_file("a = 1", "/etc/vaxelbox/site.toml").changed is False
+    store.sites.apply("a = 2", "pushed by installer lisa")
+    assert store.sites.apply_file("a = 1", "/etc/vaxelbox/site.toml").changed is False
+    assert store.sites.active().source == "a = 2"

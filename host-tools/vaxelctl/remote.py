@@ -214,6 +214,8 @@ def status(appliance: ApplianceOption = None, watch: bool = False, as_json: Json
             f"phones {phones['in_site']} in site / {phones['seen']} seen / {phones['enrolled']} enrolled, "
             f"registrations {state['registrations']}"
         )
+        if state.get("site_warning"):
+            out.print(f"  warning: {state['site_warning']}", highlight=False)
         for error in state["last_errors"]:
             out.print(f"  error at {error['at']}: {error['event']}")
 

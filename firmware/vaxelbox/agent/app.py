@@ -1,9 +1,14 @@
 """The agent: loads the site, keeps it in the store, runs the services, obeys signals.
 
-Site rules: `--site FILE` is applied at start and on SIGHUP; a file that fails
-validation is refused with every problem logged and the running (or stored)
-site stays. Without `--site`, the stored active site runs, or the demo site
-on a fresh data directory.
+Site rules: the store is the one source of truth. `--site FILE` seeds it at
+start and on SIGHUP, but only when the file's text changed since it was last
+applied, so an edit made on the appliance (vaxelctl site push, phones assign,
+rollback) survives restarts and reloads; a changed file that overwrites such an
+edit is applied with a warning, in the log and in `vaxelctl status`, that names
+both versions (the edit stays in the history for `site rollback`). A file that
+fails validation is refused with every problem logged and the running (or
+stored) site stays. Without `--site`, the stored active site runs, or the demo
+site on a fresh data directory.
 """
 
 import asyncio
@@ -25,6 +30,7 @@ from vaxelbox.problems import read_config
 from vaxelbox.sip.transport import Limits
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
 from vaxelbox.store import SiteVersion, Store, StoreError
+from vaxelbox.store.sites import digest_of
 
 log = get_logger("vaxelbox.agent")
 
@@ -136,13 +142,53 @@ class Agent:
         return ActiveSite(parse_site(text, "demo site"), version)
 
     async def _apply_file(self) -> ActiveSite:
-        """Validate the site file, then make it the stored active version. Raises SiteError."""
+        """Validate the site file, then seed the store with it if it changed since it was last applied.
+        Returns the site that is active afterwards. Raises SiteError."""
         path = self.options.site_file
         assert path is not None
         source = await asyncio.to_thread(read_config, path, SiteError)
         site = parse_site(source, str(path))
-        version = await asyncio.to_thread(self.store.sites.apply, source, f"file {path}")
-        return ActiveSite(site, version)
+        applied = await asyncio.to_thread(self.store.sites.apply_file, source, self._site_file_key())
+        active, applied_digest = applied.active, digest_of(source)
+        if applied.replaced is not None:
+            log.warning(
+                "site file replaced an edit made on the appliance",
+                file=str(path),
+                version=active.number,
+                replaced_version=applied.replaced.number,
+                replaced_origin=applied.replaced.origin,
+                hint=f"vaxelctl site rollback {applied.replaced.number} brings the edit back",
+            )
+        elif not applied.changed and active.digest != applied_digest:
+            log.info(
+                "site file unchanged since it was applied; the newer version made on the appliance stays",
+                file=str(path),
+                running_version=active.number,
+                origin=active.origin,
+            )
+        if active.digest == applied_digest:
+            return ActiveSite(site, active)
+        return ActiveSite(parse_site(active.source, f"stored site version {active.number}"), active)
+
+    def _site_file_key(self) -> str:
+        assert self.options.site_file is not None
+        return str(self.options.site_file.absolute())
+
+    def site_warning(self) -> str | None:
+        """The warning to show while a site file's text overwrote an edit made on the appliance, naming
+        both versions; None otherwise. Reads the store (so it survives a restart)."""
+        if self.options.site_file is None or self.active is None:
+            return None
+        record = self.store.sites.file_record(self._site_file_key())
+        if record is None or record.replaced is None or record.version != self.active.version.number:
+            return None
+        replaced = self.store.sites.get(record.replaced)
+        origin = f" ({replaced.origin})" if replaced else ""
+        return (
+            f"site file {self.options.site_file} was applied as version {record.version} over version "
+            f"{record.replaced}{origin}, made on the appliance; `vaxelctl site rollback {record.replaced}` "
+            "brings that edit back"
+        )
 
     def _activate(self, active: ActiveSite) -> None:
         # Secrets first: nothing about the new site may be logged before they are known.

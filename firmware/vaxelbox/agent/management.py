@@ -94,6 +94,7 @@ class ManagementBackend:
             "cloud": agent.health.state.value,
             "mode": self.mode()["mode"],
             "site_version": agent.active.version.number if agent.active else None,
+            "site_warning": agent.site_warning(),
             "phones": {
                 "in_site": len(site.phones),
                 "seen": len(devices),

@@ -1,6 +1,6 @@
 """Persistent state that survives power loss: SQLite in WAL mode, one transaction per change."""
 
 from vaxelbox.store.database import Store, StoreError
-from vaxelbox.store.sites import SiteConflict, SiteVersion
+from vaxelbox.store.sites import FileApplied, FileRecord, SiteConflict, SiteVersion
 
-__all__ = ["SiteConflict", "SiteVersion", "Store", "StoreError"]
+__all__ = ["FileApplied", "FileRecord", "SiteConflict", "SiteVersion", "Store", "StoreError"]

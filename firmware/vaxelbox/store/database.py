@@ -66,6 +66,17 @@ MIGRATIONS: list[str] = [
         macs     TEXT
     );
     """,
+    # The site file the agent was started with seeds the store only when its text changed since it was
+    # last applied; `replaced` names an appliance edit that applying it overwrote (for the warning).
+    """
+    CREATE TABLE site_file (
+        path       TEXT PRIMARY KEY,
+        digest     TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        applied_at REAL NOT NULL,
+        replaced   INTEGER
+    );
+    """,
 ]
 
 
