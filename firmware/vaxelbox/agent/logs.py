@@ -2,7 +2,9 @@
 
 Every record passes one redaction step at the very end, after tracebacks are
 rendered, whether it came from our code (structlog) or a library (stdlib
-logging), so a secret cannot reach the log by any route.
+logging), so a secret cannot reach the log by any route. Libraries' info lines
+(aiocoap, zeroconf, asyncio, ...) are debug detail: they show at DEBUG only.
+Every management action leaves one `audit` line (see `audit`).
 """
 
 import itertools
@@ -23,6 +25,9 @@ _SECRET_KEY = re.compile(r"pass(word)?|secret|token|private|psk|credential", re.
 _DIGEST_FIELD = re.compile(r'\b(response|cnonce)="[^"]*"', re.IGNORECASE)
 
 LogFormat = Literal["auto", "human", "json"]
+# Loggers of our own code; everything else is a library.
+OWN_LOGGERS = frozenset({"vaxelbox", "phoneprov"})
+AUDIT_EVENT = "audit"
 
 
 class Redactor:
@@ -70,6 +75,23 @@ class LogRing(logging.Handler):
             self.records.append({"n": next(self._numbers), **json.loads(self.format(record))})
         except Exception:  # a log record must never break the code that logs it
             self.handleError(record)
+
+
+class LibraryChatter(logging.Filter):
+    """Demotes a library's info records to debug (e.g. aiocoap's "Render request raised a
+    renderable error (ContinueException...)" per block-wise request, "Received Release" per TCP
+    connection): they are kept only when the log level is DEBUG. Libraries' warnings and errors
+    stay as they are."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or record.name.partition(".")[0] in OWN_LOGGERS:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.level <= logging.DEBUG
 
 
 def configure_logging(
@@ -129,8 +151,29 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers = [handler, ring]
     root.setLevel(level.upper())
+    chatter = LibraryChatter(root.level)
+    for each in root.handlers:
+        each.addFilter(chatter)
     return ring
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
+
+
+def audit(
+    action: str, result: str, installer: str | None, installer_name: str | None, **details: Any
+) -> None:
+    """One line per management action, event `audit`: who (the installer's ID and name from the
+    OSCORE context that protected the request), what (`action`, e.g. "site-push", and `details`
+    such as the new site version), when (the line's timestamp) and `result` ("ok", "refused",
+    "conflict" or "failed", with a `reason` among the details). Never pass a secret: the redactor
+    is the last line of defence, not the first."""
+    get_logger("vaxelbox.audit").info(
+        AUDIT_EVENT,
+        action=action,
+        installer=installer,
+        installer_name=installer_name,
+        result=result,
+        **details,
+    )

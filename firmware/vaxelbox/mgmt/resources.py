@@ -3,19 +3,22 @@
 Every resource except /.well-known/core and the public part of /dev checks
 the caller's OSCORE claims first (aiocoap's OscoreSiteWrapper only reports
 them) and answers 4.01 otherwise. /pair accepts only a bootstrap (pairing)
-context, and nothing else accepts one.
+context, and nothing else accepts one. Every request that changes something
+leaves one `audit` log line (who, what, result) through `Audit`.
 """
 
 import gc
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Protocol
 
 from aiocoap import CHANGED, CREATED, DELETED, Code, Message, resource
 from aiocoap.numbers import ContentFormat
 from aiocoap.pipe import Pipe
+from vaxelbox.agent.logs import audit
 from vaxelbox.bundle import BundleError
 from vaxelbox.mgmt.firmware import FirmwareUpdate, UpdateRefused
-from vaxelbox.mgmt.payload import PayloadError, decode, field, reply
+from vaxelbox.mgmt.payload import Conflict, PayloadError, decode, field, reply
 from vaxelbox.mgmt.security import INSTALLER_CLAIM_PREFIX, PAIRING_CLAIM, Installers, PairingSecret
 
 RT_PREFIX = "vaxelbox."
@@ -57,6 +60,57 @@ def installer_of(request: Message) -> str | None:
         if claim.startswith(INSTALLER_CLAIM_PREFIX):
             return claim.removeprefix(INSTALLER_CLAIM_PREFIX)
     return None
+
+
+class Audit:
+    """One management action's audit line, written when the `with` block ends: "ok", or the
+    refusal (a PayloadError's reason; "conflict" for 4.12), or "failed" for anything else.
+
+    `what` adds details (never a secret); `refused` records a refusal answered with a response
+    rather than an exception; `quiet` drops the line if the action ends well (a block of an
+    upload that is not its last)."""
+
+    def __init__(self, backend: "Backend", request: Message, action: str, **details: Any) -> None:
+        self.action = action
+        self.installer = installer_of(request)
+        self._installers = backend.installers
+        self._details = details
+        self._refusal: str | None = None
+        self._quiet = False
+
+    def what(self, action: str | None = None, **details: Any) -> None:
+        self.action = action or self.action
+        self._details.update(details)
+
+    def refused(self, reason: str) -> None:
+        self._refusal = reason
+
+    def quiet(self) -> None:
+        self._quiet = True
+
+    def by(self, installer: str) -> None:
+        """The installer acting, when no installer context protected the request (pairing)."""
+        self.installer = installer
+
+    def __enter__(self) -> "Audit":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        if exc is None and self._refusal is None:
+            if not self._quiet:
+                self._write("ok")
+        elif exc is None:
+            self._write("refused", reason=self._refusal)
+        elif isinstance(exc, PayloadError):
+            self._write("conflict" if isinstance(exc, Conflict) else "refused", reason=str(exc))
+        elif isinstance(exc, Exception):
+            self._write("failed", reason=f"{type(exc).__name__}: {exc}")
+
+    def _write(self, result: str, **details: Any) -> None:
+        name = next((i.name for i in self._installers.all() if i.id == self.installer), None)
+        audit(self.action, result, self.installer, name, **self._details, **details)
 
 
 class Guarded:
@@ -134,14 +188,16 @@ class Site(Guarded, resource.Resource):
         return reply(request, site, etag=bytes.fromhex(site["digest"])[:8])
 
     async def render_put(self, request: Message) -> Message:
-        if request.opt.content_format not in (None, ContentFormat.TEXT):
-            raise PayloadError("PUT the site as text/plain (the TOML file itself)")
-        try:
-            source = request.payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PayloadError(f"the site file is not UTF-8: {exc}") from None
-        applied = self._backend.put_site(source, list(request.opt.if_match), installer_of(request) or "")
-        return reply(request, applied, code=CHANGED, etag=bytes.fromhex(applied["digest"])[:8])
+        with Audit(self._backend, request, "site-push") as audit:
+            if request.opt.content_format not in (None, ContentFormat.TEXT):
+                raise PayloadError("PUT the site as text/plain (the TOML file itself)")
+            try:
+                source = request.payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PayloadError(f"the site file is not UTF-8: {exc}") from None
+            applied = self._backend.put_site(source, list(request.opt.if_match), installer_of(request) or "")
+            audit.what(site_version=applied["version"])
+            return reply(request, applied, code=CHANGED, etag=bytes.fromhex(applied["digest"])[:8])
 
 
 class SiteVersions(Guarded, resource.Resource):
@@ -165,8 +221,12 @@ class SiteRollback(Guarded, resource.Resource):
         self._backend = backend
 
     async def render_post(self, request: Message) -> Message:
-        number = field(decode(request), "version", int)
-        return reply(request, self._backend.rollback(number, installer_of(request) or ""), code=CHANGED)
+        with Audit(self._backend, request, "site-rollback") as audit:
+            number = field(decode(request), "version", int)
+            audit.what(to_version=number)
+            applied = self._backend.rollback(number, installer_of(request) or "")
+            audit.what(site_version=applied["version"])
+            return reply(request, applied, code=CHANGED)
 
 
 class Phones(Guarded, resource.Resource):
@@ -182,8 +242,15 @@ class Phones(Guarded, resource.Resource):
         return reply(request, self._backend.phones())
 
     async def render_post(self, request: Message) -> Message:
-        changed = self._backend.change_phones(decode(request), installer_of(request) or "")
-        return reply(request, changed, code=CHANGED)
+        with Audit(self._backend, request, "phones") as audit:
+            body = decode(request)
+            if isinstance(body, dict) and isinstance(body.get("assign"), str):
+                audit.what("phones-assign", mac=body["assign"], users=body.get("users"))
+            elif isinstance(body, dict) and isinstance(body.get("unassign"), str):
+                audit.what("phones-unassign", mac=body["unassign"])
+            changed = self._backend.change_phones(body, installer_of(request) or "")
+            audit.what(mac=changed["mac"], site_version=changed["site_version"])
+            return reply(request, changed, code=CHANGED)
 
 
 class Enrolment(Guarded, resource.Resource):
@@ -199,7 +266,15 @@ class Enrolment(Guarded, resource.Resource):
         return reply(request, self._backend.enrolment())
 
     async def render_post(self, request: Message) -> Message:
-        return reply(request, self._backend.change_enrolment(decode(request)), code=CHANGED)
+        with Audit(self._backend, request, "enrol") as audit:
+            body = decode(request)
+            if isinstance(body, dict) and body.get("close"):
+                audit.what("enrol-close")
+            elif isinstance(body, dict):
+                audit.what("enrol-open", minutes=body.get("open"), macs=body.get("macs"))
+            window = self._backend.change_enrolment(body)
+            audit.what(until=window["until"])
+            return reply(request, window, code=CHANGED)
 
 
 class Mode(Guarded, resource.Resource):
@@ -215,10 +290,12 @@ class Mode(Guarded, resource.Resource):
         return reply(request, self._backend.mode())
 
     async def render_put(self, request: Message) -> Message:
-        mode = field(decode(request), "mode", str)
-        if mode not in ("auto", "local"):
-            raise PayloadError("mode must be 'auto' or 'local'")
-        return reply(request, self._backend.set_mode(mode, installer_of(request) or ""), code=CHANGED)
+        with Audit(self._backend, request, "mode") as audit:
+            mode = field(decode(request), "mode", str)
+            audit.what(mode=mode)
+            if mode not in ("auto", "local"):
+                raise PayloadError("mode must be 'auto' or 'local'")
+            return reply(request, self._backend.set_mode(mode, installer_of(request) or ""), code=CHANGED)
 
 
 class Firmware(Guarded, resource.Resource):
@@ -250,16 +327,21 @@ class Firmware(Guarded, resource.Resource):
             # Each block's message sits in aiocoap's reference cycles until the collector runs;
             # with the agent's raised threshold (tune_garbage_collector) a bundle would pile up.
             gc.collect(0)
-        try:
-            self._backend.firmware.write(number * unit, request.payload, last=not more)
-        except UpdateRefused as exc:
-            return _refusal(exc)
-        except BundleError as exc:
-            raise PayloadError(f"bundle refused: {exc}") from None
-        block1 = (number, more, size_exponent)
-        if more:
-            return Message(code=Code.CONTINUE, block1=block1)
-        return reply(request, _fw_status(self._backend.firmware), code=CHANGED, block1=block1)
+        with Audit(self._backend, request, "fw-upload") as audit:
+            try:
+                self._backend.firmware.write(number * unit, request.payload, last=not more)
+            except UpdateRefused as exc:
+                audit.refused(str(exc))
+                return _refusal(exc)
+            except BundleError as exc:
+                raise PayloadError(f"bundle refused: {exc}") from None
+            block1 = (number, more, size_exponent)
+            if more:
+                audit.quiet()  # one line per upload: at its last block
+                return Message(code=Code.CONTINUE, block1=block1)
+            status = self._backend.firmware.status
+            audit.what(version=status.version, size=status.size)
+            return reply(request, _fw_status(self._backend.firmware), code=CHANGED, block1=block1)
 
 
 class FirmwareExecute(Guarded, resource.Resource):
@@ -270,11 +352,14 @@ class FirmwareExecute(Guarded, resource.Resource):
         self._backend = backend
 
     async def render_post(self, request: Message) -> Message:
-        try:
-            self._backend.firmware.update()
-        except UpdateRefused as exc:
-            return _refusal(exc)
-        return reply(request, _fw_status(self._backend.firmware), code=CHANGED)
+        with Audit(self._backend, request, "fw-apply") as audit:
+            audit.what(version=self._backend.firmware.status.version)
+            try:
+                self._backend.firmware.update()
+            except UpdateRefused as exc:
+                audit.refused(str(exc))
+                return _refusal(exc)
+            return reply(request, _fw_status(self._backend.firmware), code=CHANGED)
 
 
 def _fw_status(firmware: FirmwareUpdate) -> dict[str, Any]:
@@ -313,10 +398,13 @@ class InstallerList(Guarded, resource.Resource):
         return reply(request, rows)
 
     async def render_post(self, request: Message) -> Message:
-        installer = field(decode(request), "revoke", str)
-        if not self._backend.installers.revoke(installer):
-            raise PayloadError(f"no installer {installer!r}")
-        return Message(code=DELETED)
+        with Audit(self._backend, request, "revoke-installer") as audit:
+            installer = field(decode(request), "revoke", str)
+            names = {i.id: i.name for i in self._backend.installers.all()}
+            audit.what(revoked=installer, revoked_name=names.get(installer))
+            if not self._backend.installers.revoke(installer):
+                raise PayloadError(f"no installer {installer!r}")
+            return Message(code=DELETED)
 
 
 class Pair(Guarded, resource.Resource):
@@ -332,13 +420,15 @@ class Pair(Guarded, resource.Resource):
         return PAIRING_CLAIM in claims_of(request)
 
     async def render_post(self, request: Message) -> Message:
-        context = request.remote.security_context
-        self._backend.pairing.spend(context.id_context)
-        name = field(decode(request), "name", str)
-        if not 0 < len(name) <= 64 or not name.isprintable():
-            raise PayloadError("name must be 1-64 printable characters")
-        created = self._backend.installers.create(name)
-        return reply(request, {**created, "device": self._backend.device(full=True)}, code=CREATED)
+        with Audit(self._backend, request, "pair") as audit:
+            context = request.remote.security_context
+            self._backend.pairing.spend(context.id_context)
+            name = field(decode(request), "name", str)
+            if not 0 < len(name) <= 64 or not name.isprintable():
+                raise PayloadError("name must be 1-64 printable characters")
+            created = self._backend.installers.create(name)
+            audit.by(created["installer"])  # the new installer's ID; never its secret
+            return reply(request, {**created, "device": self._backend.device(full=True)}, code=CREATED)
 
 
 def build_site(backend: Backend) -> tuple[resource.Site, list[Snapshot]]:
