@@ -1,37 +1,41 @@
-"""The relay in online mode: phones on the LAN reach the cloud PBX through the edge, and back.
+"""The relay: the edge's one transaction user. It runs the request chain and acts on what it settled.
 
-- From the LAN, every request goes to the cloud's outbound proxy with the
-  Request-URI unchanged. REGISTER gets a Path naming the phone's flow
-  (RFC 3327), so calls come back through us; dialog-creating requests get a
-  double Record-Route (LAN and WAN side), so the whole dialog stays with us.
-  The cloud's digest challenges pass through untouched (end-to-end auth).
-- From the cloud, a request is delivered over the flow its Path or route
-  token names, else the flow of the binding its Request-URI names, else to
-  the Request-URI's address on the LAN.
-- The cloud's 200 to a REGISTER updates the binding mirror.
+    request chain:  AnswerOptions -> ProxyChecks -> RouteToken -> FromCloud -> ModeGate
+                                                                     online: to_cloud
+                                                                     local:  vaxelbox.local.processors
+    target chain:   routing.forking (one branch per target, each on its own flow), or, for a local
+                    route plan, local.plan_runner (rings, no-answer and busy fallbacks)
+    response chain: health signal, binding mirror (and call records)
+
+Online and local mode differ only in the processors the mode gate picks. The
+policy lives in the processors (`edge/online.py`, `local/`); this module only
+plumbs them to the transaction layer.
 """
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from vaxelbox.edge.admission import Admission
-from vaxelbox.edge.bindings import BindingMirror, bare_uri
-from vaxelbox.edge.flowtoken import make_token, read_token
+from vaxelbox.edge.bindings import BindingMirror
+from vaxelbox.edge.front import AnswerOptions, ProxyChecks, RouteToken
+from vaxelbox.edge.online import FromCloud, PhoneLocator, to_cloud
 from vaxelbox.edge.upstream import Upstream
-from vaxelbox.sip.message import Request, Response
-from vaxelbox.sip.proxy import (
-    Branch,
-    ProxyCall,
-    cancel_for,
-    check_request,
-    forward_copy,
-    new_branch,
-    preprocess_routes,
-    strip_top_via,
+from vaxelbox.routing.chain import (
+    Chain,
+    ModeGate,
+    Processor,
+    RequestContext,
+    ResponseChain,
+    ResponseProcessor,
+    Side,
+    Target,
 )
+from vaxelbox.routing.forking import EdgeAddresses, Forking, Scheduler
+from vaxelbox.routing.mode import Mode
+from vaxelbox.sip.message import Request, Response
+from vaxelbox.sip.proxy import forward_copy, new_branch, strip_top_via
 from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.stack import Running, SipStack
 from vaxelbox.sip.transport import Flow
@@ -40,21 +44,17 @@ from vaxelbox.sip.via import Via
 
 log = logging.getLogger("vaxelbox.edge.relay")
 
-Side = Literal["lan", "wan"]
-DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
-TIMER_C = 180.0  # §16.6 step 11: a branch still ringing after this long is cancelled
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, UPDATE, PRACK"
+__all__ = ["EdgeAddresses", "EdgeRelay"]
 
 
-@dataclass(frozen=True, slots=True)
-class EdgeAddresses:
-    lan: tuple[str, int]  # where the phones reach us
-    wan: tuple[str, int]  # where the cloud reaches us
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
-    def uri(self, side: Side, transport: str, user: str | None = None) -> str:
-        host, port = self.lan if side == "lan" else self.wan
-        host = f"[{host}]" if ":" in host else host
-        return f"sip:{user + '@' if user else ''}{host}:{port};transport={transport};lr"
+
+class PlanExecutor(Protocol):
+    """Runs a local route plan for a request (local.plan_runner); returns what cancels it."""
+
+    def __call__(self, context: RequestContext, respond: Callable[[Response], None]) -> Cancellable: ...
 
 
 class EdgeRelay:
@@ -65,17 +65,43 @@ class EdgeRelay:
         upstream: Upstream,
         bindings: BindingMirror,
         admission: Admission | None = None,
+        schedule: Scheduler | None = None,
     ) -> None:
         self.stack = stack
         self.addresses = addresses
         self.upstream = upstream
         self.bindings = bindings
         self.admission = admission or Admission()
-        self.calls: dict[int, ProxyCall] = {}
+        self.calls: dict[int, Cancellable] = {}  # by id(server transaction), for CANCEL
         self.on_cloud_signal: Callable[[bool], None] = lambda ok: None  # fed to the health monitor
+        self.mode: Callable[[], Mode] = lambda: Mode.ONLINE
+        self.execute_plan: PlanExecutor | None = None
         self._ours = {addresses.lan, addresses.wan}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.route_token = RouteToken(self.is_ours, self.flow_of)
+        self.locate_phone = PhoneLocator(bindings, self.flow_of)
+        self.forking = Forking(stack, addresses, schedule or _call_later, ResponseChain([]))
+        self.set_chains(local=[], responses=[])
         stack.user = self
+
+    def set_chains(self, local: Sequence[Processor], responses: Sequence[ResponseProcessor]) -> None:
+        """Install the local processors and extra response processors (the agent does, from local/)."""
+        self.request_chain = Chain(
+            "request",
+            [
+                AnswerOptions(self.is_ours),
+                ProxyChecks(frozenset(f"{h}:{p}" for h, p in self._ours)),
+                self.route_token,
+                FromCloud(self.locate_phone),
+                ModeGate(online=Chain("online", [to_cloud]), local=Chain("local", local)),
+            ],
+        )
+        self.forking = Forking(
+            self.stack,
+            self.addresses,
+            self.forking.schedule,
+            ResponseChain([self._health_signal, self._mirror_binding, *responses]),
+        )
 
     # -- the transaction user -------------------------------------------------------------------
 
@@ -92,24 +118,19 @@ class EdgeRelay:
         return True
 
     def on_request(self, transaction: Running, request: Request) -> None:
-        side = self.side_of(transaction.flow)
-        if self._addressed_to_us(request):
-            self._answer_ourselves(transaction, request)
-            return
-        refusal = check_request(request, {f"{h}:{p}" for h, p in self._ours})
-        if refusal is not None:
-            self.stack.respond(transaction, refusal)
-            return
-        token_target = self._route_token(request)
-        preprocess_routes(request, self.is_ours)
-        if side == "wan":
-            self._to_phone(transaction, request, token_target)
-        elif (flow := self.upstream.ready_flow()) is not None:
-            self._to_cloud(transaction, request, flow)
+        context = RequestContext(
+            request, transaction.flow, self.side_of(transaction.flow), self.mode(), transaction
+        )
+        self.request_chain(context)
+        if context.response is not None:
+            self.stack.respond(transaction, context.response)
+        elif context.plan is not None and self.execute_plan is not None:
+            self.calls[id(transaction)] = self.execute_plan(context, lambda r: self._respond(context, r))
+        elif context.targets:
+            self._fork(context)
         else:
-            self._spawn(
-                self._connect_then(lambda flow: self._to_cloud(transaction, request, flow), transaction)
-            )
+            log.error("no route settled for %s %s", request.method, request.uri)
+            self.stack.respond(transaction, make_response(request, 500, "Server Internal Error"))
 
     def on_cancel(self, invite: Running, cancel: Request) -> None:
         call = self.calls.get(id(invite))
@@ -118,27 +139,64 @@ class EdgeRelay:
 
     def on_stray(self, message: Request | Response, flow: Flow) -> None:
         """A 2xx ACK or a late 2xx: forwarded statelessly (§16.7 step 10, §16.11)."""
-        side = self.side_of(flow)
         if isinstance(message, Response):
             self._forward_stray_response(message)
             return
         if message.method != "ACK":
             return
-        token_target = self._route_token(message)
-        preprocess_routes(message, self.is_ours)
-        if side == "lan":
-            if (flow := self.upstream.ready_flow()) is not None:
-                flow.send(self._forward(message, flow, "wan").to_bytes())
-            else:
-                self._spawn(
-                    self._connect_then(lambda flow: flow.send(self._forward(message, flow, "wan").to_bytes()))
-                )
-        else:
-            target = self._phone_flow(message, token_target)
+        context = RequestContext(message, flow, self.side_of(flow), self.mode())
+        self.route_token(context)
+        if context.side == "wan":
+            target = self.locate_phone(message, context.token_target)
             if target is not None:
-                target.send(self._forward(message, target, "lan").to_bytes())
+                target.send(self._stateless_copy(message, target, "lan").to_bytes())
+        elif context.mode is Mode.LOCAL and context.far_target is not None:
+            context.far_target.send(self._stateless_copy(message, context.far_target, "lan").to_bytes())
+        elif context.mode is Mode.ONLINE:
+            self._with_cloud_flow(
+                lambda flow: flow.send(self._stateless_copy(message, flow, "wan").to_bytes())
+            )
 
-    # -- to the cloud ---------------------------------------------------------------------------
+    # -- acting on the chain's outcome ------------------------------------------------------------
+
+    def _fork(self, context: RequestContext) -> None:
+        transaction = context.transaction
+        assert transaction is not None
+        if all(t.flow is not None for t in context.targets):
+            self._start_fork(context, context.targets)
+            return
+
+        def with_cloud(flow: Flow) -> None:
+            targets = [Target(t.side, t.flow or flow, t.uri, t.label) for t in context.targets]
+            self._start_fork(context, targets)
+
+        self._with_cloud_flow(with_cloud, transaction)
+
+    def _start_fork(self, context: RequestContext, targets: list[Target]) -> None:
+        assert context.transaction is not None
+        fork = self.forking.fork(context, targets, lambda response: self._respond(context, response))
+        if not fork.finished:
+            self.calls[id(context.transaction)] = fork
+
+    def _respond(self, context: RequestContext, response: Response) -> None:
+        transaction = context.transaction
+        assert transaction is not None
+        self.stack.respond(transaction, response)
+        if response.status < 200:
+            return
+        if context.request.method != "INVITE":
+            self.calls.pop(id(transaction), None)
+        else:
+            # Keep INVITE calls until their transaction ends, for CANCEL; bounded by Timer L/H.
+            asyncio.get_running_loop().call_later(
+                64 * self.stack.timers.t1, self.calls.pop, id(transaction), None
+            )
+
+    def _with_cloud_flow(self, send: Callable[[Flow], None], transaction: Running | None = None) -> None:
+        if (flow := self.upstream.ready_flow()) is not None:
+            send(flow)
+        else:
+            self._spawn(self._connect_then(send, transaction))
 
     async def _connect_then(self, send: Callable[[Flow], None], transaction: Running | None = None) -> None:
         """Open the way to the cloud, then send; a request we cannot send gets a 503."""
@@ -153,126 +211,27 @@ class EdgeRelay:
             return
         send(flow)
 
-    def _to_cloud(self, transaction: Running, request: Request, flow: Flow) -> None:
-        if request.method == "REGISTER":
-            phone = transaction.flow
-            token = make_token(phone.transport, *phone.remote)
-            copy = self._forward(request, flow, "wan")
-            copy.add("Path", f"<{self.addresses.uri('wan', flow.transport, token)}>", first=True)
-            copy.add("Supported", "path")
-        else:
-            record = self._record_route(request, toward="wan", next_flow=flow, previous=transaction.flow)
-            copy = self._forward(request, flow, "wan", record)
-        self._proxy(transaction, request, copy, flow)
+    # -- the response chain's own processors -------------------------------------------------------
 
-    # -- to the phones --------------------------------------------------------------------------
+    def _health_signal(self, context: RequestContext, target: Target, response: Response | None) -> None:
+        if target.side == "wan":
+            self.on_cloud_signal(response is not None)
 
-    def _to_phone(self, transaction: Running, request: Request, token_target: Flow | None) -> None:
-        flow = self._phone_flow(request, token_target)
-        if flow is None:
-            self.stack.respond(transaction, make_response(request, 480, "Temporarily Unavailable"))
+    def _mirror_binding(self, context: RequestContext, target: Target, response: Response | None) -> None:
+        """The cloud's 200 to a REGISTER is the truth about a phone's bindings."""
+        if response is None or context.request.method != "REGISTER" or target.side != "wan":
             return
-        record = self._record_route(request, toward="lan", next_flow=flow, previous=transaction.flow)
-        self._proxy(transaction, request, self._forward(request, flow, "lan", record), flow)
+        if 200 <= response.status < 300:
+            self.bindings.update(context.request, response, context.flow)
 
-    def _phone_flow(self, request: Request, token_target: Flow | None) -> Flow | None:
-        if token_target is not None and token_target.alive:
-            return token_target
-        if (flow := self.bindings.flow_for(bare_uri(request.uri))) is not None:
-            return flow
-        uri = request.routes[0].uri if request.routes else request.uri
-        if not isinstance(uri, SipUri):
-            return None
-        port = uri.port or 5060
-        transport = uri.transport or "udp"
-        if transport != "udp":
-            return self.stack.transports.stream_flow(transport, (uri.host, port))
-        return self.stack.transports.udp_flow((uri.host, port), local=self.addresses.lan)
+    # -- stateless forwarding ---------------------------------------------------------------------
 
-    def _route_token(self, request: Request) -> Flow | None:
-        """The phone flow named by the user part of our own topmost Route (our Path or Record-Route)."""
-        for route in request.routes:
-            uri = route.uri
-            if not self.is_ours(uri):
-                return None
-            if isinstance(uri, SipUri) and uri.user and (target := read_token(uri.user)):
-                transport, host, port = target
-                if transport == "udp":
-                    return self.stack.transports.udp_flow((host, port), local=self.addresses.lan)
-                return self.stack.transports.stream_flow(transport, (host, port))
-        return None
-
-    # -- proxying -------------------------------------------------------------------------------
-
-    def _proxy(self, transaction: Running, request: Request, copy: Request, flow: Flow) -> None:
-        call = ProxyCall(
-            request,
-            send_branch=lambda branch: self._send_branch(branch, flow, transaction, request),
-            send_cancel=lambda branch: self._send_cancel(branch, flow),
-            respond=lambda response: self._respond(transaction, request, response),
-        )
-        self.calls[id(transaction)] = call
-        call.start([copy])
-
-    def _send_branch(self, branch: Branch, flow: Flow, transaction: Running, request: Request) -> None:
-        call = self.calls[id(transaction)]
-        timer_c = None
-        if branch.request.method == "INVITE":
-            timer_c = asyncio.get_running_loop().call_later(TIMER_C, call.ring_timeout, branch)
-
-        def on_response(response: Response) -> None:
-            if self.side_of(flow) == "wan":
-                self.on_cloud_signal(True)
-            if timer_c is not None and response.status >= 200:
-                timer_c.cancel()  # and with it the last reference to a finished call
-            call.on_response(branch, response)
-
-        def on_timeout() -> None:
-            if self.side_of(flow) == "wan":
-                self.on_cloud_signal(False)
-            if timer_c is not None:
-                timer_c.cancel()
-            call.on_timeout(branch)
-
-        self.stack.send_request(branch.request, flow, on_response, on_timeout)
-
-    def _send_cancel(self, branch: Branch, flow: Flow) -> None:
-        self.stack.send_request(cancel_for(branch.request), flow, lambda r: None, lambda: None)
-
-    def _respond(self, transaction: Running, request: Request, response: Response) -> None:
-        if request.method == "REGISTER" and 200 <= response.status < 300:
-            self.bindings.update(request, response, transaction.flow)
-        self.stack.respond(transaction, response)
-        if response.status >= 200 and request.method != "INVITE":
-            self.calls.pop(id(transaction), None)
-        elif response.status >= 200 and self.calls.get(id(transaction)) is not None:
-            # Keep INVITE calls until their transaction ends, for CANCEL; bounded by Timer L/H.
-            asyncio.get_running_loop().call_later(
-                64 * self.stack.timers.t1, self.calls.pop, id(transaction), None
-            )
-
-    def _forward(
-        self, request: Request, flow: Flow, side: Side, record_route: tuple[str, ...] = ()
-    ) -> Request:
+    def _stateless_copy(self, request: Request, flow: Flow, side: Side) -> Request:
         host, port = self.addresses.lan if side == "lan" else self.addresses.wan
         params: dict[str, str | None] = {"branch": new_branch(request), "rport": None}
         if side == "wan" and flow.reliable:
-            params["alias"] = None  # RFC 5923: the cloud may send its requests back on this connection
-        via = Via(flow.transport.upper(), host, port, params)
-        return forward_copy(request, via, record_route=record_route)
-
-    def _record_route(
-        self, request: Request, toward: Side, next_flow: Flow, previous: Flow
-    ) -> tuple[str, ...]:
-        """Both our URIs for a new dialog: the one facing the next hop first (RFC 5658 double RR)."""
-        if request.method not in DIALOG_CREATING or request.to.tag is not None:
-            return ()
-        back: Side = "lan" if toward == "wan" else "wan"
-        token = make_token(previous.transport, *previous.remote) if back == "lan" else None
-        return (
-            self.addresses.uri(toward, next_flow.transport),
-            self.addresses.uri(back, previous.transport, token),
-        )
+            params["alias"] = None
+        return forward_copy(request, Via(flow.transport.upper(), host, port, params))
 
     def _forward_stray_response(self, response: Response) -> None:
         top = response.vias[0] if response.vias else None
@@ -284,40 +243,30 @@ class EdgeRelay:
         via = upstream.vias[0]
         host = via.params.get("received") or via.host
         port = int(via.params.get("rport") or via.port or 5060)
-        transport = via.transport.lower()
-        flow: Flow | None
-        if transport == "udp":
-            local = self.addresses.wan if self.upstream.is_cloud(host) else self.addresses.lan
-            flow = self.stack.transports.udp_flow((host, port), local=local)
-        else:
-            flow = self.stack.transports.stream_flow(transport, (host, port))
+        flow = self.flow_of(via.transport.lower(), (host, port))
         if flow is not None:
             flow.send(upstream.to_bytes())
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def flow_of(self, transport: str, address: tuple[str, int]) -> Flow | None:
+        """A flow to `address`: over UDP from the side that faces it, else an open connection."""
+        if transport == "udp":
+            local = self.addresses.wan if self.upstream.is_cloud(address[0]) else self.addresses.lan
+            return self.stack.transports.udp_flow(address, local=local)
+        return self.stack.transports.stream_flow(transport, address)
+
     def side_of(self, flow: Flow) -> Side:
-        return "lan" if tuple(flow.local) == self.addresses.lan else "wan"
+        return self.addresses.side_of(flow)
 
     def is_ours(self, uri: Uri) -> bool:
         return isinstance(uri, SipUri) and (uri.host, uri.port or 5060) in self._ours
-
-    def _addressed_to_us(self, request: Request) -> bool:
-        uri = request.uri
-        return (
-            request.method == "OPTIONS"
-            and not request.routes
-            and isinstance(uri, SipUri)
-            and uri.user is None
-            and self.is_ours(uri)
-        )
-
-    def _answer_ourselves(self, transaction: Running, request: Request) -> None:
-        response = make_response(request, 200, "OK")
-        response.add("Allow", ALLOW)
-        self.stack.respond(transaction, response)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(delay, callback)
