@@ -31,9 +31,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# The agent on the embedded demo office (or pass ARGS="--site my-site.toml").
+# The agent on the embedded demo office (or pass ARGS="--site my-site.toml"). Its state lives in
+# this clone ($(DATA), removed by make clean), not in the user's state directory that
+# `vaxelbox run` uses without --data; a --data in ARGS wins.
+DATA ?= .vaxelbox-data
 run: setup
-	$(BIN)/vaxelbox run $(ARGS)
+	$(BIN)/vaxelbox run --data $(abspath $(DATA)) $(ARGS)
 
 # The whole suite: lint, then every test (nothing is skipped for a missing tool), then the HIL
 # suite against the simulated board.
@@ -42,14 +45,17 @@ test: setup lint test-debs
 	$(MAKE) --no-print-directory hil
 
 # Hardware in the loop: `make hil` (simulated board) or `make hil BOARD=boards/<name>.yaml`.
-# Writes hil-results/junit.xml and hil-results/report.md (console and agent log on failure).
+# SUITES picks suites by number (e.g. SUITES="1 2 3"); the lab's HIL_* variables may be given here too.
+# Writes $(HIL_RESULTS)/junit.xml and report.md (console and agent log on failure).
 BOARD ?= boards/simboard.yaml
+SUITES ?= 1 2 3 4 5
+HIL_RESULTS ?= hil-results
 hil: setup test-debs
-	@mkdir -p hil-results
-	$(BIN)/python hil-tests/environment.py $(BOARD) hil-results/environment.yaml
-	$(BIN)/pytest hil-tests -c hil-tests/pytest.ini --lg-env hil-results/environment.yaml --board $(BOARD) \
-	  --lg-log hil-results --junitxml hil-results/junit.xml --report hil-results/report.md; \
-	  status=$$?; echo "HIL report: hil-results/report.md"; exit $$status
+	@mkdir -p $(HIL_RESULTS)
+	$(BIN)/python hil-tests/environment.py $(BOARD) $(HIL_RESULTS)/environment.yaml
+	$(BIN)/pytest $(foreach n,$(SUITES),hil-tests/test_$(n)_*.py) -c hil-tests/pytest.ini --board $(BOARD) \
+	  --lg-env $(HIL_RESULTS)/environment.yaml --lg-log $(HIL_RESULTS) --junitxml $(HIL_RESULTS)/junit.xml \
+	  --report $(HIL_RESULTS)/report.md; status=$$?; echo "HIL report: $(HIL_RESULTS)/report.md"; exit $$status
 
 test-debs:
 	@$(NEED_DEBS) $(TEST_DEBS)
@@ -63,7 +69,7 @@ format: setup
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build $(DATA)
 
 # Regenerate the committed JSON Schemas after changing the site or board model.
 schemas: setup

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
-from vaxelbox.hw.board import Board, load_board
+from vaxelbox.hw.board import Board, BoardError, load_board
 
 HIL = Path(__file__).resolve().parent
 PROMPT = r"root@[\w-]+:[^ ]*# "
@@ -57,5 +57,8 @@ def write_environment(board_file: Path, out: Path) -> Board:
 
 
 if __name__ == "__main__":
-    board = write_environment(Path(sys.argv[1]), Path(sys.argv[2]))
+    try:
+        board = write_environment(Path(sys.argv[1]), Path(sys.argv[2]))
+    except BoardError as exc:  # one line per problem, as `vaxelbox check-board` says it
+        raise SystemExit(f"board file {exc}") from None
     print(f"labgrid environment for {board.name}: {sys.argv[2]}")

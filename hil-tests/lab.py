@@ -7,9 +7,15 @@ board's lab is described by environment variables: HIL_LAN_HOST (this host's
 address on the board's LAN), HIL_BOARD_LAN (the board's), and for the relay
 and WAN suites HIL_CLOUD (host:port of a Kamailio the board reaches) and
 HIL_WAN_CUT / HIL_WAN_RESTORE (shell commands that pull and replug the WAN).
+
+`lab_problems` checks all of that once, before anything runs, so a lab that
+is not ready gets one message naming every missing piece.
 """
 
+import ipaddress
 import os
+import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,12 +23,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from simboard import topology
 from simboard.topology import LAN, PHONE_ADDRESSES, RUN_DIR, WAN
-from vaxelbox.hw.board import Board
+from vaxelbox.hw.board import Board, BoardError, load_board
 
 ROOT = Path(__file__).resolve().parents[1]
+SIMULATED = "simboard"  # the board the suite builds itself
+# Every real lab needs these; suites ask for more with @pytest.mark.lab_needs("HIL_...").
+ALWAYS_NEEDED = ("HIL_LAN_HOST", "HIL_BOARD_LAN")
+# What the variables are, for the message of a lab that is not ready; a pair set together shares a line.
+VARIABLES: dict[tuple[str, ...], str] = {
+    ("HIL_LAN_HOST",): "this machine's address on the board's LAN, e.g. HIL_LAN_HOST=192.168.50.10",
+    ("HIL_BOARD_LAN",): "the board's LAN address, e.g. HIL_BOARD_LAN=192.168.50.2",
+    ("HIL_CLOUD",): "a Kamailio the board's site points at, e.g. HIL_CLOUD=192.168.60.5:5060",
+    ("HIL_WAN_CUT", "HIL_WAN_RESTORE"): "shell commands that pull and replug the board's WAN "
+    "(e.g. a managed switch's port down, up)",
+}
+CONSOLE_CONNECT_TIMEOUT = 3.0  # seconds, for a serial server (HIL_CONSOLE)
 
 
 @dataclass
@@ -116,9 +135,7 @@ def simulated_lab(workdir: Path) -> Iterator[Lab]:
 
 
 def real_lab(board: Board) -> Lab:
-    missing = [name for name in ("HIL_LAN_HOST", "HIL_BOARD_LAN") if name not in os.environ]
-    if missing:
-        raise AssertionError(f"board {board.name}: describe its lab with {', '.join(missing)} (see README)")
+    """A real board's lab from the HIL_* variables (`lab_problems` has checked them)."""
     cloud = os.environ.get("HIL_CLOUD")
     host, _, port = cloud.partition(":") if cloud else ("", "", "")
     return Lab(
@@ -134,4 +151,100 @@ def real_lab(board: Board) -> Lab:
     )
 
 
-__all__ = ["Lab", "real_lab", "simulated_lab", "topology"]
+def lab_problems(
+    board_file: Path, needs: dict[str, list[str]], environ: dict[str, str], stdin_is_terminal: bool
+) -> list[str]:
+    """Everything that stops the suite from running against this board, one line each ([] = ready).
+
+    `needs` maps each HIL_* variable the selected suites ask for to those suites' names. The lab is
+    never touched beyond reading files and opening a TCP connection to a serial server.
+    """
+    try:
+        board = load_board(board_file)
+    except BoardError as exc:
+        return [f"board file {exc}"]
+    if board.name == SIMULATED:  # the suite builds its lab; only namespaces need root
+        return [] if os.geteuid() == 0 else ["the simulated board needs root (network namespaces)"]
+    problems = _variable_problems({**{name: [] for name in ALWAYS_NEEDED}, **needs}, environ)
+    problems += _console_problems(board, environ)
+    if board.power.kind == "manual" and not stdin_is_terminal:
+        problems.append(
+            f"power: {board.name} has manual power, so a person switches it when the suite asks, but "
+            "stdin is not a terminal (CI?); run make hil from a terminal, or give the board file "
+            "power commands (power: {kind: command, on: ..., off: ...})"
+        )
+    return problems
+
+
+def _variable_problems(needs: dict[str, list[str]], environ: dict[str, str]) -> list[str]:
+    groups = [group for group in VARIABLES if any(name in needs for name in group)]
+    groups += [(name,) for name in needs if not any(name in group for group in VARIABLES)]
+    problems = []
+    for group in groups:
+        wanted = [name for name in group if name in needs]
+        missing = [name for name in wanted if not environ.get(name, "").strip()]
+        suites = sorted({suite for name in wanted for suite in needs[name]})
+        if missing:
+            why = f", needed by {' and '.join(suites)}" if suites else ""
+            verb = "is" if len(missing) == 1 else "are"
+            meaning = VARIABLES.get(group, "see the README")
+            problems.append(f"{' and '.join(missing)} {verb} not set{why}: {meaning}")
+        for name in wanted:
+            value = environ.get(name, "").strip()
+            if value and (bad := _bad_value(name, value)) is not None:
+                problems.append(f"{name}={value}: {bad}")
+    return problems
+
+
+def _bad_value(name: str, value: str) -> str | None:
+    """Why a set variable cannot be right, or None."""
+    if name == "HIL_LAN_HOST":
+        family = socket.AF_INET6 if ":" in value else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((value, 0))  # phones and the laptop are played from this address
+        except (OSError, UnicodeError) as exc:
+            return f"not an address of this machine ({exc.strerror or exc})"
+    if name == "HIL_BOARD_LAN" and not _is_address(value):
+        return "not an IP address"
+    if name == "HIL_CLOUD":
+        host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+        if not host or (port and not port.isdigit()):
+            return "want host or host:port, e.g. 192.168.60.5:5060"
+    return None
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _console_problems(board: Board, environ: dict[str, str]) -> list[str]:
+    """The console must be there before the board is powered: an adapter or a serial server."""
+    served = environ.get("HIL_CONSOLE", "").strip()
+    if served:
+        url = urlparse(served)
+        if url.scheme != "rfc2217" or not url.hostname or not url.port:
+            return [f"HIL_CONSOLE={served}: want rfc2217://HOST:PORT (a serial server such as ser2net)"]
+        try:
+            socket.create_connection((url.hostname, url.port), timeout=CONSOLE_CONNECT_TIMEOUT).close()
+        except OSError as exc:
+            return [f"HIL_CONSOLE={served}: the serial server does not answer ({exc.strerror or exc})"]
+        return []
+    device = board.console.device
+    adapter = "plug in the board's USB-serial adapter, or set HIL_CONSOLE=rfc2217://HOST:PORT"
+    try:
+        mode = os.stat(device).st_mode
+    except OSError:
+        return [f"console {device} does not exist: {adapter}"]
+    if not stat.S_ISCHR(mode):
+        return [f"console {device} is not a serial device: {adapter}"]
+    if not os.access(device, os.R_OK | os.W_OK):
+        return [f"console {device} is not readable and writable by this user (add it to group dialout)"]
+    return []
+
+
+__all__ = ["Lab", "lab_problems", "real_lab", "simulated_lab", "topology"]

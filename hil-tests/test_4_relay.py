@@ -4,7 +4,10 @@ PBX), call each other, and the board's binding mirror shows them."""
 import asyncio
 import json
 
+import pytest
 from peers import DOMAIN, phone
+
+pytestmark = pytest.mark.lab_needs("HIL_CLOUD")
 
 
 def test_two_phones_register_and_call_through_the_board(lab, installer, tmp_path):

@@ -8,6 +8,9 @@ import datetime
 import json
 import time
 
+import pytest
+
+pytestmark = pytest.mark.lab_needs("HIL_WAN_CUT", "HIL_WAN_RESTORE")
 DETECT_WITHIN = 5.0
 
 
