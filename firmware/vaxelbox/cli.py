@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from vaxelbox import __version__
 from vaxelbox.agent.app import Agent, StartupError
@@ -22,6 +21,7 @@ from vaxelbox.mgmt.security import PairingSecret
 from vaxelbox.problems import report
 from vaxelbox.site import Site, check_site_file, demo_site_text
 from vaxelbox.site.holidays import swedish_holidays
+from vaxelbox.tables import print_table
 
 app = typer.Typer(
     help="Vaxelbox agent: office edge appliance for cloud PBX customers.",
@@ -155,13 +155,16 @@ def schema(kind: Annotated[str, typer.Argument(help="site or board")] = "site") 
 def holidays(year: Annotated[int | None, typer.Argument(help="Default: this year")] = None) -> None:
     """List the Swedish public holidays and de-facto closed days that schedules close on."""
     year = year or date.today().year
-    table = Table(title=f"Closed days {year}")
-    for column in ("date", "day", "name", "kind"):
-        table.add_column(column)
-    for holiday in swedish_holidays(year):
-        kind = "public holiday" if holiday.public else "de-facto closed"
-        table.add_row(holiday.day.isoformat(), holiday.day.strftime("%a"), holiday.name, kind)
-    out.print(table)
+    rows = [
+        [
+            day.day.isoformat(),
+            day.day.strftime("%a"),
+            day.name,
+            "public holiday" if day.public else "de-facto closed",
+        ]
+        for day in swedish_holidays(year)
+    ]
+    print_table(out, f"Closed days {year}", ["date", "day", "name", "kind"], rows, whole={"date"})
 
 
 def version_callback(value: bool) -> None:

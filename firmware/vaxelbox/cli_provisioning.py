@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from phoneprov.device import normalise_mac
 from rich.console import Console
-from rich.table import Table
 
 from vaxelbox.agent.options import RunOptions
 from vaxelbox.inventory import assign as assign_device
@@ -25,6 +24,7 @@ from vaxelbox.site import SiteError
 from vaxelbox.site.edit import EditError
 from vaxelbox.site.fields import colon_mac
 from vaxelbox.store import Store
+from vaxelbox.tables import print_table
 
 phones_app = typer.Typer(help="Devices provisioning has seen; assign them to users.", no_args_is_help=False)
 enrol_app = typer.Typer(help="The enrolment window: when assigned phones may fetch their secrets.")
@@ -54,27 +54,30 @@ def phones(
     """List every device seen, assigned or not."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = [
-        {**row, "first_seen": _when(row["first_seen"]), "last_seen": _when(row["last_seen"])}
-        for row in device_rows(_store(data, board))
-    ]
+    seen = device_rows(_store(data, board))
     if as_json:
+        rows = [
+            {**row, "first_seen": _when(row["first_seen"]), "last_seen": _when(row["last_seen"])}
+            for row in seen
+        ]
         out.print_json(json.dumps(rows))
         return
     columns = ("mac", "vendor", "model", "firmware", "ip", "assigned", "enrolled", "last_seen")
-    table = Table(*columns, title=f"Devices seen ({len(rows)})")
-    for row in rows:
-        table.add_row(*(_cell(row[c]) for c in columns))
-    out.print(table)
-    if any(row["assigned"] is None for row in rows):
+    cells = [[_cell(row[c]) for c in columns] for row in seen]
+    headers = [c.replace("_", " ") for c in columns]
+    print_table(out, f"Devices seen ({len(seen)})", headers, cells, whole={"mac"}, words={"assigned"})
+    if any(row["assigned"] is None for row in seen):
         out.print("Assign one with: vaxelbox phones assign MAC USER")
 
 
 def _cell(value: object) -> str:
+    """A value as a table shows it; a time with a space, so a narrow column wraps it there."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float):
+        return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
 
 
