@@ -82,6 +82,11 @@ def test_unconfigured_lab_gets_one_short_message(tmp_path, closed_port):
     assert "Traceback" not in output, output
     assert "AssertionError" not in output, output
     assert "is not ready" in (tmp_path / "report.md").read_text()
+    shown = (ROOT / "README.md").read_text().split("## Prove a board works")[1]
+    shown_lines = [line for line in shown.splitlines() if line.startswith("- HIL_")]
+    assert len(shown_lines) == 4, shown_lines  # the README shows this run's message
+    for line in shown_lines:
+        assert line in lines, f"README shows {line!r}; the run said:\n{output}"
 
 
 def test_manual_power_without_a_terminal_fails_once_up_front(tmp_path, serial_server):
