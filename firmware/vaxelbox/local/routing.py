@@ -60,9 +60,9 @@ Targets (`user:`, `group:`, `menu:`, `voicemail:`, `tel:`) are followed like thi
 - **Tel.** An office number (a direct, group or main number) is routed inside the office, as the
   cloud would (the trunk would only send it back to the cloud); any other number -> rule 4 (a
   user's mobile as a forward target is the real mobile, out the trunk).
-- **Loops and depth.** A target already on the way -> `Reject(480)`, why "forward loop: ...";
+- **Loops and depth.** A target already on the way -> `Reject(480)`, why "forward loop [...]";
   more than `MAX_FORWARDS` hops after the dialled target -> `Reject(480)`, why "too many
-  forwards". A target that is not in the site (state can outlive a site edit) -> `Reject(404)`.
+  forwards [...]". A target that is not in the site (state can outlive a site edit) -> `Reject(404)`.
 
 Every `why` is one short line for logs and the Reason header: the rule, then the way the call
 took in brackets (`voicemail needs the cloud; local mode has none [101 -> user:anna -> (activity
