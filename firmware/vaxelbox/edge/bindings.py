@@ -77,6 +77,41 @@ class BindingMirror:
                 self._by_contact[contact] = key
             self._dirty.add(key)
 
+    def grant(self, aor: str, contact: str, flow: Flow, expires: int, user_agent: str) -> Binding:
+        """Store one binding that the local registrar accepted: `contact` (a bare URI) of `aor`,
+        reached over `flow`, for `expires` seconds (> 0; drop with `release`)."""
+        if expires <= 0:
+            raise ValueError("a granted binding needs a positive expiry")
+        now = time.time()
+        key = (aor, contact)
+        binding = Binding(
+            aor, contact, flow.transport, flow.remote, flow.local, now + expires, user_agent, now
+        )
+        self._bindings[key] = binding
+        self._flows[key] = flow
+        self._by_contact[contact] = key
+        self._dirty.add(key)
+        return binding
+
+    def release(self, aor: str, contact: str) -> None:
+        """Drop the binding of `contact` (a bare URI) to `aor`, if there is one."""
+        self._drop((aor, contact))
+
+    def contacts_of(self, aor: str, now: float | None = None) -> list[tuple[Binding, Flow | None]]:
+        """The unexpired bindings of `aor`, by contact, each with its flow if that is known and
+        alive. After a restart the flows are unknown (None): reach the phone from the binding's
+        transport, remote and local address."""
+        now = now or time.time()
+        found = sorted(
+            (b for (a, _), b in self._bindings.items() if a == aor and b.expires_at > now),
+            key=lambda b: b.contact,
+        )
+        result: list[tuple[Binding, Flow | None]] = []
+        for binding in found:
+            flow = self._flows.get((binding.aor, binding.contact))
+            result.append((binding, flow if flow is not None and flow.alive else None))
+        return result
+
     def flow_for(self, contact: str) -> Flow | None:
         """The live flow of the binding whose contact is `contact` (as a bare URI)."""
         key = self._by_contact.get(contact)
