@@ -170,6 +170,7 @@ async def phone(
     port: int | None = None,
     local: str = "127.0.0.1",
     netns: str | None = None,
+    password: str | None = None,
 ) -> Phone:
     """Start one sipp phone on `local` (in `netns`, if given) registering `user` through `target`,
     running `scenario`.
@@ -184,7 +185,7 @@ async def phone(
         *(["ip", "netns", "exec", netns] if netns else []),
         tool("sipp"), f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / scenario), "-i", local,
         "-t", transport, "-m", "1", "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
-        "-trace_err", "-trace_msg", "-s", user, "-au", user, "-ap", USERS[user],
+        "-trace_err", "-trace_msg", "-s", user, "-au", user, "-ap", password or USERS[user],
         "-key", "expires", str(expires), "-key", "callee", callee or "0", "-d", str(int(hold * 1000)),
     ]  # fmt: skip
     if answers:

@@ -76,6 +76,7 @@ class EdgeRelay:
         self.on_cloud_signal: Callable[[bool], None] = lambda ok: None  # fed to the health monitor
         self.mode: Callable[[], Mode] = lambda: Mode.ONLINE
         self.execute_plan: PlanExecutor | None = None
+        self.is_trunk: Callable[[str], bool] = lambda address: False  # the fallback trunk's addresses
         self._ours = {addresses.lan, addresses.wan}
         self._tasks: set[asyncio.Task[None]] = set()
         self.route_token = RouteToken(self.is_ours, self.flow_of)
@@ -112,7 +113,7 @@ class EdgeRelay:
             return False
         if isinstance(message, Request) and not self.admission.screen(message, source):
             return False
-        if self.side_of(flow) == "wan" and not self.upstream.is_cloud(source):
+        if self.side_of(flow) == "wan" and not self.is_wan_peer(source):
             log.warning("refused: source=%s is not the cloud, on the WAN side", source)
             return False
         return True
@@ -252,9 +253,12 @@ class EdgeRelay:
     def flow_of(self, transport: str, address: tuple[str, int]) -> Flow | None:
         """A flow to `address`: over UDP from the side that faces it, else an open connection."""
         if transport == "udp":
-            local = self.addresses.wan if self.upstream.is_cloud(address[0]) else self.addresses.lan
+            local = self.addresses.wan if self.is_wan_peer(address[0]) else self.addresses.lan
             return self.stack.transports.udp_flow(address, local=local)
         return self.stack.transports.stream_flow(transport, address)
+
+    def is_wan_peer(self, address: str) -> bool:
+        return self.upstream.is_cloud(address) or self.is_trunk(address)
 
     def side_of(self, flow: Flow) -> Side:
         return self.addresses.side_of(flow)

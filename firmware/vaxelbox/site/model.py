@@ -57,6 +57,17 @@ class FallbackTrunk(_Part):
     caller_id: PhoneNumber | None = None
 
 
+class LocalMode(_Part):
+    """Survivable local mode: how the appliance runs the office while the cloud is unreachable."""
+
+    hold_down: float = Field(
+        30.0, ge=0, le=3600, description="Seconds the cloud must answer without a break before failback"
+    )
+    failback_rate: float = Field(
+        50.0, gt=0, le=1000, description="At most this many REGISTER/s toward the cloud after failback"
+    )
+
+
 class SipAccount(_Part):
     user: Text = Field(min_length=1, max_length=64, description="SIP digest user name")
     password: Password
@@ -241,6 +252,7 @@ class Site(_Part):
     site: SiteInfo
     cloud: Cloud
     fallback_trunk: FallbackTrunk | None = None
+    local: LocalMode = LocalMode()
     main: MainNumber
     users: list[User] = Field(min_length=1)
     groups: list[Group] = []

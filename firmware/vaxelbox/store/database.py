@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaxelbox.store.devices import Devices
+from vaxelbox.store.settings import Settings
 from vaxelbox.store.sites import SiteVersions
 
 DB_NAME = "vaxelbox.db"
@@ -77,6 +78,12 @@ MIGRATIONS: list[str] = [
         replaced   INTEGER
     );
     """,
+    """
+    CREATE TABLE setting (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -103,6 +110,7 @@ class Store:
             raise StoreError(f"{self.path}: {exc}") from None
         self.sites = SiteVersions(self)
         self.devices = Devices(self)
+        self.settings = Settings(self)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,177 @@
+"""The agent's side of local survivable mode: the mode machine fed by cloud health, the installer's
+override kept across restarts, and the local processors installed in the relay's chain.
+
+One log line per mode change (`mode`, with old, new and reason); observers
+(sd_notify STATUS, the CoAP `/status` and `/mode` resources) hear of each
+change as it happens.
+"""
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from vaxelbox.agent.logs import get_logger
+from vaxelbox.edge.health import Change, CloudHealth
+from vaxelbox.edge.service import Edge
+from vaxelbox.edge.upstream import Upstream
+from vaxelbox.local.plan_runner import LocalCalls
+from vaxelbox.local.processors import (
+    Authenticate,
+    Emergency,
+    InDialog,
+    LocalPlanner,
+    Registrar,
+    not_served_locally,
+)
+from vaxelbox.local.registrar import LocalRegistrar, aor_for
+from vaxelbox.local.routing import SiteDefaults, emergency_route_warning
+from vaxelbox.local.trunk import FallbackTrunk
+from vaxelbox.routing.chain import Target
+from vaxelbox.routing.mode import Mode, ModeChange, ModeMachine
+from vaxelbox.sip.digest import SipDigest
+from vaxelbox.sip.uri import parse_uri
+from vaxelbox.site import Site
+from vaxelbox.store import Store
+
+log = get_logger("vaxelbox.agent.mode")
+
+FORCED_SETTING = "mode.forced_local"
+# Tests and demos fix "now" for schedules and activities: an ISO 8601 moment with its offset.
+NOW_VARIABLE = "VAXELBOX_NOW"
+
+
+def site_now() -> datetime:
+    """The moment local routing evaluates schedules and activities at (VAXELBOX_NOW overrides)."""
+    fixed = os.environ.get(NOW_VARIABLE)
+    return datetime.fromisoformat(fixed) if fixed else datetime.now(UTC)
+
+
+class PhoneDigest(SipDigest):
+    """Digest as phones speak it: the credentials' `uri` is hashed as sent but not compared with the
+    Request-URI, because sipp and some phone firmware put the registrar's address there (Kamailio
+    and Asterisk accept that as well). The nonce lifetime and nc replay detection bound the risk."""
+
+    def uri_matches(self, given: str, request_uri: str) -> bool:
+        return True
+
+
+class LocalMode:
+    def __init__(self, store: Store, health: CloudHealth, site: Callable[[], Site], edge: Edge) -> None:
+        self.store = store
+        self.site = site
+        self.edge = edge
+        forced = store.settings.get(FORCED_SETTING) == "1"
+        self.machine = ModeMachine(time.time(), site().local.hold_down, forced=forced)
+        self.observers: list[Callable[[ModeChange], None]] = []
+        self.trunk = FallbackTrunk(None)
+        self._install()
+        health.subscribe(self._cloud_changed)
+        if forced:
+            log.warning("mode", old=None, new="local", reason=self.machine.reason)
+
+    @property
+    def mode(self) -> Mode:
+        return self.machine.mode
+
+    def status(self) -> dict[str, Any]:
+        m = self.machine
+        return {
+            "mode": m.mode.value,
+            "since": datetime.fromtimestamp(m.since, UTC).isoformat(timespec="seconds"),
+            "reason": m.reason,
+            "forced": m.forced,
+            "hold_down": m.hold_down,
+        }
+
+    def force(self, local: bool) -> ModeChange | None:
+        """The installer's override (`vaxelctl mode local|auto`), kept across restarts."""
+        self.store.settings.set(FORCED_SETTING, "1" if local else None)
+        now = time.time()
+        return self._changed(self.machine.force_local(now) if local else self.machine.auto(now))
+
+    async def run(self) -> None:
+        """A supervisor service: ends the hold-down on time, keeps the trunk's flow open."""
+        while True:
+            self.machine.hold_down = self.site().local.hold_down
+            self._changed(self.machine.tick(time.time()))
+            await asyncio.sleep(1.0 + random.uniform(-0.1, 0.1))
+
+    async def prepare_trunk(self, site: Site) -> None:
+        """(Re)make the fallback trunk's way out from the site; warn when local mode has no 112 route."""
+        if (warning := emergency_route_warning(site)) is not None:
+            log.warning("local mode has no emergency route", detail=warning)
+        trunk = site.fallback_trunk
+        if trunk is None:
+            self.trunk.upstream = None
+            return
+        assert self.edge.relay is not None
+        upstream = Upstream(
+            self.edge.transports, [trunk.uri], self.edge.addresses.wan, self.edge.settings.tls
+        )
+        try:
+            await upstream.resolve()
+        except OSError as exc:
+            log.warning("fallback trunk cannot be resolved", uri=trunk.uri, error=str(exc))
+        self.trunk.upstream = upstream
+        self.trunk.prepare()
+
+    def is_trunk(self, address: str) -> bool:
+        upstream = self.trunk.upstream
+        return upstream is not None and upstream.is_cloud(address)
+
+    # -- wiring -----------------------------------------------------------------------------------
+
+    def _install(self) -> None:
+        relay = self.edge.relay
+        assert relay is not None
+        # MD5 first: phones (and sipp) answer the first challenge and several fail outright on a
+        # SHA-256 one; RFC 8760 §2.4 leaves the order to the server. SHA-256 is still accepted.
+        auth = PhoneDigest(realm=self.site().cloud.domain, algorithms=("MD5", "SHA-256"))
+        registrar = LocalRegistrar(auth, self.edge.bindings)
+        planner = LocalPlanner(self.site, SiteDefaults(), self._registered, site_now)
+        relay.set_chains(
+            local=[
+                InDialog(),
+                Registrar(registrar, self.site),
+                Emergency(self.site, planner),
+                Authenticate(auth, self.site),
+                planner,
+                not_served_locally,
+            ],
+            responses=[],
+        )
+        relay.mode = lambda: self.machine.mode
+        relay.execute_plan = LocalCalls(relay.forking, self._contacts, self.trunk)
+
+    def _contacts(self, user_id: str) -> list[Target]:
+        """A target per registered contact of the user, each on the flow it registered from."""
+        relay = self.edge.relay
+        assert relay is not None
+        site = self.site()
+        targets = []
+        for binding, flow in self.edge.bindings.contacts_of(aor_for(site.user(user_id), site)):
+            flow = flow or relay.flow_of(binding.transport, binding.remote)
+            if flow is not None:
+                label = f"{user_id} {binding.remote[0]}:{binding.remote[1]}"
+                targets.append(Target("lan", flow, parse_uri(binding.contact), label))
+        return targets
+
+    def _registered(self, user_id: str) -> bool:
+        return bool(self._contacts(user_id))
+
+    def _cloud_changed(self, change: Change) -> None:
+        self._changed(self.machine.cloud(change.new, change.at))
+
+    def _changed(self, change: ModeChange | None) -> ModeChange | None:
+        if change is None:
+            return None
+        log.warning("mode", old=change.old.value, new=change.new.value, reason=change.reason)
+        if change.new is Mode.LOCAL:
+            self.trunk.prepare()
+        for observer in self.observers:
+            observer(change)
+        return change

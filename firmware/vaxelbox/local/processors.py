@@ -1,0 +1,141 @@
+"""The local processors: what the mode gate runs for phones' requests while the cloud is away.
+
+In order: in-dialog requests (short-cut to the office phone at the far end,
+or answered here when that end was the dead cloud), the local registrar,
+emergency calls (before any authentication: a phone with a stale password
+still reaches 112), call authentication (407), the route plan from the site,
+and a clear 480 for everything the appliance does not serve locally.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import unquote
+
+from vaxelbox.local.registrar import LocalRegistrar, authenticate_call
+from vaxelbox.local.routing import Caller, UserState, is_emergency, plan_call
+from vaxelbox.routing.chain import Next, RequestContext, Target
+from vaxelbox.sip.digest import SipDigest
+from vaxelbox.sip.message import Request, Response
+from vaxelbox.sip.responses import make_response
+from vaxelbox.sip.uri import AbsoluteUri, SipUri
+from vaxelbox.site import Site
+
+LOCAL_REASON = 'SIP;cause={status};text="{text}"'
+
+
+def local_response(request: Request, status: int, reason: str, why: str) -> Response:
+    """A final response made here, with a Reason header (RFC 3326) saying why, for the phone's log."""
+    response = make_response(request, status, reason)
+    response.add("Reason", LOCAL_REASON.format(status=status, text=why.replace('"', "'")))
+    return response
+
+
+@dataclass(frozen=True)
+class InDialog:
+    """A request inside a dialog: to the office phone at its far end (even past the dead cloud);
+    a BYE whose far end was the cloud is answered 200 so the phone hangs up cleanly, anything else
+    481 at once instead of timing out toward a cloud that is not there."""
+
+    def __call__(self, context: RequestContext) -> Next:
+        request = context.request
+        if request.to.tag is None:
+            return Next.CONTINUE
+        if context.far_target is not None:
+            context.targets = [Target("lan", context.far_target, label="far end of the dialog")]
+            context.route = "in-dialog, local"
+        elif request.method == "BYE":
+            context.response = local_response(request, 200, "OK", "local mode: the far end was the cloud")
+        else:
+            context.response = local_response(
+                request, 481, "Call/Transaction Does Not Exist", "local mode: the far end was the cloud"
+            )
+        return Next.STOP
+
+
+@dataclass(frozen=True)
+class Registrar:
+    registrar: LocalRegistrar
+    site: Callable[[], Site]
+
+    def __call__(self, context: RequestContext) -> Next:
+        if context.request.method != "REGISTER":
+            return Next.CONTINUE
+        context.response = self.registrar.register(context.request, context.flow, self.site())
+        context.route = "local registrar"
+        return Next.STOP
+
+
+def dialled(request: Request) -> str:
+    """The Request-URI's user part (or tel: number) as the caller dialled it, %-escapes undone."""
+    uri = request.uri
+    if isinstance(uri, SipUri):
+        return unquote(uri.user or "")
+    if isinstance(uri, AbsoluteUri) and uri.scheme.lower() == "tel":
+        return unquote(uri.rest.split(";", 1)[0])
+    return ""
+
+
+@dataclass(frozen=True)
+class Emergency:
+    """112 and the other emergency numbers: routed before authentication, always."""
+
+    site: Callable[[], Site]
+    plan: "LocalPlanner"
+
+    def __call__(self, context: RequestContext) -> Next:
+        if context.request.method != "INVITE" or not is_emergency(dialled(context.request)):
+            return Next.CONTINUE
+        return self.plan(context)
+
+
+@dataclass(frozen=True)
+class Authenticate:
+    """Calls (and anything else out of dialog) from office phones prove who they are (407)."""
+
+    auth: SipDigest
+    site: Callable[[], Site]
+
+    def __call__(self, context: RequestContext) -> Next:
+        checked = authenticate_call(context.request, self.auth, self.site())
+        if isinstance(checked, Response):
+            context.response = checked
+            return Next.STOP
+        context.caller = checked.id
+        return Next.CONTINUE
+
+
+@dataclass(frozen=True)
+class LocalPlanner:
+    """An INVITE's route plan, from the site, the users' state and now."""
+
+    site: Callable[[], Site]
+    state: UserState
+    registered: Callable[[str], bool]
+    now: Callable[[], datetime]
+
+    def __call__(self, context: RequestContext) -> Next:
+        request = context.request
+        if request.method != "INVITE":
+            return Next.CONTINUE
+        site = self.site()
+        caller_number = None
+        if isinstance(request.from_.uri, SipUri):
+            caller_number = request.from_.uri.user
+        if context.caller is not None:
+            user = site.user(context.caller)
+            caller_number = user.direct_number or user.extension
+        caller = Caller(context.caller, caller_number)
+        plan = plan_call(site, dialled(request), caller, self.now(), self.state, self.registered)
+        context.plan = plan
+        context.route = f"local: {plan.why}"
+        return Next.STOP
+
+
+def not_served_locally(context: RequestContext) -> Next:
+    """The end of the local chain: what local mode does not do (yet) gets a clear 480 at once."""
+    request = context.request
+    context.response = local_response(
+        request, 480, "Temporarily Unavailable", f"local mode: {request.method} needs the cloud"
+    )
+    return Next.STOP
