@@ -18,7 +18,15 @@ import ssl
 from dataclasses import dataclass
 
 from vaxelbox import __version__
-from vaxelbox.agent.logs import LogRing, Redactor, get_logger
+from vaxelbox.agent.console import (
+    Ready,
+    cannot_listen,
+    management_ports,
+    provisioning_ports,
+    ready_summary,
+    sip_ports,
+)
+from vaxelbox.agent.logs import LogRing, Redactor, get_logger, terminal
 from vaxelbox.agent.management import Management
 from vaxelbox.agent.options import RunOptions
 from vaxelbox.agent.provisioning import Provisioning
@@ -226,7 +234,8 @@ class Agent:
             await edge.start()
         except OSError as exc:
             await edge.stop()
-            raise StartupError(f"cannot listen for SIP on {options.lan} and {options.wan}: {exc}") from None
+            later = provisioning_ports(options) + management_ports(options)  # not bound yet: may be busy too
+            raise StartupError(cannot_listen("SIP", sip_ports(options), exc, options, later)) from None
         assert edge.relay is not None
         assert edge.upstream is not None
         self.edge = edge
@@ -244,7 +253,8 @@ class Agent:
             await provisioning.start()
         except OSError as exc:
             await provisioning.stop()
-            raise StartupError(f"cannot serve provisioning on {self.options.lan.host}: {exc}") from None
+            ports, later = provisioning_ports(self.options), management_ports(self.options)
+            raise StartupError(cannot_listen("provisioning", ports, exc, self.options, later)) from None
         self.provisioning = provisioning
 
     async def _start_management(self) -> None:
@@ -253,9 +263,8 @@ class Agent:
             await management.start()
         except OSError as exc:
             await management.stop()
-            raise StartupError(
-                f"cannot serve management (CoAP) on {self.options.lan.host}:{self.options.coap_port}: {exc}"
-            ) from None
+            ports = management_ports(self.options)
+            raise StartupError(cannot_listen("management (CoAP)", ports, exc, self.options)) from None
         self.management = management
         self.supervisor.add("management-observers", management.refresh)
 
@@ -326,6 +335,26 @@ class Agent:
             cloud_state=self.health.state.value,
         )
         self.notifier.notify(READY=1, STATUS=self._status())
+        if (screen := terminal()) is not None:
+            screen.write(ready_summary(self._ready()))
+            screen.flush()
+
+    def _ready(self) -> Ready:
+        """What the summary on a terminal reports (see vaxelbox.agent.console)."""
+        assert self.active
+        options, health = self.options, self.health
+        probed = health.last_success is not None or health.last_failure is not None
+        return Ready(
+            version=__version__,
+            site=self.active.site.site.name,
+            site_version=self.active.version.number,
+            options=options,
+            cloud=cloud_proxies(self.active.site, options.cloud_override),
+            cloud_state=health.state.value if probed else "probing",
+            pairing_code=self.management.backend.pairing.code
+            if self.management and not options.board
+            else None,
+        )
 
     def _status(self) -> str:
         if self.active is None:

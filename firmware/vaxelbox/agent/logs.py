@@ -28,6 +28,7 @@ LogFormat = Literal["auto", "human", "json"]
 # Loggers of our own code; everything else is a library.
 OWN_LOGGERS = frozenset({"vaxelbox", "phoneprov"})
 AUDIT_EVENT = "audit"
+_terminal: TextIO | None = None  # see terminal()
 
 
 class Redactor:
@@ -99,8 +100,10 @@ def configure_logging(
 ) -> LogRing:
     """Route structlog and stdlib logging to one handler on `stream` (default stderr) and to a
     ring of recent records (returned)."""
+    global _terminal
     stream = stream or sys.stderr
     human = fmt == "human" or (fmt == "auto" and stream.isatty())
+    _terminal = stream if human and stream.isatty() else None
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=not human)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -155,6 +158,12 @@ def configure_logging(
     for each in root.handlers:
         each.addFilter(chatter)
     return ring
+
+
+def terminal() -> TextIO | None:
+    """The terminal human log lines go to, where a person reads them: the agent may print a summary
+    there. None when logs are JSON or go to a file, a pipe or the journal."""
+    return _terminal
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

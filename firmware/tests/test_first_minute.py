@@ -1,0 +1,248 @@
+"""The first minute after `make run`: a summary a person can act on, commands they can reach, a
+busy port named with the flag that moves it, and state kept inside the clone.
+
+The agent runs as a person starts it: `.venv/bin/vaxelbox run` on a pseudo-terminal 80 columns
+wide, from the clone, with a PATH that does not hold the virtual environment; the commands the
+summary suggests are then typed into a shell the same way.
+"""
+
+import fcntl
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import platformdirs
+import pytest
+from agent_process import loopback_network
+from vaxelbox.agent.options import RunOptions
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # the virtual environment's scripts
+PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # a fresh terminal: the venv is not activated
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SUMMARY_END = "Ctrl-C stops the agent."
+
+
+class Terminal:
+    """A program on a pseudo-terminal (80x24), read as a person would see it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        self.process = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env, start_new_session=True
+        )
+        os.close(slave)
+        self._master = master
+        self.screen = ""
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.screen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {text!r} within {timeout}s:\n{self.screen}"
+            if select.select([self._master], [], [], remaining)[0]:
+                try:
+                    chunk = os.read(self._master, 65536)
+                except OSError:  # EIO: the program has gone
+                    chunk = b""
+                assert chunk, f"the program ended before {text!r}:\n{self.screen}"
+                self.screen += ANSI.sub("", chunk.decode(errors="replace").replace("\r\n", "\n"))
+        return self.screen
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(20)
+        os.close(self._master)
+
+
+def summary_of(screen: str) -> list[str]:
+    """The summary's lines: from "Vaxelbox ... is ready" to "Ctrl-C stops the agent."."""
+    lines = screen.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(r"Vaxelbox \S+ is ready", line))
+    end = lines.index(SUMMARY_END, start)
+    return lines[start : end + 1]
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+@pytest.fixture
+def started(tmp_path) -> Iterator[tuple[Terminal, list[str], Path]]:
+    """`make run`'s command on a terminal, in the clone, with the venv off PATH."""
+    data, network = tmp_path / "data", loopback_network()
+    argv = [str(BIN / "vaxelbox"), "run", "--data", str(data), *network]
+    terminal = Terminal(argv, {**os.environ, "PATH": PLAIN_PATH, "COLUMNS": "80"})
+    terminal.wait_for(SUMMARY_END)
+    yield terminal, network, data
+    terminal.close()
+
+
+def test_the_summary_says_where_it_listens_the_pairing_code_and_what_next(started):
+    terminal, network, data = started
+    summary = summary_of(terminal.screen)
+    text = "\n".join(summary)
+    assert all(len(line) <= 80 for line in summary if str(data) not in line), text  # pytest's paths are long
+    http, https, coap = (flag(network, f) for f in ("--http-port", "--https-port", "--coap-port"))
+    assert f"phones (SIP)      {flag(network, '--lan')} udp+tcp" in text
+    assert f"cloud side (SIP)  {flag(network, '--wan')} udp+tcp" in text
+    assert f"http://127.0.0.1:{http}  https://127.0.0.1:{https}" in text
+    assert f"coap://127.0.0.1:{coap} udp+tcp" in text
+    assert f"cloud PBX         {flag(network, '--cloud')} (probing)" in text
+    code = subprocess.run(
+        [str(BIN / "vaxelbox"), "pairing-code", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert f"pairing code      {code}" in text
+    assert "  (or `. .venv/bin/activate` first, then plain vaxelctl and vaxelbox)" in summary
+
+
+def test_the_next_steps_work_as_printed_in_another_terminal(started, tmp_path):
+    """The reproduction: `vaxelbox phones` in another terminal was "command not found"."""
+    terminal, _, data = started
+    steps = [line.strip() for line in summary_of(terminal.screen) if line.startswith("  .venv/bin/")]
+    assert [shlex.split(s)[:2] for s in steps] == [
+        [".venv/bin/vaxelctl", "pair"],
+        [".venv/bin/vaxelctl", "status"],
+        [".venv/bin/vaxelbox", "phones"],
+    ]
+    assert steps[2].endswith(f"--data {data}")  # the agent's own state, not the user default
+    shell_env = {**os.environ, "PATH": PLAIN_PATH, "VAXELCTL_CONFIG": str(tmp_path / "laptop")}
+    outputs = []
+    for step in steps:
+        done = subprocess.run(
+            ["bash", "-c", step], cwd=REPO, env=shell_env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, (step, done.stdout, done.stderr)
+        outputs.append(done.stdout)
+    assert "Paired with" in outputs[0]
+    assert "site version 1" in outputs[1]
+    assert "Devices seen" in outputs[2]
+
+
+def test_with_the_commands_on_path_the_steps_name_them_bare(tmp_path):
+    argv = [str(BIN / "vaxelbox"), "run", "--data", str(tmp_path / "data"), *loopback_network()]
+    terminal = Terminal(argv, {**os.environ, "PATH": f"{BIN}:{PLAIN_PATH}"})
+    try:
+        summary = summary_of(terminal.wait_for(SUMMARY_END))
+    finally:
+        terminal.close()
+    assert any(line.startswith("  vaxelctl pair 127.0.0.1:") for line in summary), summary
+    assert not any("activate" in line for line in summary)
+
+
+def test_off_a_terminal_every_line_is_json_and_there_is_no_summary(tmp_path):
+    argv = [str(BIN / "vaxelbox"), "run", "--data", str(tmp_path / "data"), *loopback_network()]
+    agent = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        lines = []
+        for line in agent.stdout:
+            lines.append(line)
+            if '"agent ready"' in line:
+                break
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        lines += agent.communicate(timeout=20)[0].splitlines()
+    assert [json.loads(line)["event"] for line in lines if line.strip()]
+    assert not any("is ready:" in line or SUMMARY_END in line for line in lines)
+
+
+def hold(host: str, port: int) -> list[socket.socket]:
+    """Take `host:port` over UDP and TCP, as another program would."""
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind((host, port))
+    tcp.listen()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((host, port))
+    return [tcp, udp]
+
+
+@pytest.mark.parametrize(
+    ("option", "purpose"),
+    [
+        ("--lan", "SIP for phones (LAN)"),
+        ("--wan", "SIP for the cloud (WAN)"),
+        ("--http-port", "provisioning HTTP"),
+        ("--https-port", "provisioning HTTPS"),
+        ("--coap-port", "management (CoAP)"),
+    ],
+)
+def test_a_busy_port_is_named_with_the_flag_that_moves_it(tmp_path, option, purpose):
+    network = loopback_network()
+    value = flag(network, option)
+    host, port = value.rsplit(":", 1) if ":" in value else ("127.0.0.1", value)
+    held = hold(host, int(port))
+    argv = [str(BIN / "vaxelbox"), "run", "--log-format", "json", "--data", str(tmp_path / "data"), *network]
+    try:
+        refused = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
+        reasons = [e["reason"] for e in map(json.loads, refused.stderr.splitlines()) if "reason" in e]
+        assert refused.returncode == 2, refused.stderr
+        assert f"{purpose} {host}:{port}" in "\n".join(reasons), reasons
+        hint = re.search(r'make run ARGS="([^"]+)", or vaxelbox run (.+)$', reasons[-1])
+        assert hint, reasons
+        assert hint[1] == hint[2]
+        assert hint[1].startswith(f"{option} ")
+        # The suggestion works: the same command with the suggested flags added starts.
+        moved = [*argv, *shlex.split(hint[1])]
+        agent = subprocess.Popen(moved, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        try:
+            ready = next((line for line in agent.stdout if '"agent ready"' in line), "")
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.communicate(timeout=20)
+        assert ready, "the agent did not start with the suggested flags"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def make_dry_run(*args: str) -> str:
+    return subprocess.run(
+        ["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
+def test_make_run_keeps_its_state_in_the_clone_and_make_clean_removes_it():
+    """The reproduction: every clone's `make run` shared ~/.local/state/vaxelbox, which outlived
+    `make clean`."""
+    run_line = next(line for line in make_dry_run("run").splitlines() if "vaxelbox run" in line)
+    assert f"--data {REPO}/.vaxelbox-data" in run_line
+    clean_line = next(line for line in make_dry_run("clean").splitlines() if line.startswith("rm -rf"))
+    assert ".vaxelbox-data" in clean_line.split()
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".vaxelbox-data/store.db"], cwd=REPO)
+    assert ignored.returncode == 0
+    # `vaxelbox run` without --data keeps the platform's default.
+    assert RunOptions.resolve().data_dir == Path(platformdirs.user_state_dir("vaxelbox"))
+
+
+def test_a_data_dir_in_args_wins_over_make_runs(tmp_path):
+    args = shlex.join(["--data", str(tmp_path / "mine"), "--log-format", "json", *loopback_network()])
+    make = subprocess.Popen(
+        ["make", "-s", "run", f"ARGS={args}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        ready = next((line for line in make.stdout if '"agent ready"' in line), "")
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        make.communicate(timeout=30)
+    assert json.loads(ready)["data_dir"] == str(tmp_path / "mine")
