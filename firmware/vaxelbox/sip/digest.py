@@ -28,6 +28,10 @@ Decisions, each a deliberate reading of the RFCs:
   the same verdict: a client cannot tell which users exist.
 
 `Verdict.reason` says why a check failed, for logs; it never holds a secret.
+
+The client side is `authorization` (with `answerable` to pick a challenge):
+the appliance answers the cloud's challenges itself when it registers phones
+on their behalf after failback (`edge/failback.py`).
 """
 
 import hashlib
@@ -312,3 +316,78 @@ def _target(uri: SipUri) -> tuple[str, str, str, int | None]:
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# -- client side ------------------------------------------------------------------------------------
+
+
+def answerable(challenges: Sequence[str]) -> str | None:
+    """The first challenge (WWW-Authenticate or Proxy-Authenticate value) that `authorization` can
+    answer, or None. The server lists its preferred algorithm first (RFC 8760 §2.4), so the first
+    one we speak wins."""
+    for challenge in challenges:
+        params = parse_credentials(challenge)
+        if params is not None and _client_terms(params) is not None:
+            return challenge
+    return None
+
+
+def authorization(
+    challenge: str,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    *,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """The Authorization (or Proxy-Authorization) value answering one Digest challenge.
+
+    `challenge` is one WWW-Authenticate / Proxy-Authenticate value; `uri` is
+    the Request-URI as sent. With qop="auth" offered (alone or beside
+    auth-int) the answer carries qop=auth, `nc` (1 for a fresh nonce, one
+    more for each reuse of it) and `cnonce` (random unless given, for test
+    vectors); without qop it is RFC 2069's. `opaque` is echoed. Raises
+    ValueError for a challenge that is not Digest, lacks realm or nonce, or
+    asks for an algorithm (MD5-sess, SHA-512-256, ...) or qop (auth-int
+    only) that we do not speak.
+    """
+    params = parse_credentials(challenge)
+    if params is None:
+        raise ValueError("not a Digest challenge")
+    terms = _client_terms(params)
+    if terms is None:
+        raise ValueError(
+            f"cannot answer a challenge with algorithm={params.get('algorithm', 'MD5')} "
+            f"qop={params.get('qop', '-')}, realm and nonce {'present' if params.get('nonce') else 'missing'}"
+        )
+    algorithm, qop = terms
+    realm, nonce = params["realm"], params["nonce"]
+    count = f"{nc:08x}"
+    cnonce = cnonce if cnonce is not None else secrets.token_hex(8)
+    response = response_digest(
+        HASHES[algorithm], username, realm, password, method, uri, nonce, qop, count, cnonce
+    )
+    parts = [
+        f'username="{_quote(username)}"', f'realm="{_quote(realm)}"', f'nonce="{_quote(nonce)}"',
+        f'uri="{_quote(uri)}"', f'response="{response}"', f"algorithm={algorithm}",
+    ]  # fmt: skip
+    if qop is not None:
+        parts += [f'cnonce="{_quote(cnonce)}"', f"qop={qop}", f"nc={count}"]
+    if "opaque" in params:
+        parts.append(f'opaque="{_quote(params["opaque"])}"')
+    return "Digest " + ", ".join(parts)
+
+
+def _client_terms(params: dict[str, str]) -> tuple[str, str | None] | None:
+    """(algorithm, qop) to answer a parsed challenge with, or None when we cannot answer it."""
+    algorithm = params.get("algorithm", "MD5").upper()
+    if algorithm not in HASHES or not params.get("realm") or not params.get("nonce"):
+        return None
+    offered = params.get("qop")
+    if offered is None:
+        return algorithm, None
+    if "auth" not in [q.strip().lower() for q in offered.split(",")]:
+        return None
+    return algorithm, "auth"
