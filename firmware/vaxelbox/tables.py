@@ -71,7 +71,7 @@ def column_widths(
     floors = [min(floor, width) for floor, width in zip(floors, natural, strict=True)]
     if sum(floors) > available:
         return None
-    texts = [{line for cell in column for line in cell} for column in by_column]
+    texts = [{tuple(cell) for cell in column} for column in by_column]
     height = 1
     while True:  # the fewest lines per row the space allows
         widths = [_narrowest(texts[i], floors[i], natural[i], height) for i in range(len(columns))]
@@ -88,11 +88,11 @@ def column_widths(
     return widths
 
 
-def _narrowest(texts: set[str], floor: int, natural: int, height: int) -> int:
-    """The narrowest width from `floor` up to `natural` at which each of `texts` takes at most
-    `height` lines."""
+def _narrowest(cells: set[tuple[str, ...]], floor: int, natural: int, height: int) -> int:
+    """The narrowest width from `floor` up to `natural` at which each of `cells` (its lines) takes
+    at most `height` lines."""
     for width in range(floor, natural):
-        if all(_height(text, width) <= height for text in texts):
+        if all(sum(_height(line, width) for line in cell) <= height for cell in cells):
             return width
     return natural
 

@@ -7,19 +7,20 @@ hints for the office router, and manages appliances over CoAP with OSCORE
 
 import ipaddress
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from phoneprov.context import Appliance
 from phoneprov.dhcp import dnsmasq, hints, isc_dhcpd
 from phoneprov.vendors import load_vendors
 from rich.console import Console
-from rich.table import Table
 from vaxelbox import __version__
 from vaxelbox.site import check_site_file
+from vaxelbox.tables import print_table
 
-from vaxelctl.remote import register, register_site
+from vaxelctl.remote import JsonOption, register, register_site
 
 app = typer.Typer(help="Manage Vaxelbox appliances.", no_args_is_help=True, add_completion=False)
 site_app = typer.Typer(help="Site files: the office's users, phones, groups and hours.", no_args_is_help=True)
@@ -46,8 +47,11 @@ def dhcp_hints(
     output: Annotated[
         str, typer.Option("--format", help="table, dnsmasq or isc (ISC dhcpd), or json")
     ] = "table",
+    as_json: JsonOption = False,
 ) -> None:
     """What the office's DHCP server should hand each vendor's phones (options 66, 160, 114, 43)."""
+    if as_json:
+        output = "json"
     try:
         ipaddress.ip_address(appliance)
     except ValueError:
@@ -69,11 +73,17 @@ def dhcp_hints(
         ]
         print(json.dumps(rows, indent=2))
     elif output == "table":
-        table = Table("vendor", "option 60 starts with", "options", "notes", title="DHCP hints")
-        for h in found:
-            options = "\n".join(f"{number}: {value}" for number, value in h.options.items())
-            table.add_row(h.vendor.name, h.vendor_class, options, h.vendor.dhcp.notes)
-        Console(soft_wrap=False).print(table)
+        rows = [
+            [
+                h.vendor.name,
+                h.vendor_class,
+                "\n".join(f"{n}: {v}" for n, v in h.options.items()),
+                h.vendor.dhcp.notes,
+            ]
+            for h in found
+        ]
+        columns = ["vendor", "option 60 starts with", "options", "notes"]
+        print_table(Console(soft_wrap=True), "DHCP hints", columns, rows, whole={"option 60 starts with"})
         print("Snippets: --format dnsmasq or --format isc")
     else:
         raise typer.BadParameter("table, dnsmasq, isc or json", param_hint="--format")
@@ -93,4 +103,24 @@ def main_options(
 
 
 def main() -> None:
-    app()
+    """vaxelctl's entry point. With --json, a usage error is JSON on stdout too, like every error."""
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    try:
+        result = app(standalone_mode=False)
+    except typer.Abort:
+        usage_failed("aborted", 1)
+    except Exception as exc:
+        # click's ClickException (usage errors, exit 2), however typer packages click
+        if not hasattr(exc, "format_message") or not isinstance(getattr(exc, "exit_code", None), int):
+            raise
+        exc.show()  # type: ignore[attr-defined]
+        usage_failed(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def usage_failed(message: str, exit_code: int) -> NoReturn:
+    """The error as JSON on stdout, {"error": message, "exit_code": N}; the human text is on stderr."""
+    print(json.dumps({"error": message, "exit_code": exit_code}, ensure_ascii=False))
+    sys.exit(exit_code)

@@ -7,12 +7,13 @@ import getpass
 import json
 import platform
 import re
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from aiocoap import Code, Message
@@ -27,13 +28,14 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-from rich.table import Table
 from vaxelbox.bundle import pack
 from vaxelbox.mgmt.security import write_private
+from vaxelbox.tables import print_table
 
 from vaxelctl.client import (
     COAP_PORT,
     EXIT_FAILED,
+    EXIT_NOT_PAIRED,
     ClientError,
     Connection,
     choose,
@@ -50,30 +52,52 @@ ApplianceOption = Annotated[
     str | None,
     typer.Option("--appliance", "-a", help="HOST, HOST:PORT or serial (default: the only paired one)"),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+json_errors = False  # the running command has --json: its errors go to stdout as JSON too
+
+
+def _json_wanted(value: bool) -> bool:
+    """--json's callback (eager, so it is known before any other option can fail)."""
+    global json_errors
+    json_errors = value  # the innermost command's value wins; a group's reaches it as its default
+    return value
+
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Machine-readable output", callback=_json_wanted, is_eager=True)
+]
 FW_STATES = {0: "idle", 1: "downloading", 2: "downloaded", 3: "updating"}
 FW_RESULTS = {
-    0: "-",
+    0: "none",  # LwM2M: initial value
     1: "success",
     2: "not enough space",
     3: "out of memory",
     4: "connection lost",
     5: "integrity check failed",
     6: "unsupported package",
+    7: "invalid URI",
     8: "update failed",
+    9: "unsupported protocol",
 }
 SITE_MARK = re.compile(r"^# vaxelbox-site: version (\d+), etag ([0-9a-f]{16})\n", re.MULTILINE)
 
 
 def run(work: Callable[[], Awaitable[Any]]) -> Any:
-    """Run one command; a ClientError becomes its one line on stderr and its exit code."""
+    """Run one command; a ClientError becomes its one line on stderr (and JSON) and its exit code."""
     try:
         return asyncio.run(work())
     except ClientError as exc:
-        err.print(f"vaxelctl: {exc}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def fail(message: str, exit_code: int) -> NoReturn:
+    """End the command: `vaxelctl: message` on stderr and, under --json, on stdout
+    {"error": message, "exit_code": exit_code}, so a script reading stdout learns why."""
+    err.print(f"vaxelctl: {message}", highlight=False, markup=False)
+    if json_errors:
+        print(json.dumps({"error": message, "exit_code": exit_code}, ensure_ascii=False))
+    raise typer.Exit(exit_code)
 
 
 def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
@@ -83,29 +107,50 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
         human(data)
 
 
+# Columns an installer copies from: never broken (WHOLE), or broken only between words (WORDS).
+WHOLE = {"mac", "aor", "serial", "address", "id", "name"}
+WORDS = {"assigned", "origin", "users"}
+
+
 def table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    shown = Table(title=title)
-    for column in columns:
-        shown.add_column(column, overflow="fold")  # a narrow terminal wraps; it never cuts a MAC
-    for row in rows:
-        shown.add_row(*(_cell(row.get(c)) for c in columns))
-    out.print(shown)
+    """Rows as a table fitted to the terminal: a MAC, a user or an id is never cut or folded."""
+    headers = [column.replace("_", " ") for column in columns]
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    whole = {h for h, c in zip(headers, columns, strict=True) if c in WHOLE}
+    words = {h for h, c in zip(headers, columns, strict=True) if c in WORDS}
+    print_table(out, title, headers, cells, whole, words)
 
 
 def _cell(value: Any) -> str:
+    """A value as a table shows it; a time with a space, so a narrow column wraps it there."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float) and value > 1e9:
-        return datetime.fromtimestamp(value).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, list):
+        return ", ".join(_cell(item) for item in value)
     return str(value)
+
+
+def pass_down(ctx: typer.Context) -> None:
+    """A group's options (-a, --json) become its subcommands' defaults: `phones -a HOST assign ...`
+    means `phones assign -a HOST ...`; an option given to the subcommand itself still wins."""
+    given = {name: value for name, value in ctx.params.items() if value not in (None, False)}
+    ctx.default_map = {name: dict(given) for name in getattr(ctx.command, "commands", {})}
+
+
+def group_options(ctx: typer.Context, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
+    """-a and --json given to a group (`vaxelctl enrol -a HOST open`) reach its subcommands."""
+    pass_down(ctx)
 
 
 def register(app: typer.Typer) -> None:
     """Add the appliance commands to vaxelctl's app."""
     app.command()(discover)
     app.command("pair")(pair_command)
+    app.command()(forget)
     app.command()(status)
     for name, path in (("registrations", "registrations"), ("calls", "calls"), ("presence", "presence")):
         app.command(name, help=f"The appliance's {name} (observe with --watch).")(_snapshot_command(path))
@@ -117,11 +162,13 @@ def register(app: typer.Typer) -> None:
     phones_app.command("unassign")(phones_unassign)
     app.add_typer(phones_app, name="phones")
     enrol_app = typer.Typer(help="The enrolment window: when assigned phones may fetch their secrets.")
+    enrol_app.callback()(group_options)
     enrol_app.command("open")(enrol_open)
     enrol_app.command("close")(enrol_close)
     enrol_app.command("status")(enrol_status)
     app.add_typer(enrol_app, name="enrol")
     fw_app = typer.Typer(help="Firmware bundles: upload (signed, streamed) and state.")
+    fw_app.callback()(group_options)
     fw_app.command("upload")(fw_upload)
     fw_app.command("status")(fw_status)
     fw_app.command("pack")(fw_pack)
@@ -134,6 +181,7 @@ def register(app: typer.Typer) -> None:
 
 
 def register_site(site_app: typer.Typer) -> None:
+    site_app.callback()(group_options)
     site_app.command("pull")(site_pull)
     site_app.command("push")(site_push)
     site_app.command("diff")(site_diff)
@@ -187,6 +235,41 @@ def pair_command(
     )
 
 
+def forget(
+    appliance: Annotated[str, typer.Argument(help="The paired appliance: its serial, HOST or HOST:PORT")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Forget a paired appliance: delete this laptop's pairing with it (its OSCORE keys)."""
+    try:
+        paired = choose(appliance)
+    except ClientError as exc:
+        if exc.exit_code == EXIT_NOT_PAIRED:
+            fail(f"not paired with {appliance}: nothing to forget", EXIT_NOT_PAIRED)
+        fail(str(exc), exc.exit_code)
+    where = f"{paired.serial} at {paired.host}:{paired.port}"
+    if not yes and not confirm(f"Forget {where}? Managing it again needs its pairing code."):
+        fail("nothing forgotten", EXIT_FAILED)
+    installer = json.loads((paired.directory / "appliance.json").read_text()).get("installer")
+    shutil.rmtree(paired.directory)
+    result = {"forgotten": paired.serial, "host": paired.host, "port": paired.port, "installer": installer}
+
+    def human(r: dict[str, Any]) -> None:
+        out.print(f"Forgot {where}.", highlight=False)
+        out.print(
+            f"It still lists installer {r['installer']}: another laptop can revoke it with", highlight=False
+        )
+        out.print(f"vaxelctl installers revoke {r['installer']}", highlight=False)
+
+    emit(result, as_json, human)
+
+
+def confirm(question: str) -> bool:
+    """Ask on stderr, so stdout stays clean for --json; only y or yes agrees, no answer (EOF) is no."""
+    err.print(f"{question} [y/N] ", end="", highlight=False, markup=False)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 # --- state -----------------------------------------------------------------------------------
 
 
@@ -230,8 +313,10 @@ def _snapshot_command(path: str) -> Callable[..., None]:
         def show(state: Any) -> None:
             if as_json:
                 print(json.dumps(state), flush=True)
+            elif isinstance(state, list) and not state:
+                out.print(f"{path}: none")
             elif isinstance(state, list):
-                table(state, list(state[0]) if state else ["-"], f"{path} ({len(state)})")
+                table(state, list(state[0]), f"{path} ({len(state)})")
             elif not state.get("available", True):
                 out.print(f"{path}: not available yet ({state['reason']})")
             else:
@@ -309,15 +394,18 @@ def site_pull(
         Path | None, typer.Option("--output", "-o", help="Write here (default: stdout)")
     ] = None,
     appliance: ApplianceOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Fetch the active site; the first line records its version, so push can detect conflicts."""
     site = run(lambda: _get(appliance, "site"))
     text = site_mark(site) + SITE_MARK.sub("", site["source"])
-    if output is None:
+    if output is None and not as_json:
         print(text, end="")
-    else:
+        return
+    if output is not None:
         output.write_text(text)
-        err.print(f"site version {site['version']} written to {output}")
+    pulled = {**site, "source": text, "file": str(output) if output else None}  # --json: the text too
+    emit(pulled, as_json, lambda p: err.print(f"site version {p['version']} written to {p['file']}"))
 
 
 def site_mark(version: dict[str, Any]) -> str:
@@ -360,13 +448,14 @@ def site_push(
     emit(result, as_json, lambda r: out.print(f"site version {r['version']} active ({r['origin']})."))
 
 
-def site_diff(file: Path, appliance: ApplianceOption = None) -> None:
+def site_diff(file: Path, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
     """What pushing FILE would change on the appliance (exit 1 if anything)."""
     site = run(lambda: _get(appliance, "site"))
     ours = SITE_MARK.sub("", file.read_text()).splitlines(keepends=True)
     theirs = site["source"].splitlines(keepends=True)
     diff = list(difflib.unified_diff(theirs, ours, f"appliance (version {site['version']})", str(file)))
-    sys.stdout.writelines(diff)
+    result = {"version": site["version"], "file": str(file), "changed": bool(diff), "diff": "".join(diff)}
+    emit(result, as_json, lambda r: sys.stdout.write(r["diff"]))
     if diff:
         raise typer.Exit(1)
 
@@ -394,6 +483,7 @@ def site_rollback(version: int, appliance: ApplianceOption = None, as_json: Json
 def phones(ctx: typer.Context, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
     """Every device the appliance has seen, assigned or not."""
     if ctx.invoked_subcommand is not None:
+        pass_down(ctx)
         return
     rows = run(lambda: _get(appliance, "phones"))
     columns = ["mac", "vendor", "model", "firmware", "ip", "assigned", "enrolled", "last_seen"]
@@ -477,7 +567,7 @@ def fw_upload(
     upload resumes where the appliance's copy ends."""
     size = bundle.stat().st_size
     result = run(lambda: _upload(appliance, bundle, size, restart, quiet=as_json))
-    emit(result, as_json, _show_fw)
+    emit(fw_named(result), as_json, _show_fw)
 
 
 async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool, quiet: bool) -> Any:
@@ -523,13 +613,22 @@ async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool,
 
 def fw_status(appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
     """The firmware update state (LwM2M Object 5 semantics)."""
-    emit(run(lambda: _get(appliance, "fw")), as_json, _show_fw)
+    emit(fw_named(run(lambda: _get(appliance, "fw"))), as_json, _show_fw)
+
+
+def fw_named(state: dict[str, Any]) -> dict[str, Any]:
+    """The firmware state with the names of its LwM2M numbers beside them (state_name, result_name)."""
+    return {
+        **state,
+        "state_name": FW_STATES.get(state["state"], "unknown"),
+        "result_name": FW_RESULTS.get(state["result"], "unknown"),
+    }
 
 
 def _show_fw(state: dict[str, Any]) -> None:
     of = f" of {state['size']}" if state.get("size") else ""
     phase = FW_STATES.get(state["state"], state["state"])
-    result = FW_RESULTS.get(state["result"], state["result"])
+    result = "-" if state["result"] == 0 else FW_RESULTS.get(state["result"], state["result"])
     reason = f" — {state['reason']}" if state.get("reason") else ""
     version = state.get("version") or "-"
     out.print(
@@ -542,6 +641,7 @@ def fw_pack(
     key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM), from vaxelctl fw keygen")],
     version: Annotated[str, typer.Option(help="The image's version")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write")],
+    as_json: JsonOption = False,
 ) -> None:
     """Sign IMAGE into a bundle appliances with the matching public key accept."""
     private = load_pem_private_key(key.read_bytes(), password=None)
@@ -549,18 +649,32 @@ def fw_pack(
         raise typer.BadParameter(f"{key}: not an Ed25519 private key", param_hint="--key")
     with image.open("rb") as source, output.open("wb") as target:
         header = pack(source, target, version, private)
-    out.print(f"{output}: version {header.version}, {header.size} bytes, sha256 {header.sha256[:16]}...")
+    packed = {"bundle": str(output), "version": header.version, "size": header.size, "sha256": header.sha256}
+    emit(
+        packed,
+        as_json,
+        lambda p: out.print(
+            f"{output}: version {p['version']}, {p['size']} bytes, sha256 {p['sha256'][:16]}..."
+        ),
+    )
 
 
 def fw_keygen(
     private: Annotated[Path, typer.Argument(help="Where to write the private key (keep it offline)")],
     public: Annotated[Path, typer.Argument(help="Where to write the public key (for the appliances)")],
+    as_json: JsonOption = False,
 ) -> None:
     """Make an Ed25519 signing key pair for firmware bundles."""
     key = Ed25519PrivateKey.generate()
     write_private(private, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode())
     public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    out.print(f"private key {private} (0600), public key {public}: install it as <data>/firmware-signing.pub")
+    emit(
+        {"private_key": str(private), "public_key": str(public)},
+        as_json,
+        lambda _: out.print(
+            f"private key {private} (0600), public key {public}: install it as <data>/firmware-signing.pub"
+        ),
+    )
 
 
 # --- installers ------------------------------------------------------------------------------
@@ -569,12 +683,13 @@ def fw_keygen(
 def installers(ctx: typer.Context, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
     """The installers paired with the appliance."""
     if ctx.invoked_subcommand is not None:
+        pass_down(ctx)
         return
     rows = run(lambda: _get(appliance, "installers"))
     emit(rows, as_json, lambda r: table(r, ["id", "name", "created", "you"], "Installers"))
 
 
-def installers_revoke(installer: str, appliance: ApplianceOption = None) -> None:
+def installers_revoke(installer: str, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
     """Revoke an installer's pairing: its laptop can no longer manage the appliance."""
     _change(appliance, "installers", {"revoke": installer})
-    out.print(f"installer {installer} revoked.")
+    emit({"revoked": installer}, as_json, lambda r: out.print(f"installer {r['revoked']} revoked."))
