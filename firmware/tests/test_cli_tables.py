@@ -1,4 +1,5 @@
-"""`vaxelbox`'s tables on an 80-column terminal: a MAC or a user is never cut or folded.
+"""`vaxelbox`'s tables on an 80-column terminal: a MAC or a user is never cut or folded; and a
+group's options reach its subcommands.
 
 The CLI runs as a subprocess with COLUMNS set, as in an installer's terminal;
 the devices it lists are in a real store, recorded as provisioning records them.
@@ -36,8 +37,8 @@ DEVICES = [
 USERS = ["anna", "bjorn", "cecilia", "david", "elin", "fredrik"]
 
 
-def vaxelbox(*args: str, columns: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": str(columns)}
+def vaxelbox(*args: str, columns: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env or {}), "COLUMNS": str(columns)}
     return subprocess.run(
         [sys.executable, "-m", "vaxelbox", *args], capture_output=True, text=True, timeout=60, env=env
     )
@@ -92,6 +93,17 @@ def test_phones_assigned_to_many_users_breaks_only_between_users(office):
     words = set(re.findall(r"[\w:]+", result.stdout))
     assert set(handsets) <= words, result.stdout
     assert "7c:2f:80:e0:d6:05" in result.stdout
+
+
+def test_the_phones_groups_data_option_reaches_assign(office, tmp_path):
+    """`vaxelbox phones --data D assign ...` changes D's site, not the default data directory's."""
+    home = tmp_path / "home"  # where the default data directory would be: kept empty
+    env = {"HOME": str(home), "XDG_STATE_HOME": str(home / "state")}
+    args = ["phones", "--data", str(office), "assign", "80:5e:c0:aa:bb:cc", "fredrik"]
+    result = vaxelbox(*args, columns=80, env=env)
+    assert result.returncode == 0, result.stderr
+    assert Store(office).sites.active().origin == "assign 80:5e:c0:aa:bb:cc to fredrik"
+    assert not home.exists()
 
 
 @pytest.mark.parametrize("columns", [80, 40])

@@ -52,7 +52,9 @@ def phones(
     ctx: typer.Context, data: DataOption = None, board: BoardOption = None, as_json: JsonOption = False
 ) -> None:
     """List every device seen, assigned or not."""
-    if ctx.invoked_subcommand is not None:
+    if ctx.invoked_subcommand is not None:  # `phones --data D assign ...`: the group's options reach it
+        given = {name: value for name, value in ctx.params.items() if value not in (None, False)}
+        ctx.default_map = {name: dict(given) for name in getattr(ctx.command, "commands", {})}
         return
     seen = device_rows(_store(data, board))
     if as_json:
