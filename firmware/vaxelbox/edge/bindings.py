@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
+from vaxelbox.sip.address import Address
 from vaxelbox.sip.message import Request, Response
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import SipUri, Uri
@@ -40,6 +41,9 @@ class BindingMirror:
         self._bindings: dict[tuple[str, str], Binding] = {}
         self._flows: dict[tuple[str, str], Flow] = {}
         self._by_contact: dict[str, tuple[str, str]] = {}  # contact -> key, for lookups per request
+        # key -> the Contact as the phone wrote it (URI and header parameters, no expires), to register
+        # it elsewhere on the phone's behalf (edge/failback.py). In memory only: a restart forgets it.
+        self._written: dict[tuple[str, str], str] = {}
         self._dirty: set[tuple[str, str]] = set()
         if store is not None:
             self._load(store)
@@ -56,6 +60,7 @@ class BindingMirror:
         now = time.time()
         default = _int(response.get("Expires")) or _int(request.get("Expires")) or DEFAULT_EXPIRES
         granted = {bare_uri(a.uri): a for a in response.contacts}
+        written = {bare_uri(a.uri): a for a in request.contacts}
         if (request.get("Contact") or "").strip() == "*":
             sent = [contact for (a, contact) in self._bindings if a == aor]
         else:
@@ -75,11 +80,23 @@ class BindingMirror:
                 )  # fmt: skip
                 self._flows[key] = flow
                 self._by_contact[contact] = key
+                if contact in written:
+                    self._written[key] = _without_expires(written[contact])
             self._dirty.add(key)
 
-    def grant(self, aor: str, contact: str, flow: Flow, expires: int, user_agent: str) -> Binding:
+    def grant(
+        self,
+        aor: str,
+        contact: str,
+        flow: Flow,
+        expires: int,
+        user_agent: str,
+        *,
+        address: Address | None = None,
+    ) -> Binding:
         """Store one binding that the local registrar accepted: `contact` (a bare URI) of `aor`,
-        reached over `flow`, for `expires` seconds (> 0; drop with `release`)."""
+        reached over `flow`, for `expires` seconds (> 0; drop with `release`). `address` is the
+        Contact as the phone wrote it (see `written_contact`)."""
         if expires <= 0:
             raise ValueError("a granted binding needs a positive expiry")
         now = time.time()
@@ -90,6 +107,7 @@ class BindingMirror:
         self._bindings[key] = binding
         self._flows[key] = flow
         self._by_contact[contact] = key
+        self._written[key] = _without_expires(address) if address is not None else f"<{contact}>"
         self._dirty.add(key)
         return binding
 
@@ -112,6 +130,14 @@ class BindingMirror:
             result.append((binding, flow if flow is not None and flow.alive else None))
         return result
 
+    def written_contact(self, aor: str, contact: str) -> str:
+        """The Contact value of `aor`'s binding `contact` (a bare URI) as the phone last wrote it,
+        URI parameters (transport, ...) and header parameters (+sip.instance, ...) kept, expires
+        dropped: registrars compare contacts with their parameters, so registering the bare URI on
+        the phone's behalf would leave a second binding beside the phone's own. `<contact>` when
+        the mirror never saw it written (loaded from the store after a restart)."""
+        return self._written.get((aor, contact), f"<{contact}>")
+
     def flow_for(self, contact: str) -> Flow | None:
         """The live flow of the binding whose contact is `contact` (as a bare URI)."""
         key = self._by_contact.get(contact)
@@ -128,6 +154,7 @@ class BindingMirror:
     def _drop(self, key: tuple[str, str]) -> None:
         self._bindings.pop(key, None)
         self._flows.pop(key, None)
+        self._written.pop(key, None)
         if self._by_contact.get(key[1]) == key:
             del self._by_contact[key[1]]
         self._dirty.add(key)
@@ -181,6 +208,11 @@ def bare_uri(uri: Uri) -> str:
         port = f":{uri.port}" if uri.port else ""
         return f"{uri.scheme}:{user}{uri.host_reference}{port}"
     return str(uri)
+
+
+def _without_expires(address: Address) -> str:
+    params = {k: v for k, v in address.params.items() if k.lower() != "expires"}
+    return str(Address(address.uri, address.display, params))
 
 
 def _int(text: str | None) -> int | None:

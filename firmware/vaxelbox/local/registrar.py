@@ -122,7 +122,7 @@ class LocalRegistrar:
                 self.bindings.release(aor, bare_uri(contact.uri))
             else:
                 granted = min(seconds, self._rng.randint(*self.expiry))
-                self.bindings.grant(aor, bare_uri(contact.uri), flow, granted, agent)
+                self.bindings.grant(aor, bare_uri(contact.uri), flow, granted, agent, address=contact)
         return self._ok(request, aor, {bare_uri(c.uri): c for c, _ in asked})
 
     def _unregister_all(self, request: Request, aor: str) -> Response:
