@@ -31,8 +31,9 @@ app = typer.Typer(
 )
 app.add_typer(phones_app, name="phones")
 app.add_typer(enrol_app, name="enrol")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 EXIT_INVALID = 1  # the file checked is not valid
 EXIT_USAGE = 2  # the agent cannot start with these flags or files

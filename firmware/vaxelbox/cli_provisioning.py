@@ -28,8 +28,9 @@ from vaxelbox.tables import print_table
 
 phones_app = typer.Typer(help="Devices provisioning has seen; assign them to users.", no_args_is_help=False)
 enrol_app = typer.Typer(help="The enrolment window: when assigned phones may fetch their secrets.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 DataOption = Annotated[Path | None, typer.Option("--data", help="Data directory (default: the agent's)")]
 BoardOption = Annotated[Path | None, typer.Option("--board", help="Board file, for its data directory")]

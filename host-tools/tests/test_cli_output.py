@@ -272,3 +272,15 @@ def test_forget_removes_the_pairing_only_when_confirmed(appliance, laptop):
     assert again.returncode == 0, again.stderr  # forgetting is not the end: pair again
     said = ok(vaxelctl(laptop, "forget", appliance.address, stdin="yes\n"))
     assert f"Forgot {directory.name}" in said
+
+
+def test_data_with_brackets_is_printed_as_it_is(appliance, laptop, tmp_path):
+    """An installer's name, an unknown user: brackets in data are text, not rich markup (which hid
+    "[bold]" and crashed on "[/]"), in tables, in the log and in errors."""
+    name = "Olle [bold]B[/] [/]"
+    ok(vaxelctl(tmp_path / "other", "pair", appliance.address, "--code", appliance.code(), "--name", name))
+    assert name in ok(vaxelctl(laptop, "installers"))
+    assert f"installer_name={name}" in ok(vaxelctl(laptop, "log"))
+    refused = vaxelctl(laptop, "phones", "assign", "80:5e:c0:11:22:33", "[/]")
+    assert refused.returncode == 1
+    assert "'[/]' is not a valid id" in refused.stderr

@@ -45,8 +45,9 @@ from vaxelctl.client import (
 )
 from vaxelctl.discovery import discover_appliances
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 ApplianceOption = Annotated[
     str | None,
