@@ -2,12 +2,14 @@
 cloud that dies (killed), or that was never there. Real peers only: sipp phones, Kamailio."""
 
 import asyncio
+import re
 import time
 
 import pytest
 from agent_process import AgentProcess
-from peers import DOMAIN, USERS, Kamailio, free_port, phone
+from peers import DOMAIN, SCENARIOS, USERS, Kamailio, Phone, free_port, phone, tool
 
+DAVID_PASSWORD = "pw-104-secret"  # a user only the appliance knows (not in the test cloud)
 # An office whose users are the test cloud's users (the same credentials online and locally).
 SITE = f"""
 [site]
@@ -59,6 +61,26 @@ id = "cecilia"
 name = "Cecilia Berg"
 extension = "103"
 sip = {{ user = "103", password = "{USERS["103"]}" }}
+
+[[users]]
+id = "david"
+name = "David Öberg"
+extension = "104"
+sip = {{ user = "104", password = "{DAVID_PASSWORD}" }}
+
+[[groups]]
+id = "kvall"
+name = "Kvällsjour"
+extension = "400"
+members = ["bjorn"]
+schedule = "kontorstid"
+closed = "user:david"
+
+[[schedules]]
+id = "kontorstid"
+name = "Kontorstid"
+weekly = {{ mon = ["08:00-17:00"], tue = ["08:00-17:00"], wed = ["08:00-17:00"], thu = ["08:00-17:00"], fri = ["08:00-17:00"] }}
+@TRUNK@
 """
 
 
@@ -72,15 +94,16 @@ def cloud(tmp_path):
 class Office:
     """The agent with the local site, its LAN address, and the phones' workdir."""
 
-    def __init__(self, tmp_path, cloud_port: int) -> None:
+    def __init__(self, tmp_path, cloud_port: int, trunk: tuple[str, int] | None = None, env=None) -> None:
         self.lan = ("127.0.0.1", free_port("127.0.0.1"))
         site = tmp_path / "site.toml"
-        site.write_text(SITE.replace("@CLOUD_PORT@", str(cloud_port)))
+        trunk_table = f'[fallback_trunk]\nuri = "sip:{trunk[0]}:{trunk[1]};transport=udp"\n' if trunk else ""
+        site.write_text(SITE.replace("@CLOUD_PORT@", str(cloud_port)).replace("@TRUNK@", trunk_table))
         self.tmp = tmp_path
         self.agent = AgentProcess(
             tmp_path, "--site", str(site), "--data", str(tmp_path / "data"),
             "--lan", f"{self.lan[0]}:{self.lan[1]}", "--wan", f"127.0.0.2:{free_port('127.0.0.2')}",
-            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp",
+            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp", env=env,
         )  # fmt: skip
 
     async def ready(self) -> None:
@@ -95,7 +118,18 @@ class Office:
         raise AssertionError(f"no mode change to {new} within {timeout}s\n{self.agent.output()[-5000:]}")
 
     def phone(self, scenario: str, user: str, **kwargs):
+        if user == "104":
+            kwargs.setdefault("password", DAVID_PASSWORD)
         return phone(scenario, self.lan, user, self.tmp, **kwargs)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.agent.stop)
+
+
+def received(phone_: Phone, method: str) -> int:
+    """How many `method` requests a sipp phone received (from its -trace_msg log)."""
+    log = "".join(p.read_text(errors="replace") for p in phone_.workdir.glob("*_messages.log"))
+    return len(re.findall(rf"message received \[\d+\] bytes :\s+{method} ", log))
 
 
 @pytest.fixture
@@ -103,17 +137,22 @@ async def office(tmp_path, cloud):
     running = Office(tmp_path, cloud.port)
     await running.ready()
     yield running
-    await asyncio.to_thread(running.agent.stop)
+    await running.stop()
+
+
+async def offline(tmp_path, **kwargs) -> Office:
+    """An office whose cloud never answers (nothing listens there): local mode within seconds."""
+    running = Office(tmp_path, free_port("127.0.0.3"), **kwargs)
+    await running.ready()
+    await running.mode("local")
+    return running
 
 
 @pytest.fixture
 async def offline_office(tmp_path):
-    """An office whose cloud never answers (nothing listens there): local mode within seconds."""
-    running = Office(tmp_path, free_port("127.0.0.3"))
-    await running.ready()
-    await running.mode("local")
+    running = await offline(tmp_path)
     yield running
-    await asyncio.to_thread(running.agent.stop)
+    await running.stop()
 
 
 async def test_the_cloud_dies_and_the_office_keeps_calling(office, cloud):
@@ -151,3 +190,80 @@ async def test_a_parallel_group_rings_both_and_the_first_answer_wins(offline_off
     await cecilia.finish()
     for phone_ in (anna, bjorn):
         phone_.process.kill()
+
+
+async def test_a_sequential_group_rings_in_member_order(offline_office):
+    anna = await offline_office.phone("register_wait.xml", "101", answers="ring.xml", hold=16)
+    bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=16)
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    cecilia = await offline_office.phone("local_call.xml", "103", callee="300")
+    await cecilia.finish()
+    assert time.monotonic() - started >= 5  # anna's 5 s first
+    await asyncio.gather(anna.finish(), bjorn.finish())
+    assert (received(anna, "INVITE"), received(anna, "CANCEL")) == (1, 1)
+    assert (received(bjorn, "INVITE"), received(bjorn, "BYE")) == (1, 1)
+
+
+async def test_busy_forwards_and_an_empty_group_overflows(offline_office):
+    bjorn = await offline_office.phone("register_wait.xml", "102", answers="busy.xml", hold=14)
+    cecilia = await offline_office.phone("register_wait.xml", "103", answers="answer.xml", hold=14)
+    await asyncio.sleep(1.0)
+    anna = await offline_office.phone("local_call.xml", "101", callee="102")  # bjorn busy -> cecilia
+    await anna.finish()
+    assert received(bjorn, "INVITE") == 1
+    assert received(cecilia, "BYE") == 1
+    # Reception (anna, bjorn): anna calls it, bjorn is busy -> overflow to cecilia, who is still reachable.
+    await asyncio.gather(bjorn.finish(), cecilia.finish())
+
+
+async def test_a_closed_schedule_sends_calls_to_its_closed_target(tmp_path):
+    julafton = "2026-12-24T10:00:00+01:00"  # a Thursday, and a de-facto holiday
+    office = await offline(tmp_path, env={"VAXELBOX_NOW": julafton})
+    try:
+        bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=8)
+        david = await office.phone("register_wait.xml", "104", answers="answer.xml", hold=8)
+        await asyncio.sleep(1.0)
+        anna = await office.phone("local_call.xml", "101", callee="400")
+        await anna.finish()
+        await asyncio.gather(bjorn.finish(), david.finish())
+        assert (received(bjorn, "INVITE"), received(david, "INVITE")) == (0, 1)
+    finally:
+        await office.stop()
+
+
+async def test_an_external_call_leaves_through_the_fallback_trunk(tmp_path):
+    trunk_address = ("127.0.0.4", free_port("127.0.0.4"))
+    trunk = await asyncio.create_subprocess_exec(
+        tool("sipp"), "-sf", str(SCENARIOS / "trunk.xml"), "-i", trunk_address[0], "-p", str(trunk_address[1]),
+        "-m", "1", "-timeout", "25s", "-timeout_error", "-nostdin", "-trace_msg", cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    office = await offline(tmp_path, trunk=trunk_address)
+    try:
+        anna = await office.phone("local_call.xml", "101", callee="0701740650")
+        await anna.finish()
+        output, _ = await asyncio.wait_for(trunk.communicate(), 10)
+        assert trunk.returncode == 0, output.decode()[-2000:]
+        trace = "".join(p.read_text() for p in tmp_path.glob("trunk*_messages.log"))
+        assert "INVITE sip:+46701740650@127.0.0.4" in trace
+        assert "P-Asserted-Identity: <sip:+46846500401@127.0.0.4>" in trace  # anna's direct number
+        assert "Proxy-Authorization" not in trace  # the phone's credentials end at the appliance
+        assert "BYE sip:trunk@127.0.0.4" in trace  # the dialog goes on through the trunk
+    finally:
+        if trunk.returncode is None:
+            trunk.kill()
+        await office.stop()
+
+
+async def test_a_call_up_when_the_cloud_dies_hangs_up_cleanly(office, cloud):
+    bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=20)
+    await asyncio.sleep(1.5)
+    anna = await office.phone("register_call_hold.xml", "101", callee="102", hold=7)  # BYE after 7 s
+    await asyncio.sleep(2.5)  # the call is up, through the cloud
+    assert received(bjorn, "INVITE") == 1
+    cloud.stop()
+    await office.mode("local")
+    await anna.finish()  # its BYE was answered 200 ...
+    assert received(bjorn, "BYE") == 1  # ... by bjorn, reached past the dead cloud
+    bjorn.process.kill()

@@ -26,6 +26,7 @@ from vaxelbox.agent.console import (
     ready_summary,
     sip_ports,
 )
+from vaxelbox.agent.local_mode import LocalMode
 from vaxelbox.agent.logs import LogRing, Redactor, get_logger, terminal
 from vaxelbox.agent.management import Management
 from vaxelbox.agent.options import RunOptions
@@ -35,6 +36,7 @@ from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.edge.health import Change, CloudHealth, CloudProber
 from vaxelbox.edge.service import Edge, EdgeSettings
 from vaxelbox.problems import read_config
+from vaxelbox.routing.mode import ModeChange
 from vaxelbox.sip.transport import Limits
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
 from vaxelbox.store import SiteVersion, Store, StoreError
@@ -70,6 +72,7 @@ class Agent:
         self.edge: Edge | None = None
         self.provisioning: Provisioning | None = None
         self.management: Management | None = None
+        self.local: LocalMode | None = None
         self.health = CloudHealth()
         self._store: Store | None = None
         self._stopping = asyncio.Event()
@@ -246,6 +249,11 @@ class Agent:
         )
         self.supervisor.add("sip-edge", edge.maintain).listening = edge.listening
         self.supervisor.add("cloud-prober", prober.run)
+        self.local = LocalMode(self.store, self.health, self.current_site, edge)
+        edge.relay.is_trunk = self.local.is_trunk
+        self.local.observers.append(self._mode_changed)
+        await self.local.prepare_trunk(self.active.site)
+        self.supervisor.add("local-mode", self.local.run)
 
     async def _start_provisioning(self) -> None:
         provisioning = Provisioning(self.options, self.store, self.current_site)
@@ -290,6 +298,9 @@ class Agent:
 
     def _cloud_changed(self, change: Change) -> None:
         log.info("cloud state", old=change.old.value, new=change.new.value, reason=change.reason)
+        self.notifier.notify(STATUS=self._status())
+
+    def _mode_changed(self, change: ModeChange) -> None:
         self.notifier.notify(STATUS=self._status())
 
     def _add_services(self) -> None:
@@ -360,7 +371,8 @@ class Agent:
         if self.active is None:
             return "no site"
         site = f"site {self.active.site.site.name!r} version {self.active.version.number}"
-        return f"{site}, cloud {self.health.state.value}"
+        mode = f", mode {self.local.mode.value}" if self.local is not None else ""
+        return f"{site}, cloud {self.health.state.value}{mode}"
 
 
 def cloud_proxies(site: Site, override: str | None) -> list[str]:

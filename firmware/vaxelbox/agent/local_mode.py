@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vaxelbox.agent.logs import get_logger
+from vaxelbox.edge.failback import FailbackPlan, FailbackRunner, Restore, collect
 from vaxelbox.edge.health import Change, CloudHealth
 from vaxelbox.edge.service import Edge
 from vaxelbox.edge.upstream import Upstream
@@ -27,7 +28,7 @@ from vaxelbox.local.processors import (
     Registrar,
     not_served_locally,
 )
-from vaxelbox.local.registrar import LocalRegistrar, aor_for
+from vaxelbox.local.registrar import LocalRegistrar, aor_for, user_for_aor
 from vaxelbox.local.routing import SiteDefaults, emergency_route_warning
 from vaxelbox.local.trunk import FallbackTrunk
 from vaxelbox.routing.chain import Target
@@ -68,6 +69,9 @@ class LocalMode:
         self.machine = ModeMachine(time.time(), site().local.hold_down, forced=forced)
         self.observers: list[Callable[[ModeChange], None]] = []
         self.trunk = FallbackTrunk(None)
+        self._failback: asyncio.Task[None] | None = None
+        self._failback_state: tuple[str, FailbackPlan] | None = None  # ("running"|"done"|..., plan)
+        self.observers.append(self._fail_back_when_online)
         self._install()
         health.subscribe(self._cloud_changed)
         if forced:
@@ -85,6 +89,7 @@ class LocalMode:
             "reason": m.reason,
             "forced": m.forced,
             "hold_down": m.hold_down,
+            "failback": self._failback_summary(),
         }
 
     def force(self, local: bool) -> ModeChange | None:
@@ -135,7 +140,7 @@ class LocalMode:
         planner = LocalPlanner(self.site, SiteDefaults(), self._registered, site_now)
         relay.set_chains(
             local=[
-                InDialog(),
+                InDialog(relay.trunk_hop),
                 Registrar(registrar, self.site),
                 Emergency(self.site, planner),
                 Authenticate(auth, self.site),
@@ -175,3 +180,56 @@ class LocalMode:
         for observer in self.observers:
             observer(change)
         return change
+
+    # -- failback (issue 18): online again, re-register the phones with the cloud (edge/failback.py) --
+
+    def _fail_back_when_online(self, change: ModeChange) -> None:
+        """One failback at a time: a run that local mode cut short ends before the next begins."""
+        if change.new is Mode.ONLINE:
+            self._failback = asyncio.create_task(self._fail_back(self._failback))
+
+    async def _fail_back(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        relay = self.edge.relay
+        assert relay is not None
+        site, started = self.site(), time.time()
+
+        def credentials(aor: str) -> tuple[str, str] | None:
+            user = user_for_aor(site, aor)
+            return None if user is None else (user.sip.user, user.sip.password.get_secret_value())
+
+        def still_needed(restore: Restore) -> bool:
+            """Not if the phone re-registered through the cloud itself since, or the binding went."""
+            binding = self.edge.bindings.get(*restore.key)
+            return binding is not None and binding.last_seen <= started
+
+        todo = collect(self.edge.bindings, credentials, relay.flow_of, started)
+        plan = FailbackPlan(
+            [restore for restore, _ in todo], site.cloud.domain, relay.addresses,
+            site.local.failback_rate, time.monotonic(), still_needed=still_needed,
+        )  # fmt: skip
+        runner = FailbackRunner(
+            relay.stack, relay.upstream, self.edge.bindings, {r.key: flow for r, flow in todo},
+            lambda: self.machine.mode is Mode.ONLINE,
+        )  # fmt: skip
+        self._failback_state = ("running", plan)
+        log.info("failback started", phones=plan.phones, rate=site.local.failback_rate)
+        try:
+            report = await runner.run(plan)
+        except Exception:
+            self._failback_state = ("failed", plan)
+            log.exception("failback failed")
+            return
+        self._failback_state = ("stopped" if report.stopped else "done", plan)
+        if report.stopped:
+            log.warning("failback stopped", reason="local mode again", **report.as_dict())
+        else:
+            log.info("failback done", **report.as_dict())
+
+    def _failback_summary(self) -> dict[str, Any] | None:
+        """The last (or running) failback: its state and report; None before the first."""
+        if self._failback_state is None:
+            return None
+        state, plan = self._failback_state
+        return {"state": state, **plan.report().as_dict()}

@@ -151,8 +151,11 @@ class EdgeRelay:
             target = self.locate_phone(message, context.token_target)
             if target is not None:
                 target.send(self._stateless_copy(message, target, "lan").to_bytes())
-        elif context.mode is Mode.LOCAL and context.far_target is not None:
-            context.far_target.send(self._stateless_copy(message, context.far_target, "lan").to_bytes())
+        elif context.mode is Mode.LOCAL:
+            if context.far_target is not None:
+                context.far_target.send(self._stateless_copy(message, context.far_target, "lan").to_bytes())
+            elif (trunk := self.trunk_hop(message)) is not None:
+                trunk.send(self._stateless_copy(message, trunk, "wan").to_bytes())
         elif context.mode is Mode.ONLINE:
             self._with_cloud_flow(
                 lambda flow: flow.send(self._stateless_copy(message, flow, "wan").to_bytes())
@@ -256,6 +259,14 @@ class EdgeRelay:
             local = self.addresses.wan if self.is_wan_peer(address[0]) else self.addresses.lan
             return self.stack.transports.udp_flow(address, local=local)
         return self.stack.transports.stream_flow(transport, address)
+
+    def trunk_hop(self, request: Request) -> Flow | None:
+        """The flow to the fallback trunk, when the request's next hop (its first Route left, else its
+        Request-URI) is one of the trunk's addresses: a dialog that went out through the trunk."""
+        uri = request.routes[0].uri if request.routes else request.uri
+        if not isinstance(uri, SipUri) or not self.is_trunk(uri.host):
+            return None
+        return self.flow_of(uri.transport or "udp", (uri.host, uri.port or 5060))
 
     def is_wan_peer(self, address: str) -> bool:
         return self.upstream.is_cloud(address) or self.is_trunk(address)

@@ -70,7 +70,13 @@ class PlanRunner:
             else:
                 self._ring(targets, None, plan)
         else:
-            targets = [t for user in plan.users for t in self.calls.contacts(user)]
+            caller = self.context.flow.remote  # never ring the device placing the call (a self-call)
+            targets = [
+                t
+                for user in plan.users
+                for t in self.calls.contacts(user)
+                if t.flow is None or t.flow.remote != caller
+            ]
             if not targets:
                 self._next(plan.on_unavailable, None)
                 return

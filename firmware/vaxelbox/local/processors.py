@@ -18,6 +18,7 @@ from vaxelbox.routing.chain import Next, RequestContext, Target
 from vaxelbox.sip.digest import SipDigest
 from vaxelbox.sip.message import Request, Response
 from vaxelbox.sip.responses import make_response
+from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import AbsoluteUri, SipUri
 from vaxelbox.site import Site
 
@@ -31,11 +32,17 @@ def local_response(request: Request, status: int, reason: str, why: str) -> Resp
     return response
 
 
+NextHop = Callable[[Request], Flow | None]  # a live WAN peer (the fallback trunk) the request names
+
+
 @dataclass(frozen=True)
 class InDialog:
-    """A request inside a dialog: to the office phone at its far end (even past the dead cloud);
-    a BYE whose far end was the cloud is answered 200 so the phone hangs up cleanly, anything else
-    481 at once instead of timing out toward a cloud that is not there."""
+    """A request inside a dialog: to the office phone at its far end (even past the dead cloud), or
+    to the fallback trunk when the dialog went out through it; a BYE whose far end was the cloud is
+    answered 200 so the phone hangs up cleanly, anything else 481 at once instead of timing out
+    toward a cloud that is not there."""
+
+    trunk_hop: NextHop = lambda request: None
 
     def __call__(self, context: RequestContext) -> Next:
         request = context.request
@@ -44,6 +51,9 @@ class InDialog:
         if context.far_target is not None:
             context.targets = [Target("lan", context.far_target, label="far end of the dialog")]
             context.route = "in-dialog, local"
+        elif (trunk := self.trunk_hop(request)) is not None:
+            context.targets = [Target("wan", trunk, label="fallback trunk")]
+            context.route = "in-dialog, fallback trunk"
         elif request.method == "BYE":
             context.response = local_response(request, 200, "OK", "local mode: the far end was the cloud")
         else:
@@ -102,6 +112,7 @@ class Authenticate:
             context.response = checked
             return Next.STOP
         context.caller = checked.id
+        context.request.remove("Proxy-Authorization")  # ours, consumed here (RFC 3261 §22.3)
         return Next.CONTINUE
 
 

@@ -66,6 +66,9 @@ class ModeMachine:
 
     def force_local(self, now: float) -> ModeChange | None:
         self.forced = True
+        if self.mode is Mode.LOCAL:  # already local (the cloud is down): now it stays so by order
+            self.reason = "forced local by an installer"
+            return None
         return self._become(Mode.LOCAL, now, "forced local by an installer")
 
     def auto(self, now: float) -> ModeChange | None:
