@@ -20,6 +20,7 @@ from vaxelbox import __version__
 from vaxelbox.site import check_site_file
 from vaxelbox.tables import print_table
 
+from vaxelctl.client import ClientError
 from vaxelctl.remote import JsonOption, register, register_site
 
 app = typer.Typer(help="Manage Vaxelbox appliances.", no_args_is_help=True, add_completion=False)
@@ -103,24 +104,29 @@ def main_options(
 
 
 def main() -> None:
-    """vaxelctl's entry point. With --json, a usage error is JSON on stdout too, like every error."""
-    if "--json" not in sys.argv[1:]:
-        app()
-        return
+    """vaxelctl's entry point. With --json every error is also JSON on stdout, usage errors included;
+    a ClientError that escaped a command still ends as its one line and exit code, never a traceback."""
+    as_json = "--json" in sys.argv[1:]
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=not as_json)
+    except ClientError as exc:
+        failed(str(exc), exc.exit_code, as_json)
     except typer.Abort:
-        usage_failed("aborted", 1)
+        failed("aborted", 1, as_json)
     except Exception as exc:
         # click's ClickException (usage errors, exit 2), however typer packages click
         if not hasattr(exc, "format_message") or not isinstance(getattr(exc, "exit_code", None), int):
             raise
         exc.show()  # type: ignore[attr-defined]
-        usage_failed(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
+        failed(exc.format_message(), exc.exit_code, as_json, shown=True)  # type: ignore[attr-defined]
     sys.exit(result if isinstance(result, int) else 0)
 
 
-def usage_failed(message: str, exit_code: int) -> NoReturn:
-    """The error as JSON on stdout, {"error": message, "exit_code": N}; the human text is on stderr."""
-    print(json.dumps({"error": message, "exit_code": exit_code}, ensure_ascii=False))
+def failed(message: str, exit_code: int, as_json: bool, shown: bool = False) -> NoReturn:
+    """`vaxelctl: message` on stderr (unless `shown` already), with --json also
+    {"error": message, "exit_code": N} on stdout; then exit."""
+    if not shown:
+        print(f"vaxelctl: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": exit_code}, ensure_ascii=False))
     sys.exit(exit_code)
