@@ -9,17 +9,30 @@ the cloud's address; every phone must be registered there, at the site's
 rate, and reachable through the cloud.
 """
 
+import asyncio
 import bisect
+import json
+import os
 import random
+import re
 import statistics
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
+import peers
 import pytest
+from agent_process import AgentProcess
+from peers import free_port
+from test_local_mode import Office
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.failback import (
     EXPIRES_FLOOR,
     RETRY_DELAY,
     FailbackPlan,
+    FailbackRunner,
     Outgoing,
     Restore,
     Result,
@@ -397,3 +410,274 @@ def test_the_mirror_follows_the_clouds_200_and_keeps_the_phones_user_agent() -> 
     assert 595 <= binding.expires_in() <= 600
     assert binding.user_agent == "Yealink SIP-T46U 108.86.0.20"
     assert mirror.written_contact(binding.aor, binding.contact) == WRITTEN
+
+
+# -- the asyncio runner, with a stack and an upstream that answer in memory ----------------------
+
+
+class CloudFlow(Flow):
+    transport = "tcp"
+    reliable = True
+
+    def send(self, data: bytes) -> None:
+        pass
+
+
+class MemoryUpstream:
+    def __init__(self, reachable: bool = True) -> None:
+        self.reachable = reachable
+        self.cloud = CloudFlow(ADDRESSES.wan, ("203.0.113.5", 5060))
+
+    async def flow(self) -> Flow:
+        if not self.reachable:
+            raise OSError("connection refused")
+        return self.cloud
+
+
+class MemoryStack:
+    """Answers each REGISTER with the cloud's 200 on the next loop turn."""
+
+    def __init__(self) -> None:
+        self.sent: list[Request] = []
+
+    def send_request(self, request: Request, flow: Flow, on_response, on_timeout) -> None:
+        self.sent.append(request)
+        response = make_response(request, 200, "OK")
+        response.add("Contact", f"{request.get('Contact')};expires=600")
+        asyncio.get_running_loop().call_soon(on_response, response)
+
+
+def mirrored_phones(count: int) -> tuple[BindingMirror, list[tuple[Restore, Flow]]]:
+    mirror = BindingMirror()
+    for i in range(count):
+        user, port = str(101 + i), 6000 + i
+        mirror.grant(
+            f"sip:{user}@{DOMAIN}",
+            f"sip:{user}@192.0.2.50:{port}",
+            PhoneFlow(("192.0.2.50", port)),
+            90,
+            "Snom D785",
+        )
+    todo = collect(mirror, lambda aor: (aor[4:7], PASSWORDS[aor[4:7]]), lambda t, a: None)
+    return mirror, todo
+
+
+async def test_the_runner_sends_through_the_stack_and_the_mirror_follows_the_cloud() -> None:
+    mirror, todo = mirrored_phones(8)
+    stack = MemoryStack()
+    runner = FailbackRunner(stack, MemoryUpstream(), mirror, {r.key: f for r, f in todo}, lambda: True)
+    report = await runner.run(FailbackPlan([r for r, _ in todo], DOMAIN, ADDRESSES, 200, time.monotonic()))
+    assert (report.registered, report.requests, report.stopped) == (8, 8, False)
+    assert len(stack.sent) == 8
+    assert all(595 <= b.expires_in() <= 600 for b in mirror.all())  # the cloud's expiry, not the local 90 s
+    assert {b.user_agent for b in mirror.all()} == {"Snom D785"}
+
+
+async def test_the_runner_stops_when_the_mode_goes_local_again() -> None:
+    mirror, todo = mirrored_phones(20)
+    stack = MemoryStack()
+    runner = FailbackRunner(
+        stack, MemoryUpstream(), mirror, {r.key: f for r, f in todo}, lambda: len(stack.sent) < 3
+    )
+    report = await runner.run(FailbackPlan([r for r, _ in todo], DOMAIN, ADDRESSES, 50, time.monotonic()))
+    assert report.stopped
+    assert report.requests == len(stack.sent) == 3
+    assert report.registered <= 3
+
+
+async def test_without_a_way_to_the_cloud_each_binding_fails_twice_and_the_runner_ends() -> None:
+    mirror, todo = mirrored_phones(3)
+    stack = MemoryStack()
+    runner = FailbackRunner(
+        stack, MemoryUpstream(reachable=False), mirror, {r.key: f for r, f in todo}, lambda: True
+    )
+    failback = FailbackPlan([r for r, _ in todo], DOMAIN, ADDRESSES, 200, time.monotonic(), retry_delay=0.05)
+    report = await asyncio.wait_for(runner.run(failback), 10)
+    assert (report.registered, report.failures, report.unregistered, report.requests) == (0, 6, 3, 0)
+    assert not stack.sent
+
+
+# -- end to end: the real agent, sipp phones, Kamailio coming back ------------------------------
+
+PHONE_USERS = [str(n) for n in range(101, 111)]  # ten phones
+CALLER = "111"  # no phone during the outage: calls one of them through the cloud afterwards
+E2E_USERS = {user: f"pw-{user}-secret" for user in [*PHONE_USERS, CALLER]}
+RATE = 5
+E2E_SITE = f"""
+[site]
+name = "Failback office"
+
+[cloud]
+domain = "{peers.DOMAIN}"
+proxies = ["sip:127.0.0.3:@CLOUD_PORT@;transport=tcp"]
+
+[local]
+hold_down = 4
+failback_rate = {RATE}
+
+[main]
+number = "08-465 004 00"
+entry = "user:u101"
+""" + "".join(
+    f'\n[[users]]\nid = "u{user}"\nname = "Person {user}"\nextension = "{user}"\n'
+    f'sip = {{ user = "{user}", password = "{password}" }}\n'
+    for user, password in E2E_USERS.items()
+)
+# The cloud logs every REGISTER it receives, with the time it arrived (a copy of the tests' config).
+CLOUD_REGISTER_LOG = '        xlog("L_NOTICE", "cloud REGISTER at=$TV(Sn) user=$fU cseq=$cs ua=$ua\\n");\n'
+CLOUD_LINE = re.compile(r"cloud REGISTER at=([\d.]+) user=(\S+) cseq=(\d+) ua=(.*)")
+
+
+class FailbackOffice(Office):
+    """test_local_mode's office with eleven users, failback at RATE/s, and CoAP for vaxelctl."""
+
+    def __init__(self, tmp_path: Path, cloud_port: int) -> None:
+        self.lan = ("127.0.0.1", free_port("127.0.0.1"))
+        self.coap = free_port("127.0.0.1")
+        self.data = tmp_path / "data"
+        site = tmp_path / "site.toml"
+        site.write_text(E2E_SITE.replace("@CLOUD_PORT@", str(cloud_port)))
+        self.tmp = tmp_path
+        self.agent = AgentProcess(
+            tmp_path, "--site", str(site), "--data", str(self.data), "--coap-port", str(self.coap),
+            "--lan", f"{self.lan[0]}:{self.lan[1]}", "--wan", f"127.0.0.2:{free_port('127.0.0.2')}",
+            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp",
+        )  # fmt: skip
+
+    async def event(self, name: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := self.agent.events(name):
+                return found[-1]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {name!r} within {timeout}s\n{self.agent.output()[-5000:]}")
+
+    def vaxelctl(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", "from vaxelctl.cli import main; main()", *args],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "VAXELCTL_CONFIG": str(self.tmp / "laptop"), "COLUMNS": "80"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+
+@pytest.fixture
+def logging_cloud_config(tmp_path, monkeypatch):
+    """peers.Kamailio reads its config from peers.PEERS: point it at a copy that logs REGISTERs."""
+    config = (peers.PEERS / "kamailio.cfg").read_text()
+    anchor = '    if (is_method("REGISTER")) {\n'
+    assert anchor in config
+    copy = tmp_path / "peers"
+    copy.mkdir()
+    (copy / "kamailio.cfg").write_text(config.replace(anchor, anchor + CLOUD_REGISTER_LOG))
+    monkeypatch.setattr(peers, "PEERS", copy)
+
+
+async def registered_locally(phone_: peers.Phone, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(
+            "SIP/2.0 200 OK" in p.read_text(errors="replace") for p in phone_.workdir.glob("*_messages.log")
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"phone {phone_.user} did not register locally within {timeout}s")
+
+
+def cloud_bindings(cloud: peers.Kamailio) -> dict[str, list[str]]:
+    """AoR user -> the Path of each of its contacts, from the cloud's own location table."""
+    dump = subprocess.run(
+        [peers.tool("kamcmd"), "-s", f"unix:{cloud.workdir / 'kamailio_ctl'}", "ul.dump"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+    found: dict[str, list[str]] = {}
+    for block in dump.split("AoR: ")[1:]:
+        user = block.split()[0].split("@")[0]
+        found[user] = re.findall(r"Path: (\S+)", block)
+    return found
+
+
+async def test_after_the_hold_down_every_phone_is_registered_with_the_cloud_at_the_sites_rate(
+    tmp_path, logging_cloud_config
+):
+    cloud_port = free_port("127.0.0.3")
+    office = FailbackOffice(tmp_path, cloud_port)
+    cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS)
+    phones_: list[peers.Phone] = []
+    try:
+        await office.ready()
+        await office.mode("local")  # nothing listens at the cloud's address yet
+        for user in PHONE_USERS:
+            phones_.append(
+                await peers.phone("register_wait.xml", office.lan, user, tmp_path, password=E2E_USERS[user],
+                                  answers="answer.xml", hold=60, timeout=90)
+            )  # fmt: skip
+        for phone_ in phones_:
+            await registered_locally(phone_)
+
+        await asyncio.to_thread(cloud.start)
+        online = await office.mode("online", timeout=30)
+        started = await office.event("failback started", timeout=5)
+        done = await office.event("failback done", timeout=60)
+        assert started["phones"] == len(PHONE_USERS)
+        assert (done["phones"], done["registered"], done["failures"], done["unregistered"]) == (10, 10, 0, 0)
+        assert done["seconds"] <= 60
+        assert done["peak_rate"] <= RATE
+
+        # The cloud's view: every phone's user registered by us, never more than RATE in any second.
+        arrivals = sorted(
+            (float(at), user, int(cseq), ua)
+            for at, user, cseq, ua in CLOUD_LINE.findall(cloud.output())
+        )  # fmt: skip
+        times = [at for at, *_ in arrivals]
+        assert {user for _, user, _, _ in arrivals} == set(PHONE_USERS)
+        assert all(ua.startswith("Vaxelbox/") and "Yealink SIP-T46U" in ua for *_, ua in arrivals)
+        assert len(arrivals) == done["requests"]
+        assert len(arrivals) == len(PHONE_USERS) + 1  # one challenge; its nonce served the rest
+        for at in times:
+            assert bisect.bisect_left(times, at + 1.0) - bisect.bisect_left(times, at) <= RATE, times
+        bindings = cloud_bindings(cloud)
+        assert set(bindings) == set(PHONE_USERS)
+        assert all(len(paths) == 1 and "@127.0.0.2:" in paths[0] for paths in bindings.values()), bindings
+
+        # A call through the cloud reaches a phone that only failback registered there.
+        caller = await peers.phone("register_call.xml", office.lan, CALLER, tmp_path, callee="105",
+                                   password=E2E_USERS[CALLER])  # fmt: skip
+        await caller.finish()
+        callee_log = "".join(p.read_text() for p in phones_[4].workdir.glob("*_messages.log"))
+        assert "INVITE sip:105@127.0.0.1:" in callee_log
+
+        # Nothing reached the phones but that call: no 5xx, no error in the agent's log.
+        for phone_ in phones_:
+            assert not re.search(
+                r"^SIP/2\.0 5\d\d",
+                "".join(p.read_text() for p in phone_.workdir.glob("*_messages.log")),
+                re.M,
+            )
+        assert not [e for e in office.agent.events() if e.get("level") == "error"]
+
+        # What support sees: vaxelctl mode --json carries the last failback's report.
+        code = subprocess.run(
+            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(office.data)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        office.vaxelctl("pair", f"127.0.0.1:{office.coap}", "--code", code, "--name", "Support")
+        failback = json.loads(office.vaxelctl("mode", "--json"))["failback"]
+        assert (failback["state"], failback["registered"], failback["requests"]) == (
+            "done",
+            10,
+            done["requests"],
+        )
+        print(
+            f"\nfailback: online at {online['timestamp']}, {done['phones']} phones in {done['seconds']} s, "
+            f"peak {done['peak_rate']}/s, {done['requests']} REGISTERs; cloud saw "
+            f"{len(times)} REGISTERs over {times[-1] - times[0]:.2f} s"
+        )
+    finally:
+        for phone_ in phones_:
+            if phone_.process.returncode is None:
+                phone_.process.kill()
+                await phone_.process.wait()
+        await asyncio.to_thread(office.agent.stop)
+        cloud.stop()

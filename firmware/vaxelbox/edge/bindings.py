@@ -130,6 +130,10 @@ class BindingMirror:
             result.append((binding, flow if flow is not None and flow.alive else None))
         return result
 
+    def get(self, aor: str, contact: str) -> Binding | None:
+        """The binding of `contact` (a bare URI) to `aor`, expired or not, if the mirror holds it."""
+        return self._bindings.get((aor, contact))
+
     def written_contact(self, aor: str, contact: str) -> str:
         """The Contact value of `aor`'s binding `contact` (a bare URI) as the phone last wrote it,
         URI parameters (transport, ...) and header parameters (+sip.instance, ...) kept, expires
