@@ -3,6 +3,8 @@ cloud that dies (killed), or that was never there. Real peers only: sipp phones,
 
 import asyncio
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -55,6 +57,14 @@ name = "Björn Åkesson"
 extension = "102"
 sip = {{ user = "102", password = "{USERS["102"]}" }}
 forwards = {{ busy = "user:cecilia" }}
+vip = ["08-465 004 01"]
+
+[[users.activities]]
+id = "lunch"
+name = "Lunch"
+number = 1
+default_minutes = 60
+forward = "user:cecilia"
 
 [[users]]
 id = "cecilia"
@@ -267,3 +277,20 @@ async def test_a_call_up_when_the_cloud_dies_hangs_up_cleanly(office, cloud):
     await anna.finish()  # its BYE was answered 200 ...
     assert received(bjorn, "BYE") == 1  # ... by bjorn, reached past the dead cloud
     bjorn.process.kill()
+
+
+async def test_an_activity_forwards_and_a_vip_rings_through(offline_office, tmp_path):
+    vaxelbox = [sys.executable, "-m", "vaxelbox", "activity"]
+    data = ["--data", str(tmp_path / "data")]
+    done = subprocess.run([*vaxelbox, "set", "bjorn", "lunch", *data], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "bjorn: Lunch (lunch) until" in done.stdout
+    bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=14)
+    cecilia = await offline_office.phone("register_wait.xml", "103", answers="answer.xml", hold=14)
+    await asyncio.sleep(1.0)
+    david = await offline_office.phone("local_call.xml", "104", callee="102")  # bjorn at lunch -> cecilia
+    await david.finish()
+    anna = await offline_office.phone("local_call.xml", "101", callee="102")  # anna is bjorn's VIP
+    await anna.finish()
+    await asyncio.gather(bjorn.finish(), cecilia.finish())
+    assert (received(bjorn, "INVITE"), received(cecilia, "INVITE")) == (1, 1)

@@ -15,6 +15,7 @@ from vaxelbox import __version__
 from vaxelbox.agent.app import Agent, StartupError
 from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logger
 from vaxelbox.agent.options import OptionsError, RunOptions
+from vaxelbox.cli_activity import activity_app
 from vaxelbox.cli_provisioning import enrol_app, phones_app
 from vaxelbox.hw.board import Board, BoardError, load_board
 from vaxelbox.mgmt.security import PairingSecret
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.add_typer(phones_app, name="phones")
 app.add_typer(enrol_app, name="enrol")
+app.add_typer(activity_app, name="activity")
 # Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
 out = Console(soft_wrap=True, markup=False)
 err = Console(stderr=True, soft_wrap=True, markup=False)

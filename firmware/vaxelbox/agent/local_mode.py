@@ -29,7 +29,8 @@ from vaxelbox.local.processors import (
     not_served_locally,
 )
 from vaxelbox.local.registrar import LocalRegistrar, aor_for, user_for_aor
-from vaxelbox.local.routing import SiteDefaults, emergency_route_warning
+from vaxelbox.local.routing import emergency_route_warning
+from vaxelbox.local.state import StoredUserState
 from vaxelbox.local.trunk import FallbackTrunk
 from vaxelbox.routing.chain import Target
 from vaxelbox.routing.mode import Mode, ModeChange, ModeMachine
@@ -137,7 +138,7 @@ class LocalMode:
         # SHA-256 one; RFC 8760 §2.4 leaves the order to the server. SHA-256 is still accepted.
         auth = PhoneDigest(realm=self.site().cloud.domain, algorithms=("MD5", "SHA-256"))
         registrar = LocalRegistrar(auth, self.edge.bindings)
-        planner = LocalPlanner(self.site, SiteDefaults(), self._registered, site_now)
+        planner = LocalPlanner(self.site, StoredUserState(self.store.users), self._registered, site_now)
         relay.set_chains(
             local=[
                 InDialog(relay.trunk_hop),

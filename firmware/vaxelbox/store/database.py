@@ -15,6 +15,7 @@ from pathlib import Path
 from vaxelbox.store.devices import Devices
 from vaxelbox.store.settings import Settings
 from vaxelbox.store.sites import SiteVersions
+from vaxelbox.store.user_state import UserStates
 
 DB_NAME = "vaxelbox.db"
 
@@ -84,6 +85,15 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE user_activity (
+        user     TEXT PRIMARY KEY,
+        activity TEXT NOT NULL,
+        until    REAL,
+        set_at   REAL NOT NULL,
+        origin   TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -111,6 +121,7 @@ class Store:
         self.sites = SiteVersions(self)
         self.devices = Devices(self)
         self.settings = Settings(self)
+        self.users = UserStates(self)
 
     def close(self) -> None:
         with self._lock:
