@@ -78,6 +78,20 @@ name = "David Öberg"
 extension = "104"
 sip = {{ user = "104", password = "{DAVID_PASSWORD}" }}
 
+[[users]]
+id = "erik"
+name = "Erik Ek"
+extension = "105"
+sip = {{ user = "105", password = "{DAVID_PASSWORD}" }}
+forwards = {{ always = "user:david" }}
+
+[[users]]
+id = "frida"
+name = "Frida Falk"
+extension = "106"
+sip = {{ user = "106", password = "{DAVID_PASSWORD}" }}
+forwards = {{ no_answer = "user:david", no_answer_after = 5 }}
+
 [[groups]]
 id = "kvall"
 name = "Kvällsjour"
@@ -128,7 +142,7 @@ class Office:
         raise AssertionError(f"no mode change to {new} within {timeout}s\n{self.agent.output()[-5000:]}")
 
     def phone(self, scenario: str, user: str, **kwargs):
-        if user == "104":
+        if user in ("104", "105", "106"):  # users only the appliance knows
             kwargs.setdefault("password", DAVID_PASSWORD)
         return phone(scenario, self.lan, user, self.tmp, **kwargs)
 
@@ -294,3 +308,18 @@ async def test_an_activity_forwards_and_a_vip_rings_through(offline_office, tmp_
     await anna.finish()
     await asyncio.gather(bjorn.finish(), cecilia.finish())
     assert (received(bjorn, "INVITE"), received(cecilia, "INVITE")) == (1, 1)
+
+
+async def test_always_and_no_answer_forwards(offline_office):
+    david = await offline_office.phone("register_wait.xml", "104", answers="answer.xml", hold=16)
+    frida = await offline_office.phone("register_wait.xml", "106", answers="ring.xml", hold=16)
+    await asyncio.sleep(1.0)
+    anna = await offline_office.phone("local_call.xml", "101", callee="105")  # erik: always -> david
+    await anna.finish()
+    started = time.monotonic()
+    bjorn = await offline_office.phone("local_call.xml", "102", callee="106")  # frida: 5 s, then david
+    await bjorn.finish()
+    assert time.monotonic() - started >= 5
+    await asyncio.gather(david.finish(), frida.finish())
+    assert received(david, "INVITE") == 2
+    assert (received(frida, "INVITE"), received(frida, "CANCEL")) == (1, 1)
