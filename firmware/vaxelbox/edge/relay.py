@@ -22,6 +22,7 @@ from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.front import AnswerOptions, ProxyChecks, RouteToken
 from vaxelbox.edge.online import FromCloud, PhoneLocator, to_cloud
 from vaxelbox.edge.upstream import Upstream
+from vaxelbox.routing.calls import CallTable
 from vaxelbox.routing.chain import (
     Chain,
     ModeGate,
@@ -73,6 +74,7 @@ class EdgeRelay:
         self.bindings = bindings
         self.admission = admission or Admission()
         self.calls: dict[int, Cancellable] = {}  # by id(server transaction), for CANCEL
+        self.call_table = CallTable()  # the calls in progress, for `vaxelctl calls`
         self.on_cloud_signal: Callable[[bool], None] = lambda ok: None  # fed to the health monitor
         self.mode: Callable[[], Mode] = lambda: Mode.ONLINE
         self.execute_plan: PlanExecutor | None = None
@@ -123,6 +125,7 @@ class EdgeRelay:
             request, transaction.flow, self.side_of(transaction.flow), self.mode(), transaction
         )
         self.request_chain(context)
+        self._record_call(context)
         if context.response is not None:
             self.stack.respond(transaction, context.response)
         elif context.plan is not None and self.execute_plan is not None:
@@ -163,6 +166,13 @@ class EdgeRelay:
 
     # -- acting on the chain's outcome ------------------------------------------------------------
 
+    def _record_call(self, context: RequestContext) -> None:
+        request = context.request
+        if request.method == "BYE":
+            self.call_table.ended(request.call_id)
+        elif request.method == "INVITE" and request.to.tag is None and context.response is None:
+            self.call_table.started(request, context.mode.value, context.route, context.caller)
+
     def _fork(self, context: RequestContext) -> None:
         transaction = context.transaction
         assert transaction is not None
@@ -188,6 +198,11 @@ class EdgeRelay:
         self.stack.respond(transaction, response)
         if response.status < 200:
             return
+        if context.request.method == "INVITE" and context.request.to.tag is None:
+            if response.status < 300:
+                self.call_table.answered(context.request.call_id)
+            else:
+                self.call_table.ended(context.request.call_id)
         if context.request.method != "INVITE":
             self.calls.pop(id(transaction), None)
         else:
