@@ -17,7 +17,7 @@ NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
 	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
 
-.PHONY: setup run test test-debs lint format clean schemas bench hil
+.PHONY: setup run demo-call test test-debs lint format clean schemas bench hil
 
 setup: $(STAMP)
 
@@ -37,6 +37,22 @@ $(STAMP): pyproject.toml
 DATA ?= .vaxelbox-data
 run: setup
 	$(BIN)/vaxelbox run --data $(abspath $(DATA)) $(ARGS)
+
+# A local call on the demo office, while `make run` runs in another terminal (its cloud is made up,
+# so the office runs locally): Björn's phone (102) registers and answers, Anna's (101) calls him.
+# Two sipp phones with the demo site's credentials.
+SIPP_DEMO = sipp 127.0.0.1:5060 -i 127.0.0.1 -m 1 -timeout 30s -timeout_error -nostdin -key expires 120
+demo-call:
+	@$(NEED_DEBS) sip-tester
+	@echo "Björn's phone (102) registers and waits; Anna's phone (101) calls 102 through the appliance."
+	@cd $$(mktemp -d) && { $(SIPP_DEMO) -sf $(CURDIR)/firmware/tests/peers/sipp/register_wait.xml \
+	  -oocsf $(CURDIR)/firmware/tests/peers/sipp/answer.xml -s demo-102 -au demo-102 -ap demo-pw-bjorn-81d2 \
+	  -p 5070 -d 6000 >bjorn.log 2>&1 & } && sleep 1 \
+	  && $(SIPP_DEMO) -sf $(CURDIR)/firmware/tests/peers/sipp/local_call_hold.xml -s demo-101 -au demo-101 \
+	  -ap demo-pw-anna-4f9c -key callee 102 -p 5071 -d 3000 >anna.log 2>&1 \
+	  && echo "Anna called Björn: answered, talked 3 s, hung up. The agent's log shows 'local call ...'." \
+	  || { tail -5 anna.log; echo "the call failed: is 'make run' running, and has it said mode local?" >&2; \
+	       exit 1; }; wait
 
 # The whole suite: lint, then every test (nothing is skipped for a missing tool), then the HIL
 # suite against the simulated board.
