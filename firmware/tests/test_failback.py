@@ -681,3 +681,31 @@ async def test_after_the_hold_down_every_phone_is_registered_with_the_cloud_at_t
                 await phone_.process.wait()
         await asyncio.to_thread(office.agent.stop)
         cloud.stop()
+
+
+async def test_a_call_set_up_locally_is_not_disturbed_by_failback(tmp_path, logging_cloud_config):
+    """Two office phones talking since local mode: after failback their BYE still reaches each other
+    (the dialog's route set names only the appliance), not the cloud, which never knew the call."""
+    cloud_port = free_port("127.0.0.3")
+    office = FailbackOffice(tmp_path, cloud_port)
+    cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS)
+    try:
+        await office.ready()
+        await office.mode("local")
+        callee = await peers.phone("register_wait.xml", office.lan, "102", tmp_path, password=E2E_USERS["102"],
+                                   answers="answer.xml", hold=40, timeout=60)  # fmt: skip
+        await registered_locally(callee)
+        caller = await peers.phone("local_call_hold.xml", office.lan, "101", tmp_path, callee="102",
+                                   password=E2E_USERS["101"], hold=15, timeout=60)  # fmt: skip
+        await asyncio.sleep(2.0)  # the call is up, in local mode
+        await asyncio.to_thread(cloud.start)
+        await office.mode("online", timeout=30)
+        await office.event("failback done", timeout=30)
+        await caller.finish(timeout=40)  # its BYE, sent online, was answered 200 ...
+        bye = "".join(p.read_text(errors="replace") for p in callee.workdir.glob("*_messages.log"))
+        assert re.search(r"message received \[\d+\] bytes :\s+BYE ", bye)  # ... by the callee itself
+            line for line in cloud.output().splitlines() if "BYE" in line and "sip:" in line
+        )
+    finally:
+        await asyncio.to_thread(office.agent.stop)
+        cloud.stop()

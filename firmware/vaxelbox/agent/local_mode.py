@@ -37,6 +37,7 @@ from vaxelbox.routing.mode import Mode, ModeChange, ModeMachine
 from vaxelbox.sip.digest import SipDigest
 from vaxelbox.sip.uri import parse_uri
 from vaxelbox.site import Site
+from vaxelbox.site.model import FallbackTrunk as FallbackTrunkConfig
 from vaxelbox.store import Store
 
 log = get_logger("vaxelbox.agent.mode")
@@ -70,6 +71,7 @@ class LocalMode:
         self.machine = ModeMachine(time.time(), site().local.hold_down, forced=forced)
         self.observers: list[Callable[[ModeChange], None]] = []
         self.trunk = FallbackTrunk(None)
+        self._trunk_config: FallbackTrunkConfig | None = None  # the site's trunk the above was made from
         self._failback: asyncio.Task[None] | None = None
         self._failback_state: tuple[str, FailbackPlan] | None = None  # ("running"|"done"|..., plan)
         self.observers.append(self._fail_back_when_online)
@@ -100,9 +102,13 @@ class LocalMode:
         return self._changed(self.machine.force_local(now) if local else self.machine.auto(now))
 
     async def run(self) -> None:
-        """A supervisor service: ends the hold-down on time, keeps the trunk's flow open."""
+        """A supervisor service: ends the hold-down on time; follows the site's hold-down and trunk
+        (a site pushed while the agent runs counts within a second)."""
         while True:
-            self.machine.hold_down = self.site().local.hold_down
+            site = self.site()
+            self.machine.hold_down = site.local.hold_down
+            if site.fallback_trunk != self._trunk_config:
+                await self.prepare_trunk(site)
             self._changed(self.machine.tick(time.time()))
             await asyncio.sleep(1.0 + random.uniform(-0.1, 0.1))
 
@@ -110,7 +116,7 @@ class LocalMode:
         """(Re)make the fallback trunk's way out from the site; warn when local mode has no 112 route."""
         if (warning := emergency_route_warning(site)) is not None:
             log.warning("local mode has no emergency route", detail=warning)
-        trunk = site.fallback_trunk
+        trunk = self._trunk_config = site.fallback_trunk
         if trunk is None:
             self.trunk.upstream = None
             return

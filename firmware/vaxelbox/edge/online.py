@@ -56,6 +56,18 @@ class FromCloud:
         return Next.STOP
 
 
+def between_phones(context: RequestContext) -> Next:
+    """A dialog set up in local mode between two office phones stays between them after failback:
+    its route set names only us, and the last of our entries names the far phone's flow. (A dialog
+    through the cloud names the cloud after our first entry, so no token is read and it goes on.)"""
+    request = context.request
+    if context.side != "lan" or context.token_target is None or request.to.tag is None:
+        return Next.CONTINUE
+    context.targets = [Target("lan", context.token_target, label="far end of the dialog")]
+    context.route = "in-dialog, phone to phone"
+    return Next.STOP
+
+
 def to_cloud(context: RequestContext) -> Next:
     """A phone's request, online: to the cloud's outbound proxy, Request-URI unchanged."""
     context.targets = [Target("wan", None, label="cloud")]

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from vaxelbox.edge.admission import Admission
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.front import AnswerOptions, ProxyChecks, RouteToken
-from vaxelbox.edge.online import FromCloud, PhoneLocator, to_cloud
+from vaxelbox.edge.online import FromCloud, PhoneLocator, between_phones, to_cloud
 from vaxelbox.edge.upstream import Upstream
 from vaxelbox.routing.calls import CallTable
 from vaxelbox.routing.chain import (
@@ -96,7 +96,7 @@ class EdgeRelay:
                 ProxyChecks(frozenset(f"{h}:{p}" for h, p in self._ours)),
                 self.route_token,
                 FromCloud(self.locate_phone),
-                ModeGate(online=Chain("online", [to_cloud]), local=Chain("local", local)),
+                ModeGate(online=Chain("online", [between_phones, to_cloud]), local=Chain("local", local)),
             ],
         )
         self.forking = Forking(
@@ -159,6 +159,8 @@ class EdgeRelay:
                 context.far_target.send(self._stateless_copy(message, context.far_target, "lan").to_bytes())
             elif (trunk := self.trunk_hop(message)) is not None:
                 trunk.send(self._stateless_copy(message, trunk, "wan").to_bytes())
+        elif context.token_target is not None:  # a dialog between two office phones (see between_phones)
+            context.token_target.send(self._stateless_copy(message, context.token_target, "lan").to_bytes())
         elif context.mode is Mode.ONLINE:
             self._with_cloud_flow(
                 lambda flow: flow.send(self._stateless_copy(message, flow, "wan").to_bytes())
