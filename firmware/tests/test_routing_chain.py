@@ -98,6 +98,7 @@ def is_ours(uri) -> bool:
 PHONE_A = FakeFlow(LAN, ("192.0.2.10", 5060))
 PHONE_B = FakeFlow(LAN, ("192.0.2.20", 5060))
 CLOUD = FakeFlow(WAN, ("203.0.113.5", 5060))
+CALLER = FakeFlow(LAN, ("192.0.2.30", 5060))
 
 
 def flow_of(transport: str, address: tuple[str, int]) -> Flow | None:
@@ -243,7 +244,7 @@ def test_register_to_the_cloud_carries_a_path_naming_the_phone():
 def runner_for(plan, contacts):
     stack, scheduler, answers, seen = FakeStack(), FakeScheduler(), [], []
     calls = LocalCalls(forking(stack, scheduler, seen), contacts, lambda c, p: [])
-    ctx = context(request("INVITE", "sip:101@example.net"), mode=Mode.LOCAL)
+    ctx = context(request("INVITE", "sip:101@example.net"), flow=CALLER, mode=Mode.LOCAL)
     ctx.plan = plan
     runner = calls(ctx, answers.append)
     return runner, stack, scheduler, answers
@@ -323,3 +324,8 @@ def test_an_answer_ends_the_plan():
     scheduler.advance(60)
     assert [r.status for r in answers] == [200]
     assert len(stack.sent) == 1
+
+
+def test_a_self_call_never_rings_the_calling_device():
+    _, stack, _, _ = runner_for(Ring(("anna",), None, "anna"), contacts_of({"anna": [CALLER, PHONE_B]}))
+    assert [flow for _, flow, *_ in stack.sent] == [PHONE_B]
