@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.flowtoken import make_token
 from vaxelbox.edge.front import AnswerOptions, ProxyChecks, RouteToken
-from vaxelbox.edge.online import FromCloud, PhoneLocator, to_cloud
+from vaxelbox.edge.online import FromCloud, PhoneLocator, between_phones, to_cloud
 from vaxelbox.local.plan import Reject, Ring
 from vaxelbox.local.plan_runner import LocalCalls
 from vaxelbox.local.processors import InDialog, not_served_locally
@@ -329,3 +329,19 @@ def test_an_answer_ends_the_plan():
 def test_a_self_call_never_rings_the_calling_device():
     _, stack, _, _ = runner_for(Ring(("anna",), None, "anna"), contacts_of({"anna": [CALLER, PHONE_B]}))
     assert [flow for _, flow, *_ in stack.sent] == [PHONE_B]
+
+
+def test_online_a_dialog_between_two_office_phones_stays_between_them():
+    """Set up in local mode (route set: only us), the dialog goes on phone to phone after failback;
+    a dialog through the cloud (our WAN URI after our first entry) still goes to the cloud."""
+    local_dialog = f"Route: <{our_uri(PHONE_A)}>, <{our_uri(PHONE_B)}>\r\n"
+    ctx = context(request("BYE", "sip:demo-201@192.0.2.20", local_dialog, to_tag="t"))
+    RouteToken(is_ours, flow_of)(ctx)
+    assert between_phones(ctx) is Next.STOP
+    assert [t.flow for t in ctx.targets] == [PHONE_B]
+    cloud_dialog = (
+        f"Route: <{our_uri(PHONE_A)}>, <{ADDRESSES.uri('wan', 'udp')}>, <sip:sbc.example.net;lr>\r\n"
+    )
+    ctx = context(request("BYE", "sip:x@203.0.113.9", cloud_dialog, to_tag="t"))
+    RouteToken(is_ours, flow_of)(ctx)
+    assert between_phones(ctx) is Next.CONTINUE
