@@ -2,6 +2,8 @@
 cloud that dies (killed), or that was never there. Real peers only: sipp phones, Kamailio."""
 
 import asyncio
+import json
+import os
 import re
 import subprocess
 import sys
@@ -186,7 +188,8 @@ async def test_the_cloud_dies_and_the_office_keeps_calling(office, cloud):
     cloud.stop()
     change = await office.mode("local")
     failover = time.time() - killed
-    assert failover <= 4.5, f"local mode after {failover:.1f} s"
+    print(f"failover: local mode {failover:.2f} s after the cloud was killed")
+    assert failover <= 3.5, f"local mode after {failover:.1f} s"
     assert change["old"] == "online"
     # Anna registers locally (401, then 200) and calls Björn, who registered before the outage.
     anna = await office.phone("local_call.xml", "101", callee="102")
@@ -323,3 +326,38 @@ async def test_always_and_no_answer_forwards(offline_office):
     await asyncio.gather(david.finish(), frida.finish())
     assert received(david, "INVITE") == 2
     assert (received(frida, "INVITE"), received(frida, "CANCEL")) == (1, 1)
+
+
+def vaxelctl(config, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", "from vaxelctl.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "VAXELCTL_CONFIG": str(config), "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+async def test_vaxelctl_shows_the_mode_and_the_calls_in_progress(offline_office, tmp_path):
+    ready = offline_office.agent.events("agent ready")[0]
+    coap = next(a.split()[-1] for a in ready["listening"] if a.startswith("management coap "))
+    data = str(tmp_path / "data")
+    code = subprocess.run(
+        [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", data], capture_output=True, text=True
+    ).stdout.strip()
+    laptop = tmp_path / "laptop"
+    vaxelctl(laptop, "pair", coap, "--code", code, "--name", "Lisa")
+    status = json.loads(vaxelctl(laptop, "status", "--json"))
+    assert (status["mode"], status["mode_reason"]) == ("local", "the cloud stopped answering")
+    bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=10)
+    await asyncio.sleep(1.0)
+    anna = await offline_office.phone("local_call_hold.xml", "101", callee="102", hold=5)
+    await asyncio.sleep(2.5)
+    calls = json.loads(vaxelctl(laptop, "calls", "--json"))["calls"]
+    assert [(c["caller"], c["callee"], c["state"], c["mode"]) for c in calls] == [
+        ("anna", "102", "up", "local")
+    ]
+    assert "anna" in vaxelctl(laptop, "calls")
+    await anna.finish()
+    assert json.loads(vaxelctl(laptop, "calls", "--json"))["calls"] == []
+    bjorn.process.kill()
