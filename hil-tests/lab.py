@@ -12,8 +12,11 @@ HIL_WAN_CUT / HIL_WAN_RESTORE (shell commands that pull and replug the WAN).
 is not ready gets one message naming every missing piece.
 """
 
+import datetime
 import ipaddress
+import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -96,6 +99,51 @@ class Lab:
             output, _, _ = shell.run(f"journalctl -u vaxelbox -n {lines} --no-pager 2>/dev/null")
             return "\n".join(output)
         return "(agent log not reachable from here)"
+
+    def agent_events(self, shell: Any, name: str, since: float = 0.0) -> list[dict[str, Any]]:
+        """The agent's log events called `name`, logged at or after `since` (epoch seconds), oldest
+        first; each with "at", the board's timestamp in epoch seconds. Lines that are not JSON (a
+        journal's prefix is skipped) are left out."""
+        found = []
+        for line in self.agent_log(shell).splitlines():
+            if f'"{name}"' not in line:
+                continue
+            try:
+                event = json.loads(line[line.index("{") :])
+            except ValueError:
+                continue
+            if event.get("event") != name or "timestamp" not in event:
+                continue
+            at = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+            if at >= since:
+                found.append({**event, "at": at})
+        return found
+
+    def forget_registrations(self) -> bool:
+        """Make the cloud forget every registration, as a cloud PBX that restarted does: the simulated
+        cloud restarts. False where this lab cannot (a real lab's cloud is not ours to restart)."""
+        if self.kamailio is None:
+            return False
+        self.kamailio.stop()
+        self.kamailio.start()
+        return True
+
+    def cloud_user_agents(self) -> dict[str, list[str]] | None:
+        """AoR user part -> the User-Agent of each contact the cloud holds, from Kamailio's own
+        location table (kamcmd ul.dump); None where this lab cannot look (a real lab's cloud)."""
+        if self.kamailio is None:
+            return None
+        from peers import tool
+
+        socket_path = self.kamailio.workdir / "kamailio_ctl"
+        dump = subprocess.run(
+            [tool("kamcmd"), "-s", f"unix:{socket_path}", "ul.dump"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+        return {
+            block.split()[0].split("@")[0]: re.findall(r"User-Agent: (.*)", block)
+            for block in dump.split("AoR: ")[1:]
+        }
 
     def agent_log(self, shell: Any) -> str:
         """The whole agent log, from the file or the board's journal."""
