@@ -113,6 +113,22 @@ class BundleVerifier:
         return prefix[end + SIGNATURE_SIZE :]
 
 
+def read_header(file: BinaryIO) -> Header:
+    """The header of the bundle `file` starts with, NOT verified (the sender's side has no key:
+    it names its bundle by this; the appliance verifies). Raises BundleError if it has none."""
+    start = file.read(len(MAGIC) + 4)
+    if len(start) < len(MAGIC) + 4 or not start.startswith(MAGIC):
+        raise BundleError("not a Vaxelbox bundle (wrong magic): make one with vaxelctl fw pack", True)
+    (length,) = struct.unpack(">I", start[len(MAGIC) :])
+    if length > MAX_HEADER:
+        raise BundleError("bundle header too long", unsupported=True)
+    try:
+        fields = json.loads(file.read(length))
+        return Header(str(fields["version"]), int(fields["size"]), str(fields["sha256"]))
+    except (ValueError, KeyError, TypeError):
+        raise BundleError("the bundle's header is not readable", unsupported=True) from None
+
+
 def load_public_key(path: Path) -> Ed25519PublicKey:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 

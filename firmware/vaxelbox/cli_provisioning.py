@@ -16,8 +16,9 @@ from phoneprov.device import normalise_mac
 from rich.console import Console
 
 from vaxelbox.agent.options import RunOptions
+from vaxelbox.cli_help import plain_flags
+from vaxelbox.inventory import already_assigned, device_rows, not_in_site
 from vaxelbox.inventory import assign as assign_device
-from vaxelbox.inventory import device_rows
 from vaxelbox.inventory import unassign as unassign_device
 from vaxelbox.problems import report
 from vaxelbox.site import SiteError
@@ -26,6 +27,7 @@ from vaxelbox.site.fields import colon_mac
 from vaxelbox.store import Store
 from vaxelbox.tables import print_table
 
+plain_flags()  # these commands' help, and every other vaxelbox command's, without `<bool>`
 phones_app = typer.Typer(help="Devices provisioning has seen; assign them to users.", no_args_is_help=False)
 enrol_app = typer.Typer(help="The enrolment window: when assigned phones may fetch their secrets.")
 # Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
@@ -96,11 +98,15 @@ def assign(
     data: DataOption = None,
     board: BoardOption = None,
 ) -> None:
-    """Assign a device to users: a new site version, validated like any other."""
+    """Assign a device to users: a new site version, validated like any other (none if it is
+    assigned so already)."""
     bare = _mac(mac)
     store = _store(data, board)
-    _change_site(lambda: assign_device(store, bare, users, dect))
-    out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
+    if already_assigned(store, bare, users, dect):
+        out.print(f"{colon_mac(bare)} is already assigned to {', '.join(users)}; nothing changed.")
+    else:
+        _change_site(lambda: assign_device(store, bare, users, dect))
+        out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
     if store.devices.enrolled(bare) is None:
         out.print("It fetches its configuration in the next enrolment window: vaxelbox enrol open")
 
@@ -128,16 +134,35 @@ def _change_site(change: Callable[[], object]) -> None:
 def enrol_open(
     minutes: Annotated[float, typer.Option(min=1, max=24 * 60, help="How long the window stays open")] = 30,
     mac: Annotated[
-        list[str] | None, typer.Option(help="Only these devices; re-enrols them (e.g. after a factory reset)")
+        list[str] | None,
+        typer.Option(
+            metavar="MAC",
+            help="Only this assigned device (repeatable); re-enrols it, e.g. after a factory reset",
+        ),
     ] = None,
     data: DataOption = None,
     board: BoardOption = None,
 ) -> None:
-    """Let assigned phones fetch their configuration (with their SIP passwords) for a while."""
+    """Let assigned phones fetch their configuration (with their SIP passwords) for a while.
+    Opening while a window is open widens it (both windows' phones, until the later end);
+    nothing that was open closes early."""
     macs = [_mac(m) for m in mac] if mac else None
-    window = _store(data, board).devices.open_enrolment(minutes, macs)
-    scope = ", ".join(colon_mac(m) for m in sorted(window.macs)) if window.macs else "every assigned phone"
-    out.print(f"Enrolment open until {_when(window.until)} for {scope}.")
+    store = _store(data, board)
+    if stray := not_in_site(store, macs or []):
+        err.print(
+            f"{', '.join(colon_mac(m) for m in stray)}: not assigned in the site, so no enrolment "
+            "window may name it; assign it first (vaxelbox phones assign MAC USER)"
+        )
+        raise typer.Exit(1)
+    before = store.devices.enrolment()
+    window = store.devices.open_enrolment(minutes, macs)
+    out.print(f"Enrolment open until {_when(window.until)} for {_scope(window.macs)}.")
+    if before is not None and before.until > time.time():
+        out.print(f"It widened the window that was open for {_scope(before.macs)}: nothing closes early.")
+
+
+def _scope(macs: frozenset[str] | None) -> str:
+    return ", ".join(colon_mac(m) for m in sorted(macs)) if macs else "every assigned phone"
 
 
 @enrol_app.command("close")

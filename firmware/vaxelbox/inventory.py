@@ -49,6 +49,23 @@ def assign(store: Store, mac: str, users: list[str], dect: bool = False) -> Site
     )
 
 
+def already_assigned(store: Store, mac: str, users: list[str], dect: bool = False) -> SiteVersion | None:
+    """The active site version if it already puts the device (a bare MAC) on exactly `users`:
+    assigning again would change nothing, so no new version is made."""
+    active = store.sites.active()
+    phone = parse_site(active.source, "stored site").phone(mac) if active else None
+    if phone is None or (phone.type == "dect") != dect:
+        return None
+    return active if list(phone.handsets if dect else phone.lines) == users else None
+
+
+def not_in_site(store: Store, macs: list[str]) -> list[str]:
+    """The MACs (bare) the active site assigns to nobody: no enrolment window may name them."""
+    active = store.sites.active()
+    site = parse_site(active.source, "stored site") if active else None
+    return [mac for mac in macs if site is None or site.phone(mac) is None]
+
+
 def unassign(store: Store, mac: str) -> SiteVersion:
     """Remove the device from the site and forget its provisioning credential."""
     version = _change_site(store, lambda source: unassign_phone(source, mac), f"unassign {colon_mac(mac)}")

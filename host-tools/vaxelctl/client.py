@@ -4,21 +4,27 @@ Each paired appliance is a directory in the user's config dir holding its
 address and serial (appliance.json) and the installer's OSCORE file context
 (secret.json 0600; sequence numbers persist, so replay protection survives
 restarts of either side). Every failure becomes a ClientError with one line
-an installer can act on.
+an installer can act on, and its exit code tells the kinds apart: the network
+failed (3, with the address), the appliance does not know this laptop or
+refused the pairing code (4), or it refused the request itself (1).
 """
 
 import asyncio
+import errno
 import json
+import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiocoap
 import cbor2
+import filelock
 import platformdirs
 from aiocoap import Code, Message
 from aiocoap.numbers import ContentFormat
@@ -31,6 +37,11 @@ TIMEOUT = 15.0
 EXIT_FAILED = 1  # the appliance refused (bad input, conflict, nothing staged, ...)
 EXIT_UNREACHABLE = 3  # no answer, or no such appliance
 EXIT_NOT_PAIRED = 4  # pair first (or pairing was revoked)
+
+# aiocoap's own warnings (late responses and errors while a context shuts down, e.g. after
+# Ctrl-C) would reach stderr through logging's last-resort handler; every failure that matters
+# to the installer becomes a ClientError instead.
+logging.getLogger("coap").addHandler(logging.NullHandler())
 
 
 class ClientError(Exception):
@@ -51,8 +62,21 @@ class Paired:
     directory: Path
 
     def uri(self, path: str, tcp: bool = False) -> str:
+        return f"{'coap+tcp' if tcp else 'coap'}://{self.address}/{path.lstrip('/')}"
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT as an installer types it ([v6]:PORT)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'coap+tcp' if tcp else 'coap'}://{host}:{self.port}/{path.lstrip('/')}"
+        return f"{host}:{self.port}"
+
+    @property
+    def installer(self) -> str | None:
+        """This laptop's installer ID on the appliance (None for a pairing in progress)."""
+        try:
+            return str(json.loads((self.directory / "appliance.json").read_text())["installer"])
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 def paired_appliances() -> list[Paired]:
@@ -97,26 +121,37 @@ class Connection:
         self.paired = paired
         self._context: aiocoap.Context | None = None
         self._security: FilesystemSecurityContext | None = None
+        self._closing = False
 
     async def __aenter__(self) -> "Connection":
+        asyncio.get_running_loop().set_exception_handler(self._loop_error)
         self._context = await aiocoap.Context.create_client_context(
             transports=["oscore", "udp6", "tcpclient"]
         )
         if self.paired is not None:
             try:
                 self._security = FilesystemSecurityContext(str(self.paired.directory / "oscore"))
-            except Exception as exc:  # the lock: another vaxelctl is using this context right now
-                raise ClientError(f"cannot use the pairing with {self.paired.serial}: {exc}") from None
+            except Exception as exc:
+                await self._context.shutdown()
+                raise _unusable(self.paired, exc) from None
             for scheme in ("coap", "coap+tcp"):
-                host = f"[{self.paired.host}]" if ":" in self.paired.host else self.paired.host
-                self._context.client_credentials[f"{scheme}://{host}:{self.paired.port}/*"] = self._security
+                self._context.client_credentials[f"{scheme}://{self.paired.address}/*"] = self._security
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._context is not None:
-            await self._context.shutdown()
-        if self._security is not None:
-            release(self._security)
+        self._closing = True
+        try:
+            if self._context is not None:
+                await self._context.shutdown()
+        finally:
+            if self._security is not None:
+                release(self._security)  # also after Ctrl-C: the next command may use the pairing
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """While aiocoap shuts down with requests in flight (Ctrl-C, or a ClientError in the
+        middle of an upload) its transports fail in callbacks; that is noise, not news."""
+        if not self._closing:
+            loop.default_exception_handler(context)
 
     @property
     def context(self) -> aiocoap.Context:
@@ -125,24 +160,17 @@ class Connection:
 
     async def request(self, message: Message, timeout: float = TIMEOUT, blockwise: bool = True) -> Message:
         """One request; `blockwise=False` when the caller sends its own Block1 blocks."""
-        try:
+        with translated(self.where, timeout):
             request = self.context.request(message, handle_blockwise=blockwise)
             response = await asyncio.wait_for(request.response, timeout)
-        except TimeoutError:
-            where = message.get_request_uri()
-            raise ClientError(f"no answer from {where} within {timeout:.0f} s", EXIT_UNREACHABLE) from None
-        except aiocoap.error.NetworkError as exc:
-            raise ClientError(f"cannot reach the appliance: {exc}", EXIT_UNREACHABLE) from None
-        except NotAProtectedMessage:  # it answered in the clear: it has no context for us
-            raise ClientError(
-                "the appliance does not know this laptop (pairing revoked, or appliance reset): "
-                "run vaxelctl pair",
-                EXIT_NOT_PAIRED,
-            ) from None
-        except aiocoap.error.Error as exc:
-            raise ClientError(f"the request failed: {exc}") from None
         check(response)
         return response
+
+    @property
+    def where(self) -> str:
+        """The appliance as error messages name it."""
+        assert self.paired is not None
+        return f"{self.paired.serial} at {self.paired.address}"
 
     def uri(self, path: str, tcp: bool = False) -> str:
         assert self.paired is not None, "a connection made for pairing has no appliance yet"
@@ -156,13 +184,71 @@ class Connection:
         return decode(await self.request(message))
 
     async def observe(self, path: str) -> AsyncIterator[Any]:
-        request = self.context.request(Message(code=Code.GET, uri=self.uri(path), observe=0))
-        first = await asyncio.wait_for(request.response, TIMEOUT)
+        """The resource's state, then each change (until the appliance ends the observation)."""
+        with translated(self.where, TIMEOUT):
+            request = self.context.request(Message(code=Code.GET, uri=self.uri(path), observe=0))
+            first = await asyncio.wait_for(request.response, TIMEOUT)
         check(first)
         yield decode(first)
-        async for notification in request.observation:
+        notifications = aiter(request.observation)
+        while True:
+            with translated(self.where, TIMEOUT):
+                try:
+                    notification = await anext(notifications)
+                except StopAsyncIteration:
+                    return
             check(notification)
             yield decode(notification)
+
+
+def _unusable(paired: Paired, exc: Exception) -> ClientError:
+    if isinstance(exc, filelock.Timeout):
+        return ClientError(f"another vaxelctl is using the pairing with {paired.serial}: wait for it")
+    return ClientError(f"cannot use the pairing with {paired.serial} ({exc}): run vaxelctl pair again")
+
+
+@contextmanager
+def translated(where: str, timeout: float, pairing: bool = False) -> Iterator[None]:
+    """aiocoap's exceptions -> one ClientError line each: unreachable (3) when the network failed,
+    not paired (4) when the appliance answered in the clear (it has no context for us; when
+    pairing, it could not read the code), else refused (1)."""
+    try:
+        yield
+    except TimeoutError:
+        raise ClientError(f"no answer from {where} within {timeout:.0f} s", EXIT_UNREACHABLE) from None
+    except aiocoap.error.NetworkError as exc:
+        raise ClientError(f"cannot reach {where}: {network_reason(exc)}", EXIT_UNREACHABLE) from None
+    except NotAProtectedMessage as exc:
+        raise _in_the_clear(where, exc.plain_message, pairing) from None
+    except aiocoap.error.Error as exc:
+        raise ClientError(f"the request to {where} failed: {exc}") from None
+
+
+def network_reason(exc: aiocoap.error.NetworkError) -> str:
+    """What went wrong on the network, in words an installer can act on."""
+    if isinstance(exc, aiocoap.error.ResolutionError):
+        return "no such host"
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED:
+        return "nothing answers there (connection refused): is the agent running, and is this its address?"
+    if isinstance(cause, OSError) and cause.errno is not None:
+        return os.strerror(cause.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+def _in_the_clear(where: str, answer: Message, pairing: bool) -> ClientError:
+    if answer.code not in (Code.BAD_REQUEST, Code.UNAUTHORIZED):
+        return ClientError(f"{where} answered {answer.code} without OSCORE: is it a Vaxelbox appliance?")
+    if pairing:
+        return ClientError(
+            f"{where} refused the pairing code: check it against the label "
+            "(on a development host: vaxelbox pairing-code)",
+            EXIT_NOT_PAIRED,
+        )
+    return ClientError(
+        f"{where} does not know this laptop (pairing revoked, or appliance reset): run vaxelctl pair",
+        EXIT_NOT_PAIRED,
+    )
 
 
 def check(response: Message) -> None:
@@ -204,14 +290,8 @@ async def pair(host: str, port: int, code: str, name: str) -> Paired:
             content_format=ContentFormat.CBOR,
             accept=ContentFormat.CBOR,
         )
-        try:
+        with translated(target.address, TIMEOUT, pairing=True):
             response = await asyncio.wait_for(connection.context.request(message).response, TIMEOUT)
-        except TimeoutError:
-            message_ = f"no answer from {host}:{port}: is it the appliance?"
-            raise ClientError(message_, EXIT_UNREACHABLE) from None
-        except aiocoap.error.Error as exc:
-            message_ = f"{host}:{port} refused the pairing code ({exc}): check it"
-            raise ClientError(message_, EXIT_NOT_PAIRED) from None
         check(response)
         created = decode(response)
     return _store_pairing(host, port, created)

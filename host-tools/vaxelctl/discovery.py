@@ -1,10 +1,13 @@
 """Finding appliances on the LAN: they announce `_coap._udp` by mDNS with rt=vaxelbox.dev."""
 
+import asyncio
 import socket
-import time
 from typing import Any
 
-from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
+from zeroconf import InterfaceChoice, ServiceListener, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from vaxelctl.client import ClientError
 
 SERVICE_TYPE = "_coap._udp.local."
 
@@ -23,32 +26,47 @@ class _Collector(ServiceListener):
         self.names.discard(name)
 
 
-def discover_appliances(timeout: float = 3.0, interface: str | None = None) -> list[dict[str, Any]]:
-    """Appliances that answered within `timeout` seconds: serial, address, port, model, firmware."""
-    zeroconf = Zeroconf(interfaces=[interface] if interface else None)
+async def discover_appliances(timeout: float = 3.0, interface: str | None = None) -> list[dict[str, Any]]:
+    """Appliances that answered within `timeout` seconds: serial, address, port, model, firmware.
+
+    `interface` is a local address to listen on; None listens on every interface. Raises
+    ClientError when it cannot listen there (no such address)."""
+    try:
+        zeroconf = AsyncZeroconf(interfaces=[interface] if interface else InterfaceChoice.All)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ClientError(f"cannot listen for mDNS on {interface or 'any interface'}: {reason}") from None
     try:
         collector = _Collector()
-        ServiceBrowser(zeroconf, SERVICE_TYPE, collector)
-        time.sleep(timeout)
+        browser = AsyncServiceBrowser(zeroconf.zeroconf, SERVICE_TYPE, collector)
+        await asyncio.sleep(timeout)
+        await browser.async_cancel()
         found = []
         for name in sorted(collector.names):
-            info = zeroconf.get_service_info(SERVICE_TYPE, name, timeout=1000)
-            if info is None:
-                continue
-            properties = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
-            if properties.get("rt") != "vaxelbox.dev":
-                continue
-            for address in info.addresses:
-                family = socket.AF_INET6 if len(address) == 16 else socket.AF_INET
-                found.append(
-                    {
-                        "serial": properties.get("serial"),
-                        "address": socket.inet_ntop(family, address),
-                        "port": info.port,
-                        "model": properties.get("model"),
-                        "firmware": properties.get("firmware"),
-                    }
-                )
+            found += await _appliance(zeroconf, name)
         return found
     finally:
-        zeroconf.close()
+        await zeroconf.async_close()
+
+
+async def _appliance(zeroconf: AsyncZeroconf, name: str) -> list[dict[str, Any]]:
+    """One row per address of the service `name`, if it is a Vaxelbox appliance."""
+    info = AsyncServiceInfo(SERVICE_TYPE, name)
+    if not await info.async_request(zeroconf.zeroconf, 1000):
+        return []
+    properties = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
+    if properties.get("rt") != "vaxelbox.dev":
+        return []
+    rows = []
+    for address in info.addresses:
+        family = socket.AF_INET6 if len(address) == 16 else socket.AF_INET
+        rows.append(
+            {
+                "serial": properties.get("serial"),
+                "address": socket.inet_ntop(family, address),
+                "port": info.port,
+                "model": properties.get("model"),
+                "firmware": properties.get("firmware"),
+            }
+        )
+    return rows

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-from vaxelbox.bundle import pack
+from vaxelbox.bundle import BundleError, Header, pack, read_header
+from vaxelbox.cli_help import plain_flags
 from vaxelbox.mgmt.security import write_private
 from vaxelbox.tables import print_table
 
@@ -38,6 +39,7 @@ from vaxelctl.client import (
     EXIT_NOT_PAIRED,
     ClientError,
     Connection,
+    Paired,
     choose,
     decode,
     pair,
@@ -149,6 +151,7 @@ def group_options(ctx: typer.Context, appliance: ApplianceOption = None, as_json
 
 def register(app: typer.Typer) -> None:
     """Add the appliance commands to vaxelctl's app."""
+    plain_flags()
     app.command()(discover)
     app.command("pair")(pair_command)
     app.command()(forget)
@@ -196,12 +199,12 @@ def register_site(site_app: typer.Typer) -> None:
 def discover(
     timeout: Annotated[float, typer.Option(help="Seconds to listen")] = 3.0,
     interface: Annotated[
-        str | None, typer.Option(help="Listen on this local address only (default: all)")
+        str | None, typer.Option(help="Listen on this local address only (default: every interface)")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find appliances on this LAN (mDNS)."""
-    found = discover_appliances(timeout, interface)
+    found = run(lambda: discover_appliances(timeout, interface))
     emit(
         found,
         as_json,
@@ -392,21 +395,44 @@ def mode(
 
 def site_pull(
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout)")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write here, readable by you only (mode 0600: the site holds SIP passwords); "
+            "default: stdout",
+        ),
     ] = None,
     appliance: ApplianceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Fetch the active site; the first line records its version, so push can detect conflicts."""
-    site = run(lambda: _get(appliance, "site"))
+    """Fetch the active site; the first line records its version, so push can detect conflicts.
+    The site holds the phones' SIP passwords: -o writes it with mode 0600 (a shell redirect would not)."""
+    site = run(lambda: _pull(appliance, output))
     text = site_mark(site) + SITE_MARK.sub("", site["source"])
     if output is None and not as_json:
         print(text, end="")
         return
-    if output is not None:
-        output.write_text(text)
     pulled = {**site, "source": text, "file": str(output) if output else None}  # --json: the text too
-    emit(pulled, as_json, lambda p: err.print(f"site version {p['version']} written to {p['file']}"))
+    emit(
+        pulled,
+        as_json,
+        lambda p: err.print(
+            f"site version {p['version']} written to {p['file']} (mode 0600: it holds SIP passwords)",
+            highlight=False,
+        ),
+    )
+
+
+async def _pull(appliance: str | None, output: Path | None) -> dict[str, Any]:
+    """The active site; written to `output` (0600, atomically) if given."""
+    site: dict[str, Any] = await _get(appliance, "site")
+    if output is not None:
+        try:
+            write_private(output, site_mark(site) + SITE_MARK.sub("", site["source"]))
+        except OSError as exc:
+            raise ClientError(f"cannot write {output}: {exc.strerror}") from None
+    return site
 
 
 def site_mark(version: dict[str, Any]) -> str:
@@ -510,7 +536,8 @@ def phones_assign(
     result = _change(appliance, "phones", {"assign": mac, "users": users, "dect": dect})
 
     def human(r: dict[str, Any]) -> None:
-        out.print(f"{r['mac']} assigned to {', '.join(users)} (site version {r['site_version']}).")
+        done = "is already assigned" if r.get("changed") is False else "assigned"  # False: nothing new
+        out.print(f"{r['mac']} {done} to {', '.join(users)} (site version {r['site_version']}).")
         if not r["enrolled"]:
             out.print("It fetches its configuration in the next enrolment window: vaxelctl enrol open")
 
@@ -529,15 +556,26 @@ def _show_enrolment(window: dict[str, Any]) -> None:
         return
     until = datetime.fromtimestamp(window["until"]).isoformat(timespec="seconds")
     out.print(f"Enrolment open until {until} for {', '.join(window['macs'] or ['every assigned phone'])}.")
+    if window.get("widened"):
+        kept = ", ".join(window["widened"]["macs"] or ["every assigned phone"])
+        out.print(f"It widened the window that was open for {kept}: nothing closes early.")
 
 
 def enrol_open(
-    minutes: Annotated[float, typer.Option(min=1, max=24 * 60)] = 30,
-    mac: Annotated[list[str] | None, typer.Option(help="Only these devices (re-enrols them)")] = None,
+    minutes: Annotated[float, typer.Option(min=1, max=24 * 60, help="How long the window stays open")] = 30,
+    mac: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="MAC",
+            help="Only this assigned device (repeatable); re-enrols it, e.g. after a factory reset",
+        ),
+    ] = None,
     appliance: ApplianceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Let assigned phones fetch their configuration (with their SIP passwords) for a while."""
+    """Let assigned phones fetch their configuration (with their SIP passwords) for a while.
+    Opening while a window is open widens it (both windows' phones, until the later end);
+    nothing that was open closes early."""
     emit(_change(appliance, "enrol", {"open": minutes, "macs": mac or []}), as_json, _show_enrolment)
 
 
@@ -564,19 +602,19 @@ def fw_upload(
     restart: Annotated[bool, typer.Option(help="Start over instead of resuming")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Stream a signed firmware bundle to the appliance (CoAP over TCP, BERT blocks); an interrupted
-    upload resumes where the appliance's copy ends."""
-    size = bundle.stat().st_size
-    result = run(lambda: _upload(appliance, bundle, size, restart, quiet=as_json))
+    """Stream a signed firmware bundle to the appliance (CoAP over TCP, BERT blocks). An interrupted
+    upload of the same bundle resumes where the appliance's copy ends; any other starts afresh."""
+    result = run(lambda: _upload(appliance, bundle, restart, quiet=as_json))
     emit(fw_named(result), as_json, _show_fw)
 
 
-async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool, quiet: bool) -> Any:
+async def _upload(appliance: str | None, bundle: Path, restart: bool, quiet: bool) -> Any:
+    header = _header_of(bundle)
+    size = bundle.stat().st_size
     async with Connection(choose(appliance)) as connection:
         # Also completes the CSM exchange (RFC 8323): aiocoap holds back a large first message.
         state = await connection.call(Code.GET, "fw", tcp=True)
-        offset = state["received"] if state["state"] == 1 and not restart else 0
-        offset -= offset % 1024  # BERT block numbers count kibibytes
+        offset = 0 if restart else _resume_at(state, header, size)
         started = time.monotonic()
         with (
             bundle.open("rb") as file,
@@ -591,25 +629,70 @@ async def _upload(appliance: str | None, bundle: Path, size: int, restart: bool,
         ):
             task = progress.add_task("uploading" if offset == 0 else "resuming", total=size, completed=offset)
             file.seek(offset)
-            result = None
-            while True:
-                chunk = file.read(BERT_BLOCK)
-                more = offset + len(chunk) < size
-                message = Message(
-                    code=Code.PUT,
-                    uri=connection.uri("fw", tcp=True),
-                    payload=chunk,
-                    block1=(offset // 1024, more, 7),
-                    accept=ContentFormat.CBOR,
-                )
-                response = await connection.request(message, blockwise=False)
-                offset += len(chunk)
-                progress.update(task, completed=offset)
-                if not more:
-                    result = decode(response)
-                    break
+            try:
+                while True:
+                    chunk = file.read(BERT_BLOCK)
+                    more = offset + len(chunk) < size
+                    message = Message(
+                        code=Code.PUT,
+                        uri=connection.uri("fw", tcp=True),
+                        payload=chunk,
+                        block1=(offset // 1024, more, 7),
+                        accept=ContentFormat.CBOR,
+                    )
+                    if header is not None:  # which bundle this is: the appliance refuses a splice
+                        message.opt.if_match = [bytes.fromhex(header.sha256)[:8]]
+                    response = await connection.request(message, blockwise=False)
+                    offset += len(chunk)
+                    progress.update(task, completed=offset)
+                    if not more:
+                        break
+            except BaseException as exc:  # the error's own line says it all; no half bar above it
+                progress.remove_task(task)
+                if isinstance(exc, asyncio.CancelledError):  # Ctrl-C: the appliance keeps its copy
+                    err.print(
+                        f"vaxelctl: upload interrupted at {_size(offset)} of {_size(size)}; "
+                        f"run the same command to resume",
+                        highlight=False,
+                    )
+                raise
+        result = decode(response)
         result["seconds"] = round(time.monotonic() - started, 3)
         return result
+
+
+def _header_of(bundle: Path) -> Header | None:
+    """The bundle's header as it names itself, unverified; None if unreadable (then it is sent
+    from the start, and the appliance, which has the key, says what is wrong with it)."""
+    try:
+        with bundle.open("rb") as file:
+            return read_header(file)
+    except BundleError:
+        return None
+    except OSError as exc:
+        raise ClientError(f"cannot read {bundle}: {exc.strerror}") from None
+
+
+def _resume_at(state: dict[str, Any], header: Header | None, size: int) -> int:
+    """Where to continue: after the appliance's partial copy if it is of this very bundle, else 0."""
+    received = state["received"] if state["state"] == 1 else 0
+    if not received:
+        return 0
+    if header is None or state.get("sha256") != header.sha256 or received > size:
+        version = f"version {state['version']}" if state.get("version") else "its header incomplete"
+        err.print(
+            f"the appliance holds {_size(received)} of another bundle ({version}): starting afresh",
+            highlight=False,
+        )
+        return 0
+    return received - received % 1024  # BERT block numbers count kibibytes
+
+
+def _size(count: int) -> str:
+    """Bytes as the progress bar shows them (decimal units)."""
+    if count >= 1_000_000:
+        return f"{count / 1e6:.1f} MB"
+    return f"{count / 1e3:.1f} kB" if count >= 1000 else f"{count} bytes"
 
 
 def fw_status(appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
@@ -627,14 +710,26 @@ def fw_named(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _show_fw(state: dict[str, Any]) -> None:
-    of = f" of {state['size']}" if state.get("size") else ""
-    phase = FW_STATES.get(state["state"], state["state"])
-    result = "-" if state["result"] == 0 else FW_RESULTS.get(state["result"], state["result"])
-    reason = f" — {state['reason']}" if state.get("reason") else ""
-    version = state.get("version") or "-"
-    out.print(
-        f"firmware update: {phase}, result {result}, {state['received']}{of} bytes, version {version}{reason}"
-    )
+    out.print(f"firmware: {fw_summary(state)}", highlight=False)
+
+
+def fw_summary(state: dict[str, Any]) -> str:
+    """One sentence for the LwM2M state: what is on the appliance and what happened last."""
+    version = f"version {state['version']}" if state.get("version") else "a bundle"
+    total = state.get("total")
+    took = f" in {state['seconds']:.1f} s" if state.get("seconds") is not None else ""
+    phase, result = state["state"], state["result"]
+    if phase == 1:
+        of = f" of {_size(total)}" if total else ""
+        return f"receiving {version}: {_size(state['received'])}{of} so far (vaxelctl fw upload resumes it)"
+    if phase == 2:
+        return f"{version} verified and staged ({_size(state['received'])}{took})"
+    if phase == 3:
+        return f"updating to {version}"
+    if result in (0, 1):
+        return "idle, nothing staged" if result == 0 else "idle; the last update succeeded"
+    why = f": {state['reason']}" if state.get("reason") else ""
+    return f"idle; the last upload failed ({FW_RESULTS.get(result, result)}){why}"
 
 
 def fw_pack(
@@ -691,6 +786,30 @@ def installers(ctx: typer.Context, appliance: ApplianceOption = None, as_json: J
 
 
 def installers_revoke(installer: str, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
-    """Revoke an installer's pairing: its laptop can no longer manage the appliance."""
-    _change(appliance, "installers", {"revoke": installer})
-    emit({"revoked": installer}, as_json, lambda r: out.print(f"installer {r['revoked']} revoked."))
+    """Revoke an installer's pairing: its laptop can no longer manage the appliance. Revoking your
+    own also removes this laptop's context for the appliance (pair again to manage it)."""
+    installer = installer.lower()
+
+    async def work() -> Paired:
+        paired = choose(appliance)
+        async with Connection(paired) as connection:
+            await connection.call(Code.POST, "installers", {"revoke": installer})
+        return paired
+
+    paired = run(work)
+    yourself = paired.installer == installer
+    if yourself:  # the appliance forgot this laptop: its keys here are useless now
+        shutil.rmtree(paired.directory)
+    result = {"revoked": installer, "yourself": yourself, "appliance": paired.serial}
+
+    def human(r: dict[str, Any]) -> None:
+        if not r["yourself"]:
+            out.print(f"installer {r['revoked']} revoked.", highlight=False)
+            return
+        out.print(
+            f"installer {r['revoked']} revoked: that was you. This laptop's context for {r['appliance']} "
+            f"is removed; to manage it again: vaxelctl pair {paired.address}",
+            highlight=False,
+        )
+
+    emit(result, as_json, human)

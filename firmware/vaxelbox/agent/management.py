@@ -19,8 +19,7 @@ from zeroconf.asyncio import AsyncZeroconf
 
 from vaxelbox import __version__
 from vaxelbox.agent.logs import LogRing, get_logger
-from vaxelbox.bundle import load_public_key
-from vaxelbox.inventory import assign, device_rows, unassign
+from vaxelbox.inventory import already_assigned, assign, device_rows, not_in_site, unassign
 from vaxelbox.mgmt.firmware import FirmwareUpdate
 from vaxelbox.mgmt.payload import Conflict, PayloadError, field
 from vaxelbox.mgmt.resources import Snapshot, build_site
@@ -61,10 +60,9 @@ class ManagementBackend:
         self.serial = serial_number(directory)
         self.pairing = PairingSecret(directory)
         self.installers = Installers(directory / "installers")
-        key = agent.options.firmware_key
-        self.firmware = FirmwareUpdate(
-            agent.options.data_dir / "firmware", load_public_key(key) if key else None
-        )
+        # The key is read when an upload starts, so one installed while the agent runs counts.
+        key = agent.options.firmware_key or agent.options.data_dir / "firmware-signing.pub"
+        self.firmware = FirmwareUpdate(agent.options.data_dir / "firmware", key)
         self.forced_local = False
         self._log_ring = log_ring
         self._started = time.monotonic()
@@ -158,6 +156,9 @@ class ManagementBackend:
                 if not users or not all(isinstance(u, str) for u in users):
                     raise PayloadError("users must be a non-empty list of user ids")
                 dect = bool(field(request, "dect", bool, required=False))
+                unchanged = already_assigned(self.store, mac, users, dect)
+                if unchanged is not None:  # again: an identical site version would be noise
+                    return self._phone_row(mac, unchanged, changed=False)
                 version = assign(self.store, mac, users, dect)
             elif "unassign" in request:
                 mac = _mac(field(request, "unassign", str))
@@ -170,10 +171,14 @@ class ManagementBackend:
             raise PayloadError(_problems(exc)) from None
         self.agent.current_site()
         log.info("phones changed", installer=who, mac=colon_mac(mac), site_version=version.number)
+        return self._phone_row(mac, version, changed=True)
+
+    def _phone_row(self, mac: str, version: SiteVersion, changed: bool) -> dict[str, Any]:
         return {
             "mac": colon_mac(mac),
             "site_version": version.number,
             "enrolled": self.store.devices.enrolled(mac) is not None,
+            "changed": changed,  # False: it was assigned so already; no new site version
         }
 
     def enrolment(self) -> dict[str, Any]:
@@ -193,7 +198,16 @@ class ManagementBackend:
             if not 1 <= minutes <= 24 * 60:
                 raise PayloadError("open: minutes between 1 and 1440")
             macs = field(request, "macs", list, required=False)
-            self.store.devices.open_enrolment(minutes, [_mac(m) for m in macs] if macs else None)
+            named = [_mac(m) for m in macs] if macs else None
+            if stray := not_in_site(self.store, named or []):
+                raise PayloadError(
+                    f"{', '.join(colon_mac(m) for m in stray)}: not assigned in the site, so no "
+                    f"enrolment window may name it; assign it first (vaxelctl phones assign MAC USER)"
+                )
+            before = self.enrolment()
+            self.store.devices.open_enrolment(minutes, named)
+            if before["open"]:  # it widened that window (the client says so)
+                return {**self.enrolment(), "widened": {"macs": before["macs"], "until": before["until"]}}
         return self.enrolment()
 
     def registrations(self) -> list[dict[str, Any]]:

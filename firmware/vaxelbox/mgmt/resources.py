@@ -17,7 +17,7 @@ from aiocoap.numbers import ContentFormat
 from aiocoap.pipe import Pipe
 from vaxelbox.agent.logs import audit
 from vaxelbox.bundle import BundleError
-from vaxelbox.mgmt.firmware import FirmwareUpdate, UpdateRefused
+from vaxelbox.mgmt.firmware import BundleMismatch, FirmwareUpdate, UpdateRefused
 from vaxelbox.mgmt.payload import Conflict, PayloadError, decode, field, reply
 from vaxelbox.mgmt.security import INSTALLER_CLAIM_PREFIX, PAIRING_CLAIM, Installers, PairingSecret
 
@@ -329,7 +329,10 @@ class Firmware(Guarded, resource.Resource):
             gc.collect(0)
         with Audit(self._backend, request, "fw-upload") as audit:
             try:
-                self._backend.firmware.write(number * unit, request.payload, last=not more)
+                # If-Match names the bundle being sent (its image's SHA-256, 8 bytes): a resumed
+                # upload must continue that same bundle, never another one's partial copy.
+                bundle = request.opt.if_match[0].hex() if request.opt.if_match else None
+                self._backend.firmware.write(number * unit, request.payload, last=not more, bundle=bundle)
             except UpdateRefused as exc:
                 audit.refused(str(exc))
                 return _refusal(exc)
@@ -371,12 +374,20 @@ def _fw_status(firmware: FirmwareUpdate) -> dict[str, Any]:
         "version": s.version,
         "size": s.size,
         "reason": s.reason,
+        "sha256": s.sha256,
+        "total": s.total,
     }
 
 
 def _refusal(exc: UpdateRefused) -> Message:
-    """4.08 when a block is out of order (the reason names the offset to resume at), else 5.03."""
-    code = Code.REQUEST_ENTITY_INCOMPLETE if exc.resume_at is not None else Code.SERVICE_UNAVAILABLE
+    """4.08 when a block is out of order (the reason names the offset to resume at), 4.12 when it
+    continues another bundle than the one on the appliance, else 5.03."""
+    if isinstance(exc, BundleMismatch):
+        code = Code.PRECONDITION_FAILED
+    elif exc.resume_at is not None:
+        code = Code.REQUEST_ENTITY_INCOMPLETE
+    else:
+        code = Code.SERVICE_UNAVAILABLE
     return Message(code=code, payload=str(exc).encode(), content_format=ContentFormat.TEXT)
 
 

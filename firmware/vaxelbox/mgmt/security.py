@@ -35,7 +35,10 @@ INSTALLER_CLAIM_PREFIX = "installer:"
 CLIENT_PAIRING_ID = b"pair"  # the installer's sender ID in the bootstrap context
 APPLIANCE_ID = b""  # the appliance's sender ID in every context
 _CODE_CHARS = re.compile(r"[^A-Z2-7]")
+_SEPARATORS = re.compile(r"[\s\-_.]+")  # how people group a code when they type it
 MAX_REMEMBERED_ATTEMPTS = 10_000
+_INSTALLER_ID = re.compile(r"[0-9a-f]{8}")  # hex of a 4-byte sender ID: an installer's directory
+_REVOKED = ".revoked-"  # prefix of an installer directory being deleted
 
 
 class PairingError(ValueError):
@@ -43,11 +46,20 @@ class PairingError(ValueError):
 
 
 def normalise_code(code: str) -> str:
-    """`abcde-fghij ...` as typed from a label -> the 20 base32 characters it stands for."""
-    letters = _CODE_CHARS.sub("", code.upper().replace("0", "O").replace("1", "I").replace("8", "B"))
-    if len(letters) != 20:
-        raise PairingError("a pairing code has 20 letters and digits (4 groups of 5)")
-    return letters
+    """`abcde-fghij ...` as typed from a label -> the 20 base32 characters it stands for.
+
+    Dashes and spaces between groups are ignored, look-alikes (0 1 8) read as O I B. Raises
+    PairingError naming the first character that cannot be in a code, or the count."""
+    typed = _SEPARATORS.sub("", code.upper().replace("0", "O").replace("1", "I").replace("8", "B"))
+    stray = _CODE_CHARS.search(typed)
+    if stray is not None:
+        raise PairingError(
+            f"{stray.group()!r} is not in any pairing code: it has letters A-Z and digits 2-7 "
+            "(4 groups of 5, as on the label)"
+        )
+    if len(typed) != 20:
+        raise PairingError(f"a pairing code has 20 letters and digits (4 groups of 5); this has {len(typed)}")
+    return typed
 
 
 def format_code(letters: str) -> str:
@@ -133,10 +145,23 @@ class InstallerContext(oscore.FilesystemSecurityContext):
     def __init__(self, basedir: str, installer_id: str) -> None:
         super().__init__(basedir)
         self.installer_id = installer_id
+        self.revoked = False
 
     @property
     def authenticated_claims(self) -> list[str]:  # type: ignore[override]
         return [INSTALLER_CLAIM_PREFIX + self.installer_id]
+
+    def _store(self) -> None:
+        if not self.revoked:  # revoked: its directory is gone, it only answers its last request
+            super()._store()
+
+    def retire(self) -> None:
+        """Revoked: drop the lock, never touch the disk again, but keep the keys, so the answer to
+        the request being handled (an installer revoking itself) still goes out protected."""
+        self.revoked = True
+        if self.lockfile is not None:
+            self.lockfile.release()
+            self.lockfile = None
 
 
 class Installers:
@@ -146,6 +171,8 @@ class Installers:
         self.directory = directory
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._loaded: dict[bytes, InstallerContext] = {}
+        for leftover in self.directory.glob(_REVOKED + "*"):  # a revocation a power cut interrupted
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def create(self, name: str) -> dict[str, str]:
         """A new installer context; returns what the installer's side needs (hex fields)."""
@@ -177,13 +204,18 @@ class Installers:
         return sorted(self._each(), key=lambda i: i.created)
 
     def revoke(self, installer_id: str) -> bool:
+        """Delete an installer's context; False if there is no such installer. The installer may
+        be the one asking: its context still protects this one answer (see InstallerContext.retire)."""
         path = self.directory / installer_id
-        if not re.fullmatch(r"[0-9a-f]{8}", installer_id) or not path.is_dir():
+        if not _INSTALLER_ID.fullmatch(installer_id) or not path.is_dir():
             return False
+        gone = self.directory / (_REVOKED + installer_id)
+        shutil.rmtree(gone, ignore_errors=True)
+        path.rename(gone)  # atomic: no request finds the context from here on, even after a crash
         context = self._loaded.pop(bytes.fromhex(installer_id), None)
         if context is not None:
-            release(context)
-        shutil.rmtree(path)
+            context.retire()
+        shutil.rmtree(gone)
         return True
 
     def close(self) -> None:
@@ -207,6 +239,8 @@ class Installers:
 
     def _each(self) -> Iterator[Installer]:
         for path in self.directory.iterdir():
+            if not _INSTALLER_ID.fullmatch(path.name):
+                continue  # e.g. a revocation in progress
             try:
                 info = json.loads((path / "installer.json").read_text())
             except (OSError, ValueError):

@@ -74,9 +74,18 @@ class Devices:
         return Enrolment(rows[0]["until"], frozenset(json.loads(macs)) if macs is not None else None)
 
     def open_enrolment(self, minutes: float, macs: list[str] | None = None) -> Enrolment:
-        """Open the window. Naming MACs re-enrols them: their old credentials are void."""
-        window = Enrolment(time.time() + minutes * 60, frozenset(macs) if macs else None)
+        """Open the window, or widen the one already open: the phones of both (every assigned phone
+        if either is for all), until the later end, so nothing an installer opened closes early.
+        Naming MACs re-enrols them: their old credentials are void."""
+        now = time.time()
+        until, wanted = now + minutes * 60, frozenset(macs) if macs else None
         with self._store.transaction() as db:
+            row = db.execute("SELECT until, macs FROM enrolment").fetchone()
+            if row is not None and row[0] > now:
+                until = max(until, row[0])
+                if wanted is not None:
+                    wanted = None if row[1] is None else wanted | frozenset(json.loads(row[1]))
+            window = Enrolment(until, wanted)
             db.execute(
                 "INSERT OR REPLACE INTO enrolment(only_row, until, macs) VALUES (1, ?, ?)",
                 (window.until, json.dumps(sorted(window.macs)) if window.macs else None),
