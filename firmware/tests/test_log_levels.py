@@ -10,6 +10,12 @@ from vaxelbox.agent.logs import Redactor, audit, configure_logging, get_logger
 
 @pytest.fixture
 def configure():
+    # zeroconf sets its own logger to WARNING when imported (another test may have imported it):
+    # undo that here, so the test sees what our configuration does, whatever ran before.
+    zeroconf = logging.getLogger("zeroconf")
+    level = zeroconf.level
+    zeroconf.setLevel(logging.NOTSET)
+
     def at(level: str) -> io.StringIO:
         stream = io.StringIO()
         configure_logging(Redactor(), level, "json", stream)
@@ -17,6 +23,7 @@ def configure():
 
     yield at
     logging.getLogger().handlers.clear()
+    zeroconf.setLevel(level)
 
 
 def lines(stream: io.StringIO) -> list[tuple[str, str, str]]:

@@ -280,12 +280,15 @@ def vaxelctl_unlocked(installer: Path, appliance: Appliance) -> subprocess.Compl
 
 def test_mode_drill_is_reported(appliance, installer):
     state = json.loads(ok(vaxelctl(installer, "mode", "local", "--json")))
-    assert state["mode"] == "local"
-    assert state["local_handling"] is False  # said plainly: nothing handles calls locally yet
+    assert (state["mode"], state["override"], state["reason"]) == ("local", "local", "forced local by an installer")
     assert json.loads(ok(vaxelctl(installer, "status", "--json")))["mode"] == "local"
-    assert json.loads(ok(vaxelctl(installer, "mode", "auto", "--json")))["mode"] == "auto"
+    appliance.stop()
+    appliance.start()  # the override is kept across a restart
+    assert "forced local by an installer" in ok(vaxelctl(installer, "mode"))
+    state = json.loads(ok(vaxelctl(installer, "mode", "auto", "--json")))
+    assert state["override"] == "auto"
     log = ok(vaxelctl(installer, "log", "--json"))
-    assert '"mode set"' in log
+    assert '"mode"' in log
     for secret in ("demo-pw-anna-4f9c", "demo-admin-7d3e"):
         assert secret not in log
 

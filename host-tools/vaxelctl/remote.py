@@ -301,6 +301,8 @@ def status(appliance: ApplianceOption = None, watch: bool = False, as_json: Json
             f"phones {phones['in_site']} in site / {phones['seen']} seen / {phones['enrolled']} enrolled, "
             f"registrations {state['registrations']}"
         )
+        if state.get("mode_since"):
+            out.print(f"  mode {state['mode']} since {state['mode_since']}: {state['mode_reason']}")
         if state.get("site_warning"):
             out.print(f"  warning: {state['site_warning']}", highlight=False)
         for error in state["last_errors"]:
@@ -323,6 +325,8 @@ def _snapshot_command(path: str) -> Callable[..., None]:
                 table(state, list(state[0]), f"{path} ({len(state)})")
             elif not state.get("available", True):
                 out.print(f"{path}: not available yet ({state['reason']})")
+            elif path == "calls":
+                _show_calls(state)
             else:
                 out.print(state)
 
@@ -333,6 +337,19 @@ def _snapshot_command(path: str) -> Callable[..., None]:
 
     command.__name__ = path
     return command
+
+
+def _show_calls(state: dict[str, Any]) -> None:
+    calls = state["calls"]
+    if not calls:
+        out.print(f"calls: none (mode {state['mode']})")
+        return
+    columns = ["caller", "callee", "state", "mode", "route", "started"]
+    table(
+        [{c: call[c] for c in columns} for call in calls],
+        columns,
+        f"Calls ({len(calls)}), mode {state['mode']}",
+    )
 
 
 def log(
@@ -381,13 +398,17 @@ def mode(
                 return await connection.call(Code.GET, "mode")
             return await connection.call(Code.PUT, "mode", {"mode": new_mode})
 
-    state = run(work)
-    note = (
-        ""
-        if state["local_handling"]
-        else " (local call handling is not built yet: calls still go to the cloud)"
-    )
-    emit(state, as_json, lambda s: out.print(f"mode {s['mode']}, cloud {s['cloud']}{note}"))
+    def show(s: dict[str, Any]) -> None:
+        forced = " (forced by an installer: `vaxelctl mode auto` ends it)" if s["forced"] else ""
+        out.print(f"mode {s['mode']} since {s['since']}{forced}: {s['reason']}; cloud {s['cloud']}")
+        if failback := s.get("failback"):
+            f = failback
+            out.print(
+                f"last failback: {f['state']}, {f['registered']} of {f['phones']} phones registered with "
+                f"the cloud in {f['seconds']} s (at most {f['peak_rate']}/s), {f['failures']} failed"
+            )
+
+    emit(run(work), as_json, show)
 
 
 # --- site ------------------------------------------------------------------------------------
@@ -471,7 +492,7 @@ def site_push(
 
     result = run(work)
     if mark:
-        file.write_text(site_mark(result) + source)  # the next push builds on this version
+        write_private(file, site_mark(result) + source)  # the next push builds on this version; 0600
     emit(result, as_json, lambda r: out.print(f"site version {r['version']} active ({r['origin']})."))
 
 

@@ -299,9 +299,13 @@ class Agent:
     def _cloud_changed(self, change: Change) -> None:
         log.info("cloud state", old=change.old.value, new=change.new.value, reason=change.reason)
         self.notifier.notify(STATUS=self._status())
+        if self.management is not None:
+            self.management.push("status", "mode")
 
     def _mode_changed(self, change: ModeChange) -> None:
         self.notifier.notify(STATUS=self._status())
+        if self.management is not None:
+            self.management.push("status", "mode")
 
     def _add_services(self) -> None:
         interval = self.notifier.watchdog_interval()

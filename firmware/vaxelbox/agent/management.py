@@ -63,7 +63,6 @@ class ManagementBackend:
         # The key is read when an upload starts, so one installed while the agent runs counts.
         key = agent.options.firmware_key or agent.options.data_dir / "firmware-signing.pub"
         self.firmware = FirmwareUpdate(agent.options.data_dir / "firmware", key)
-        self.forced_local = False
         self._log_ring = log_ring
         self._started = time.monotonic()
 
@@ -91,6 +90,8 @@ class ManagementBackend:
         return {
             "cloud": agent.health.state.value,
             "mode": self.mode()["mode"],
+            "mode_since": self.mode()["since"],
+            "mode_reason": self.mode()["reason"],
             "site_version": agent.active.version.number if agent.active else None,
             "site_warning": agent.site_warning(),
             "phones": {
@@ -227,7 +228,9 @@ class ManagementBackend:
         ]
 
     def calls(self) -> dict[str, Any]:
-        return {"calls": [], "available": False, "reason": "the relay keeps no call table yet"}
+        edge = self.agent.edge
+        rows = edge.relay.call_table.rows() if edge is not None and edge.relay is not None else []
+        return {"calls": rows, "available": True, "mode": self.mode()["mode"]}
 
     def presence(self) -> dict[str, Any]:
         return {"presence": [], "available": False, "reason": "the presence cache is not built yet"}
@@ -236,15 +239,20 @@ class ManagementBackend:
         return list(self._log_ring.records)[-100:] if self._log_ring else []
 
     def mode(self) -> dict[str, Any]:
+        """The operating mode (online/local), since when and why, and the override ("auto"/"local")."""
+        local = self.agent.local
+        assert local is not None, "the agent runs the edge before management"
+        status = local.status()
         return {
-            "mode": "local" if self.forced_local else "auto",
+            **status,
+            "override": "local" if status["forced"] else "auto",
             "cloud": self.agent.health.state.value,
-            "local_handling": False,  # survival mode is a later capability: calls still go to the cloud
         }
 
     def set_mode(self, mode: str, who: str) -> dict[str, Any]:
-        self.forced_local = mode == "local"
-        log.warning("mode set", mode=mode, installer=who, note="local call handling is not built yet")
+        local = self.agent.local
+        assert local is not None, "the agent runs the edge before management"
+        local.force(mode == "local")
         return self.mode()
 
 
@@ -299,6 +307,13 @@ class Management:
             transports=["udp6", "tcpserver"],
         )
         await self._announce()
+
+    def push(self, *names: str) -> None:
+        """Tell the observers of these resources now, on an event (a mode or cloud change), rather
+        than at the next poll (aiocoap's `updated_state()` push)."""
+        for snapshot in self._snapshots:
+            if snapshot.rt.rsplit(".", 1)[-1] in names:
+                snapshot.changed()
 
     async def refresh(self) -> None:
         """Tell observers of every resource that changed (a service the supervisor runs)."""
