@@ -371,3 +371,16 @@ async def test_vaxelctl_shows_the_mode_and_the_calls_in_progress(offline_office,
     await anna.finish()
     assert json.loads(vaxelctl(laptop, "calls", "--json"))["calls"] == []
     await hang_up(bjorn)
+
+
+async def test_112_is_routed_before_authentication_and_without_a_trunk_fails_at_once(offline_office):
+    """A phone with a wrong password still gets an answer for 112 (no 407): here 503, because this
+    office has no fallback trunk, at once and with the reason; the agent warned about it at start."""
+    started = time.monotonic()
+    caller = await offline_office.phone("emergency_call.xml", "101", callee="112", password="wrong")
+    await caller.finish()
+    assert time.monotonic() - started < 5
+    trace = "".join(p.read_text(errors="replace") for p in caller.workdir.glob("*_messages.log"))
+    assert "no emergency route in local mode" in trace
+    assert "407" not in trace
+    assert offline_office.agent.events("local mode has no emergency route")
