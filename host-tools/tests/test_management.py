@@ -35,6 +35,7 @@ PROTECTED = [
     (Code.POST, "enrol"),
     (Code.GET, "registrations"),
     (Code.GET, "calls"),
+    (Code.GET, "journal"),
     (Code.GET, "presence"),
     (Code.GET, "log"),
     (Code.GET, "mode"),

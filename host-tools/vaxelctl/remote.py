@@ -156,7 +156,8 @@ def register(app: typer.Typer) -> None:
     app.command("pair")(pair_command)
     app.command()(forget)
     app.command()(status)
-    for name, path in (("registrations", "registrations"), ("calls", "calls"), ("presence", "presence")):
+    names = ("registrations", "calls", "journal", "presence")
+    for name, path in ((n, n) for n in names):
         app.command(name, help=f"The appliance's {name} (observe with --watch).")(_snapshot_command(path))
     app.command()(log)
     app.command()(mode)
@@ -321,6 +322,8 @@ def _snapshot_command(path: str) -> Callable[..., None]:
                 print(json.dumps(state), flush=True)
             elif isinstance(state, list) and not state:
                 out.print(f"{path}: none")
+            elif path == "journal":
+                _show_journal(state)
             elif isinstance(state, list):
                 table(state, list(state[0]), f"{path} ({len(state)})")
             elif not state.get("available", True):
@@ -337,6 +340,13 @@ def _snapshot_command(path: str) -> Callable[..., None]:
 
     command.__name__ = path
     return command
+
+
+def _show_journal(entries: list[dict[str, Any]]) -> None:
+    """Star codes users dialled while local, and what the cloud answered at the replay."""
+    columns = ["id", "user", "code", "at", "state", "answer"]
+    rows = [{**e, "at": datetime.fromtimestamp(e["at"]).strftime("%Y-%m-%d %H:%M:%S")} for e in entries]
+    table(rows, columns, f"Journal ({len(entries)})")
 
 
 def _show_calls(state: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from vaxelbox.edge.failback import FailbackPlan, FailbackRunner, Restore, collec
 from vaxelbox.edge.health import Change, CloudHealth
 from vaxelbox.edge.service import Edge
 from vaxelbox.edge.upstream import Upstream
+from vaxelbox.local.copy import CopyConfirmedCodes
 from vaxelbox.local.plan_runner import LocalCalls
 from vaxelbox.local.processors import (
     Authenticate,
@@ -26,12 +27,14 @@ from vaxelbox.local.processors import (
     InDialog,
     LocalPlanner,
     Registrar,
+    StarCodes,
     not_served_locally,
 )
 from vaxelbox.local.registrar import LocalRegistrar, aor_for, user_for_aor
 from vaxelbox.local.routing import emergency_route_warning
 from vaxelbox.local.state import StoredUserState
 from vaxelbox.local.trunk import FallbackTrunk
+from vaxelbox.local.uas import Confirmations
 from vaxelbox.routing.chain import Target
 from vaxelbox.routing.mode import Mode, ModeChange, ModeMachine
 from vaxelbox.sip.digest import SipDigest
@@ -151,13 +154,15 @@ class LocalMode:
                 Registrar(registrar, self.site),
                 Emergency(self.site, planner),
                 Authenticate(auth, self.site),
+                StarCodes(self.site, self.store.users, self.store.journal, planner),
                 planner,
                 not_served_locally,
             ],
-            responses=[],
+            responses=[CopyConfirmedCodes(self.site, self.store.users, site_now)],
         )
         relay.mode = lambda: self.machine.mode
         relay.execute_plan = LocalCalls(relay.forking, self._contacts, self.trunk)
+        relay.confirmations = Confirmations(relay.stack, relay.addresses, relay.forking.schedule)
 
     def _contacts(self, user_id: str) -> list[Target]:
         """A target per registered contact of the user, each on the flow it registered from."""

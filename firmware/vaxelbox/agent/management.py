@@ -232,6 +232,10 @@ class ManagementBackend:
         rows = edge.relay.call_table.rows() if edge is not None and edge.relay is not None else []
         return {"calls": rows, "available": True, "mode": self.mode()["mode"]}
 
+    def journal(self) -> list[dict[str, Any]]:
+        """What users changed by star code while local, with each entry's replay state."""
+        return [entry.row() for entry in self.store.journal.entries()]
+
     def presence(self) -> dict[str, Any]:
         return {"presence": [], "available": False, "reason": "the presence cache is not built yet"}
 

@@ -52,6 +52,13 @@ class Cancellable(Protocol):
     def cancel(self) -> None: ...
 
 
+class Confirmer(Protocol):
+    """Answers a request here and hangs up once acknowledged (local.uas.Confirmations)."""
+
+    def answer_and_hang_up(self, transaction: Running, request: Request, why: str) -> None: ...
+    def on_ack(self, ack: Request) -> bool: ...
+
+
 class PlanExecutor(Protocol):
     """Runs a local route plan for a request (local.plan_runner); returns what cancels it."""
 
@@ -78,6 +85,7 @@ class EdgeRelay:
         self.on_cloud_signal: Callable[[bool], None] = lambda ok: None  # fed to the health monitor
         self.mode: Callable[[], Mode] = lambda: Mode.ONLINE
         self.execute_plan: PlanExecutor | None = None
+        self.confirmations: Confirmer | None = None  # answers star codes in local mode (local.uas)
         self.is_trunk: Callable[[str], bool] = lambda address: False  # the fallback trunk's addresses
         self._ours = {addresses.lan, addresses.wan}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -128,6 +136,8 @@ class EdgeRelay:
         self._record_call(context)
         if context.response is not None:
             self.stack.respond(transaction, context.response)
+        elif context.confirm is not None and self.confirmations is not None:
+            self.confirmations.answer_and_hang_up(transaction, request, context.confirm)
         elif context.plan is not None and self.execute_plan is not None:
             self.calls[id(transaction)] = self.execute_plan(context, lambda r: self._respond(context, r))
         elif context.targets:
@@ -148,6 +158,8 @@ class EdgeRelay:
             return
         if message.method != "ACK":
             return
+        if self.confirmations is not None and self.confirmations.on_ack(message):
+            return  # the ACK for a 2xx we sent ourselves
         context = RequestContext(message, flow, self.side_of(flow), self.mode())
         self.route_token(context)
         if context.side == "wan":

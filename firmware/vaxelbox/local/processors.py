@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote
 
+from vaxelbox.local.changes import apply, is_change
 from vaxelbox.local.registrar import LocalRegistrar, authenticate_call
-from vaxelbox.local.routing import Caller, UserState, is_emergency, plan_call
+from vaxelbox.local.routing import ActiveActivity, Caller, UserState, is_emergency, plan_call
+from vaxelbox.local.star_codes import Bypass as BypassCall
+from vaxelbox.local.star_codes import HiddenCall, Pickup, StarCode, StarCodeError, ToVoicemail
+from vaxelbox.local.star_codes import parse as parse_code
 from vaxelbox.routing.chain import Next, RequestContext, Target
 from vaxelbox.sip.digest import SipDigest
 from vaxelbox.sip.message import Request, Response
@@ -21,6 +25,9 @@ from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import AbsoluteUri, SipUri
 from vaxelbox.site import Site
+from vaxelbox.site.model import Forwards, Group, User
+from vaxelbox.store.journal import Journal
+from vaxelbox.store.user_state import UserStates
 
 LOCAL_REASON = 'SIP;cause={status};text="{text}"'
 
@@ -126,10 +133,13 @@ class LocalPlanner:
     now: Callable[[], datetime]
 
     def __call__(self, context: RequestContext) -> Next:
-        request = context.request
-        if request.method != "INVITE":
+        if context.request.method != "INVITE":
             return Next.CONTINUE
-        site = self.site()
+        return self.plan(context, dialled(context.request), self.state)
+
+    def plan(self, context: RequestContext, number: str, state: UserState) -> Next:
+        """Settle the plan for a call to `number` as `state` says (a star code may change both)."""
+        request, site = context.request, self.site()
         caller_number = None
         if isinstance(request.from_.uri, SipUri):
             caller_number = request.from_.uri.user
@@ -137,9 +147,78 @@ class LocalPlanner:
             user = site.user(context.caller)
             caller_number = user.direct_number or user.extension
         caller = Caller(context.caller, caller_number)
-        plan = plan_call(site, dialled(request), caller, self.now(), self.state, self.registered)
+        plan = plan_call(site, number, caller, self.now(), state, self.registered)
         context.plan = plan
         context.route = f"local: {plan.why}"
+        return Next.STOP
+
+
+class Bypass(UserState):
+    """`*60*`: the callee's state as if no activity or forward were set, so the call rings through."""
+
+    def forwards(self, user: User) -> Forwards:
+        return Forwards()
+
+    def activity(self, user: User, now: datetime) -> ActiveActivity | None:
+        return None
+
+    def logged_in(self, group: Group, user_id: str) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class StarCodes:
+    """A star code from an office phone, answered here while the cloud is away.
+
+    A change (forwards, activity, group log-in) takes effect at once, is
+    journaled for the replay to the cloud, and is confirmed: the call is
+    answered and ended. A refusal gets its status and a Reason. `*31*nr` calls
+    nr with the number hidden (Privacy: id toward the trunk, RFC 3323); `*60*nr`
+    calls past the colleague's activity and forwards. `*80*` pickup and `*59*`
+    voicemail need the cloud (taking over a ringing call, media): refused with
+    480 and the reason. A malformed code is refused (404) with what is wrong.
+    """
+
+    site: Callable[[], Site]
+    users: UserStates
+    journal: Journal
+    planner: LocalPlanner
+
+    def __call__(self, context: RequestContext) -> Next:
+        request = context.request
+        if request.method != "INVITE" or request.to.tag is not None or context.caller is None:
+            return Next.CONTINUE
+        try:
+            code = parse_code(dialled(request))
+        except StarCodeError as exc:
+            context.response = local_response(request, 404, "Not Found", f"not a star code: {exc}")
+            return Next.STOP
+        if code is None:
+            return Next.CONTINUE
+        context.route = f"star code {code.code}"
+        if isinstance(code, HiddenCall):
+            request.replace("Privacy", "id")
+            return self.planner.plan(context, code.number, self.planner.state)
+        if isinstance(code, BypassCall):
+            return self.planner.plan(context, code.number, Bypass())
+        if isinstance(code, Pickup | ToVoicemail):
+            why = f"local mode: {code.describe()} needs the cloud"
+            context.response = local_response(request, 480, "Temporarily Unavailable", why)
+            return Next.STOP
+        return self._change(context, code)
+
+    def _change(self, context: RequestContext, code: StarCode) -> Next:
+        site = self.site()
+        assert context.caller is not None
+        user = site.user(context.caller)
+        applied = apply(code, user, site, self.users, self.planner.now(), origin=code.code)
+        if not applied.done:
+            reason = "Forbidden" if applied.status == 403 else "Not Found"
+            context.response = local_response(context.request, applied.status, reason, applied.text)
+        else:
+            context.confirm = applied.text
+            if is_change(code):
+                self.journal.add(user.id, code.code, applied.text)
         return Next.STOP
 
 

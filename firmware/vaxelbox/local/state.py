@@ -14,7 +14,14 @@ class StoredUserState(UserState):
         self._users = users
 
     def forwards(self, user: User) -> Forwards:
-        return user.forwards
+        """The site's forwards with those set (or cancelled) by star code on top."""
+        stored = self._users.forwards(user.id)
+        if not stored:
+            return user.forwards
+        update: dict[str, object] = {kind: forward.target for kind, forward in stored.items()}
+        if (no_answer := stored.get("no_answer")) is not None and no_answer.seconds:
+            update["no_answer_after"] = no_answer.seconds
+        return user.forwards.model_copy(update=update)
 
     def activity(self, user: User, now: datetime) -> ActiveActivity | None:
         """The user's stored activity while it lasts; one the site no longer has counts as none."""
@@ -28,4 +35,4 @@ class StoredUserState(UserState):
         return ActiveActivity(profile, until)
 
     def logged_in(self, group: Group, user_id: str) -> bool:
-        return True
+        return self._users.logged_in(group.id, user_id)

@@ -59,12 +59,13 @@ class RequestContext:
     response: Response | None = None  # settled: answer with this
     targets: list[Target] = field(default_factory=list)  # settled: fork to these
     plan: "Plan | None" = None  # settled: execute this local route plan
+    confirm: str | None = None  # settled: answer here and hang up (a star code done); says what was done
     caller: str | None = None  # the authenticated site user, in local mode
     route: str = ""  # how it was routed, for logs and the call table
 
     @property
     def settled(self) -> bool:
-        return self.response is not None or bool(self.targets) or self.plan is not None
+        return self.response is not None or bool(self.targets) or self.plan is not None or bool(self.confirm)
 
 
 Processor = Callable[[RequestContext], Next]

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaxelbox.store.devices import Devices
+from vaxelbox.store.journal import Journal
 from vaxelbox.store.settings import Settings
 from vaxelbox.store.sites import SiteVersions
 from vaxelbox.store.user_state import UserStates
@@ -94,6 +95,37 @@ MIGRATIONS: list[str] = [
         origin   TEXT NOT NULL
     );
     """,
+    # Forwards and group log-in set by star code override the site's defaults; the journal keeps
+    # what users changed while local, in order, for the replay to the cloud.
+    """
+    CREATE TABLE user_forward (
+        user    TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        target  TEXT,
+        seconds INTEGER,
+        set_at  REAL NOT NULL,
+        origin  TEXT NOT NULL,
+        PRIMARY KEY (user, kind)
+    );
+    CREATE TABLE group_login (
+        grp       TEXT NOT NULL,
+        user      TEXT NOT NULL,
+        logged_in INTEGER NOT NULL,
+        set_at    REAL NOT NULL,
+        PRIMARY KEY (grp, user)
+    );
+    CREATE TABLE journal (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user        TEXT NOT NULL,
+        code        TEXT NOT NULL,
+        at          REAL NOT NULL,
+        result      TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        answer      TEXT,
+        replayed_at REAL
+    );
+    """,
 ]
 
 
@@ -122,6 +154,7 @@ class Store:
         self.devices = Devices(self)
         self.settings = Settings(self)
         self.users = UserStates(self)
+        self.journal = Journal(self)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,93 @@
+"""Answer a call here, then hang up: how local mode confirms a star code without any media.
+
+The phone hears "answered and ended" (the way a PBX confirms a code after its
+announcement), never silence. The appliance is the UAS of a one-moment
+dialog: 200 OK with an SDP answer that declines the media (port 0, RFC 3264
+§6), then, once the phone's ACK has arrived (RFC 3261 §15: not before), a BYE
+on the flow the call came in on. Should no ACK come, the dialog is forgotten
+after 64*T1 (Timer H's span).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vaxelbox.routing.forking import EdgeAddresses, Scheduler
+from vaxelbox.sip.message import Header, Request
+from vaxelbox.sip.proxy import new_branch
+from vaxelbox.sip.responses import make_response, new_tag
+from vaxelbox.sip.stack import Running, SipStack
+from vaxelbox.sip.transport import Flow
+from vaxelbox.sip.via import Via
+
+
+@dataclass(frozen=True, slots=True)
+class _Confirmed:
+    invite: Request
+    local_tag: str
+    flow: Flow
+
+
+class Confirmations:
+    def __init__(self, stack: SipStack, addresses: EdgeAddresses, schedule: Scheduler) -> None:
+        self.stack = stack
+        self.addresses = addresses
+        self.schedule = schedule
+        self._waiting: dict[str, _Confirmed] = {}  # by Call-ID: answered, waiting for the ACK
+
+    def answer_and_hang_up(self, transaction: Running, request: Request, why: str) -> None:
+        """Answer `request` (an INVITE) with 200 OK now; hang up as soon as it is acknowledged."""
+        tag = new_tag()
+        response = make_response(request, 200, "OK", to_tag=tag)
+        response.add("Contact", f"<{self.addresses.uri('lan', transaction.flow.transport)}>")
+        response.add("Reason", f'SIP;cause=200;text="{why.replace(chr(34), chr(39))}"')
+        if request.body and (request.get("Content-Type") or "").lower().startswith("application/sdp"):
+            response.add("Content-Type", "application/sdp")
+            response.body = declined_answer(request.body, self.addresses.lan[0])
+        self._waiting[request.call_id] = _Confirmed(request, tag, transaction.flow)
+        self.schedule(64 * self.stack.timers.t1, lambda: self._waiting.pop(request.call_id, None))
+        self.stack.respond(transaction, response)
+
+    def on_ack(self, ack: Request) -> bool:
+        """The phone's ACK for one of our 2xx: send the BYE. Whether the ACK was ours."""
+        confirmed = self._waiting.get(ack.call_id)
+        if confirmed is None or ack.to.tag != confirmed.local_tag:
+            return False
+        del self._waiting[ack.call_id]
+        self.stack.send_request(self._bye(confirmed), confirmed.flow, _ignore, lambda: None)
+        return True
+
+    def _bye(self, confirmed: _Confirmed) -> Request:
+        invite, flow = confirmed.invite, confirmed.flow
+        contact = invite.contacts[0].uri if invite.contacts else invite.from_.uri
+        host, port = self.addresses.lan
+        via = Via(flow.transport.upper(), host, port, {"branch": new_branch(invite), "rport": None})
+        to = invite.get("From") or ""
+        ours = f"{invite.get('To')};tag={confirmed.local_tag}"
+        headers = [
+            Header("Via", str(via)),
+            Header("Max-Forwards", "70"),
+            Header("From", ours),
+            Header("To", to),
+            Header("Call-ID", invite.call_id),
+            Header("CSeq", "1 BYE"),
+        ]
+        return Request("BYE", contact, headers)
+
+
+def declined_answer(offer: bytes, address: str) -> bytes:
+    """An SDP answer that declines every media stream of `offer` (port 0, same formats)."""
+    lines = [
+        "v=0",
+        f"o=vaxelbox 1 1 IN IP4 {address}",
+        "s=-",
+        f"c=IN IP4 {address}",
+        "t=0 0",
+    ]
+    for line in offer.decode("utf-8", "replace").splitlines():
+        if line.startswith("m="):
+            kind, _port, *rest = line[2:].split()
+            lines.append(f"m={kind} 0 {' '.join(rest)}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+_ignore: Callable[[object], None] = lambda response: None  # noqa: E731
