@@ -53,19 +53,22 @@ _index: tuple[Site, dict[str, User]] | None = None  # the last site's users by s
 class LocalRegistrar:
     """Answers REGISTER for the site's users while the cloud is away.
 
-    Granted expiry is uniform in `expiry` (seconds, default 60-120) and never
-    more than the phone asked. Short, so that once the cloud is back each
-    phone's next refresh passes through the edge to the cloud within two
-    minutes and the cloud learns the binding again. Jittered, so that phones
-    which registered together (after a power cut, at the moment local mode
-    began) spread their refreshes instead of storming the cloud in step.
+    Granted expiry is uniform in `expiry` (seconds, default 300-600) and never
+    more than the phone asked. Short against an online registration (the cloud
+    grants an hour), so a phone that moved or died leaves the table within
+    minutes; long enough that after failback, which re-registers every phone
+    with the cloud itself (edge/failback.py), the phones' own refreshes do not
+    arrive on top of it in a wave: 2,000 phones refresh over 150-300 s, not all
+    within a minute. Jittered, so that phones which registered together (after
+    a power cut, at the moment local mode began) spread their refreshes instead
+    of storming the cloud in step.
     """
 
     def __init__(
         self,
         auth: SipDigest,
         bindings: BindingMirror,
-        expiry: tuple[int, int] = (60, 120),
+        expiry: tuple[int, int] = (300, 600),
         rng: random.Random | None = None,
         *,
         min_expires: int = MIN_EXPIRES,
