@@ -333,7 +333,7 @@ def _parse_code(text: str) -> StarCode:
     if "#" in body[1:]:
         raise StarCodeError("# may only start or end a code")
     service, *args = body[1:].split("*")
-    if body[0] == "#":
+    if text[0] == "#":
         return _parse_hash(service, args)
     return _parse_star(service, args)
 
@@ -457,28 +457,28 @@ def until(time: ActivityTime | None, now: datetime, timezone: str, default_minut
     zone = ZoneInfo(timezone)
     if time is None:
         return _after(now, timedelta(minutes=default_minutes), zone) if default_minutes else None
-    local = now.astimezone(zone)
-    wall = local.replace(tzinfo=None)
+    # Compare instants by timestamp: aware datetimes sharing a zone compare by wall clock, which
+    # is wrong in the hour the autumn change shows twice.
+    instant = now.timestamp()
+    today = now.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
     match time.form:
         case "days":
             days = int(time.digits)
-            return _first_moment(wall + timedelta(days=days), zone) if days else None
+            return _first_moment(today + timedelta(days=days), zone) if days else None
         case "hours":
             return _after(now, timedelta(hours=int(time.digits)), zone)
         case "minutes":
             return _after(now, timedelta(minutes=int(time.digits)), zone)
         case "clock":
             at = clock_time(int(time.digits[:2]), int(time.digits[2:]))
-            end = _first_moment(datetime.combine(wall.date(), at), zone)
-            return (
-                end
-                if end > now
-                else _first_moment(datetime.combine(wall.date() + timedelta(days=1), at), zone)
-            )
+            end = _first_moment(datetime.combine(today.date(), at), zone)
+            if end.timestamp() <= instant:
+                end = _first_moment(datetime.combine(today.date() + timedelta(days=1), at), zone)
+            return end
         case "date":
             day = _date_of(time.digits)
             end = _first_moment(datetime.combine(day + timedelta(days=1), clock_time()), zone)
-            if end <= now:
+            if end.timestamp() <= instant:
                 raise StarCodeError(f"the date {day.isoformat()} ({time.digits}) has passed")
             return end
 
