@@ -30,8 +30,8 @@ Not codes here:
 
 - `#<nummer>#` (transfer the ongoing call) and `*` (take it back) are keypad tones inside a call,
   seen by the phone or the media path, never dialled as a new call. A dialled `#12345#` is refused
-  with that explanation. The cancel codes (`#21#`, `#61#`, `#67#`, `#24#`, `#75*q#`) win over a
-  transfer to an extension 21, 61, 67, 24 or 75, as in the cloud.
+  with that explanation. A dialled `#21#` etc. is always the cancel code, never a transfer to an
+  extension 21 (transfers are not dialled, so nothing is lost).
 - `*#61#`, `*#67#`: only `*#21#` is a status query (Tele2 fixed, DOMAIN.md); others are refused.
 - The site's `provisioning.pickup_prefix` may differ from `*80*`; this parser knows the cloud's
   codes only.
