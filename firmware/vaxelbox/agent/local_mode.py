@@ -31,6 +31,7 @@ from vaxelbox.local.processors import (
     not_served_locally,
 )
 from vaxelbox.local.registrar import LocalRegistrar, aor_for, user_for_aor
+from vaxelbox.local.replay import Attempt, ReplayPlan, ReplayRunner, callers
 from vaxelbox.local.routing import emergency_route_warning
 from vaxelbox.local.state import StoredUserState
 from vaxelbox.local.trunk import FallbackTrunk
@@ -238,6 +239,45 @@ class LocalMode:
             log.warning("failback stopped", reason="local mode again", **report.as_dict())
         else:
             log.info("failback done", **report.as_dict())
+            await self._replay_journal()
+
+    # -- journal replay (issue 10): after failback, the codes dialled while local go to the cloud --
+
+    async def _replay_journal(self) -> None:
+        """Each pending journal entry placed to the cloud as its user, in order (local/replay.py);
+        one line per finished entry, and a summary."""
+        relay = self.edge.relay
+        assert relay is not None
+        site, journal = self.site(), self.store.journal
+        entries = journal.pending()
+        if not entries:
+            return
+
+        def attempted(attempt: Attempt) -> None:
+            entry = attempt.entry
+            journal.attempted(entry.id, attempt.answer, attempt.state)
+            line = {"id": entry.id, "user": entry.user, "code": entry.code, "answer": attempt.answer}
+            if attempt.state == "replayed":
+                log.info("journal replayed", **line, state=attempt.state)
+            elif attempt.final:
+                log.warning("journal replayed", **line, state=attempt.state)
+            else:
+                log.warning("journal replay attempt failed", **line, retry_in=attempt.retry_in)
+
+        plan = ReplayPlan(entries, callers(site), site.cloud.domain, relay.addresses.wan, time.monotonic())
+        runner = ReplayRunner(
+            relay.stack, relay.upstream, lambda: self.machine.mode is Mode.ONLINE, attempted
+        )
+        log.info("journal replay started", entries=len(entries))
+        try:
+            report = await runner.run(plan)
+        except Exception:
+            log.exception("journal replay failed")
+            return
+        if report.stopped:
+            log.warning("journal replay stopped", reason="local mode again", **report.as_dict())
+        else:
+            log.info("journal replay done", **report.as_dict())
 
     def _failback_summary(self) -> dict[str, Any] | None:
         """The last (or running) failback: its state and report; None before the first."""
