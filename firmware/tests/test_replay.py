@@ -18,6 +18,8 @@ import bisect
 import itertools
 import random
 import re
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -793,6 +795,59 @@ async def test_after_failback_the_journal_reaches_the_cloud_in_order_as_each_use
         print(
             f"\njournal replay: {done['entries']} entries, {done['invites']} INVITEs in {done['seconds']} s"
         )
+    finally:
+        await asyncio.to_thread(office.agent.stop)
+        cloud.stop()
+
+
+async def test_local_mode_again_stops_the_replay_and_the_next_failback_finishes_it(
+    tmp_path, star_code_cloud_config
+):
+    """An installer's drill (`vaxelctl mode local`) while an entry waits for its retry: the replay
+    stops, what it did not reach stays pending, and the next failback replays just that."""
+    cloud_port = free_port("127.0.0.3")
+    office = ReplayOffice(tmp_path, cloud_port)
+    cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS)
+    try:
+        await office.ready()
+        await office.mode("local")
+        code = subprocess.run(
+            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(office.data)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        office.vaxelctl("pair", f"127.0.0.1:{office.coap}", "--code", code, "--name", "Support")
+        store = Store(office.data)
+        ids = [store.journal.add(user, code, "done locally").id for user, code, _ in E2E_JOURNAL]
+
+        await asyncio.to_thread(cloud.start)
+        await office.mode("online", timeout=30)
+        retry = await office.event("journal replay attempt failed", timeout=30)  # *61*: 503, retry in ~5 s
+        assert retry["id"] == ids[3]
+        await asyncio.to_thread(office.vaxelctl, "mode", "local")
+        stopped = await office.event("journal replay stopped", timeout=10)
+        assert [stopped[key] for key in ("replayed", "failed", "left", "stopped")] == [2, 1, 2, True]
+        entries = {e.id: e for e in store.journal.entries()}
+        assert [(entries[i].state, entries[i].attempts) for i in ids[3:]] == [("pending", 1), ("pending", 0)]
+        assert not office.agent.events("journal replay done")
+
+        await asyncio.to_thread(office.vaxelctl, "mode", "auto")
+        done = await office.event("journal replay done", timeout=40)
+        assert (done["entries"], done["replayed"], done["failed"], done["left"]) == (2, 2, 0, 0)
+        entries = {e.id: e for e in store.journal.entries()}
+        assert [(entries[i].state, entries[i].answer, entries[i].attempts) for i in ids] == [
+            ("replayed", "200 OK", 1),
+            ("failed", "403 Forbidden", 1),
+            ("replayed", "200 OK", 1),
+            ("replayed", "200 OK", 2),
+            ("replayed", "200 OK", 1),
+        ]
+        store.close()
+        # The cloud got each code once more only where it had not answered it: in journal order still.
+        arrivals = sorted(STARCODE_LINE.findall(cloud.output()), key=lambda line: float(line[0]))
+        assert [code for _, _, _, code, *_ in arrivals] == [
+            "*21*0701234567%23", "*67*101%23", "%2321%23", "*61*101*20%23", "*61*101*20%23", "*21*102%23",
+        ]  # fmt: skip
+        assert [e["id"] for e in office.agent.events("journal replayed")] == ids
     finally:
         await asyncio.to_thread(office.agent.stop)
         cloud.stop()
