@@ -96,3 +96,5 @@ schemas: setup
 bench: setup test-debs
 	$(BIN)/python bench/sip_relay.py
 	$(BIN)/python bench/coap_mgmt.py
+	$(BIN)/python bench/failback.py
+	$(BIN)/python bench/local_calls.py
