@@ -706,13 +706,13 @@ class ReplayOffice(FailbackOffice):
         )  # fmt: skip
 
 
-# (site user, code as dialled, what the cloud is set to do)
+# (site user, code as dialled, what the cloud is set to do); the first one a phone dials in local mode.
 E2E_JOURNAL = [
-    ("u101", "*21*0701234567#", "200"),
+    ("u101", "*21*102#", "200"),
     ("u102", "*67*101#", "403"),
     ("u101", "#21#", "200"),
     ("u102", "*61*101*20#", "503 once, then 200"),
-    ("u101", "*21*102#", "200"),
+    ("u101", "*21*0701234567#", "200"),
 ]
 
 
@@ -725,8 +725,17 @@ async def test_after_failback_the_journal_reaches_the_cloud_in_order_as_each_use
     try:
         await office.ready()
         await office.mode("local")  # nothing listens at the cloud's address yet
-        store = Store(office.data)  # the agent's own store, as local mode's star codes write it
-        ids = [store.journal.add(user, code, "done locally").id for user, code, _ in E2E_JOURNAL]
+        # Anna (101) dials the first code at the appliance, which journals it ...
+        phone = await peers.phone("star_code.xml", office.lan, "101", tmp_path, callee="*21*102%23",
+                                  password=E2E_USERS["101"])  # fmt: skip
+        await phone.finish()
+        store = Store(office.data)
+        ((first, user, code),) = [(e.id, e.user, e.code) for e in store.journal.pending()]
+        assert (user, code) == E2E_JOURNAL[0][:2]
+        # ... and the rest are written to the agent's own store as local mode's star codes write them.
+        ids = [first] + [
+            store.journal.add(user, code, "done locally").id for user, code, _ in E2E_JOURNAL[1:]
+        ]
 
         await asyncio.to_thread(cloud.start)
         await office.mode("online", timeout=30)
@@ -742,12 +751,12 @@ async def test_after_failback_the_journal_reaches_the_cloud_in_order_as_each_use
         arrivals = sorted(STARCODE_LINE.findall(cloud.output()), key=lambda line: float(line[0]))
         as_sent = [(user, auth, code) for _, user, auth, code, *_ in arrivals]
         assert as_sent == [
-            ("101", "101", "*21*0701234567%23"),
+            ("101", "101", "*21*102%23"),
             ("102", "102", "*67*101%23"),
             ("101", "101", "%2321%23"),
             ("102", "102", "*61*101*20%23"),
             ("102", "102", "*61*101*20%23"),  # the retry, after the 503
-            ("101", "101", "*21*102%23"),
+            ("101", "101", "*21*0701234567%23"),
         ]
         assert all(cseq == "2" for *_, cseq, _, _, _ in arrivals)  # the challenge answered in-call
         assert all(ruri.startswith("sip:") and ruri.endswith(f"@{peers.DOMAIN}") for *_, ruri, _ in arrivals)
@@ -845,7 +854,7 @@ async def test_local_mode_again_stops_the_replay_and_the_next_failback_finishes_
         # The cloud got each code once more only where it had not answered it: in journal order still.
         arrivals = sorted(STARCODE_LINE.findall(cloud.output()), key=lambda line: float(line[0]))
         assert [code for _, _, _, code, *_ in arrivals] == [
-            "*21*0701234567%23", "*67*101%23", "%2321%23", "*61*101*20%23", "*61*101*20%23", "*21*102%23",
+            "*21*102%23", "*67*101%23", "%2321%23", "*61*101*20%23", "*61*101*20%23", "*21*0701234567%23",
         ]  # fmt: skip
         assert [e["id"] for e in office.agent.events("journal replayed")] == ids
     finally:
