@@ -140,6 +140,9 @@ class Agent:
         self.process = subprocess.Popen(
             [*prefix, "run", "--data", str(workdir / "data"), "--log-level", "WARNING", "--log-format", "json",
              "--sip-rate-limit", "0",
+             # Free ports for the other services too: a `make run` on this machine holds the defaults.
+             "--http-port", str(free_port("127.0.0.1")), "--https-port", str(free_port("127.0.0.1")),
+             "--coap-port", str(free_port("127.0.0.1")),
              "--lan", f"{self.lan[0]}:{self.lan[1]}", "--wan", f"{wan[0]}:{wan[1]}",
              "--cloud", f"sip:{cloud.address}:{cloud.port};transport=tcp"],
             stdout=self.log, stderr=subprocess.STDOUT,
