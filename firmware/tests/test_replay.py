@@ -598,7 +598,7 @@ async def test_without_a_way_to_the_cloud_each_entry_fails_after_its_attempts() 
 
 # -- end to end: the real agent, Kamailio coming back ---------------------------------------------
 
-E2E_USERS = {"101": "pw-101-secret", "102": "pw-102-secret"}
+E2E_USERS = {"101": "pw-101-secret", "102": "pw-102-secret", "103": "pw-103-secret"}
 E2E_SITE = f"""
 [site]
 name = "Replay office"
@@ -857,6 +857,43 @@ async def test_local_mode_again_stops_the_replay_and_the_next_failback_finishes_
             "*21*102%23", "*67*101%23", "%2321%23", "*61*101*20%23", "*61*101*20%23", "*21*0701234567%23",
         ]  # fmt: skip
         assert [e["id"] for e in office.agent.events("journal replayed")] == ids
+    finally:
+        await asyncio.to_thread(office.agent.stop)
+        cloud.stop()
+
+
+async def test_online_a_code_the_cloud_confirms_is_copied_and_routes_the_next_outage(
+    tmp_path, star_code_cloud_config
+):
+    """Online the code goes to the cloud as a call; its 200 makes the appliance apply the same change
+    to its own copy (not journaled: the cloud has it). When the cloud then dies, local routing follows
+    the copy: a call to anna reaches bjorn."""
+    cloud_port = free_port("127.0.0.3")
+    cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS).start()
+    office = ReplayOffice(tmp_path, cloud_port)
+    try:
+        await office.ready()
+        await office.event("cloud state", timeout=10)
+        anna = await peers.phone("local_call.xml", office.lan, "101", tmp_path, callee="*21*102%23",
+                                 password=E2E_USERS["101"])  # fmt: skip
+        await anna.finish()  # registered at the cloud, dialled the code, the cloud answered 200
+        assert [(u, code) for _, u, _, code, *_ in STARCODE_LINE.findall(cloud.output())] == [
+            ("101", "*21*102%23")
+        ]
+        store = Store(office.data)
+        assert store.users.forwards("u101")["always"].target == "user:u102"
+        assert store.journal.entries() == []
+        cloud.stop()
+        await office.mode("local")
+        bjorn = await peers.phone("register_wait.xml", office.lan, "102", tmp_path, password=E2E_USERS["102"],
+                                  answers="answer.xml", hold=8)  # fmt: skip
+        await asyncio.sleep(1.0)
+        caller = await peers.phone("local_call.xml", office.lan, "103", tmp_path, callee="101",
+                                   password=E2E_USERS["103"])  # fmt: skip
+        await caller.finish()
+        await bjorn.finish()
+        trace = "".join(p.read_text(errors="replace") for p in bjorn.workdir.glob("*_messages.log"))
+        assert re.search(r"message received \[\d+\] bytes :\s+INVITE ", trace)
     finally:
         await asyncio.to_thread(office.agent.stop)
         cloud.stop()
