@@ -897,3 +897,25 @@ async def test_online_a_code_the_cloud_confirms_is_copied_and_routes_the_next_ou
     finally:
         await asyncio.to_thread(office.agent.stop)
         cloud.stop()
+
+
+async def test_entries_left_from_before_a_restart_are_replayed_when_the_cloud_first_answers(
+    tmp_path, star_code_cloud_config
+):
+    """The agent restarts with journal entries still pending and finds the cloud up (no failback will
+    come): the first answer from the cloud starts the replay."""
+    store = Store(tmp_path / "data")
+    store.journal.add("u101", "*21*102#", "forward always to 102")
+    store.close()
+    cloud_port = free_port("127.0.0.3")
+    cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS).start()
+    office = ReplayOffice(tmp_path, cloud_port)
+    try:
+        await office.ready()
+        done = await office.event("journal replay done", timeout=20)
+        assert (done["replayed"], done["failed"], done["left"]) == (1, 0, 0)
+        assert [code for _, _, _, code, *_ in STARCODE_LINE.findall(cloud.output())] == ["*21*102%23"]
+        assert [e.state for e in Store(office.data).journal.entries()] == ["replayed"]
+    finally:
+        await asyncio.to_thread(office.agent.stop)
+        cloud.stop()

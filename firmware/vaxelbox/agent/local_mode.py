@@ -16,7 +16,7 @@ from typing import Any
 
 from vaxelbox.agent.logs import get_logger
 from vaxelbox.edge.failback import FailbackPlan, FailbackRunner, Restore, collect
-from vaxelbox.edge.health import Change, CloudHealth
+from vaxelbox.edge.health import Change, CloudHealth, CloudState
 from vaxelbox.edge.service import Edge
 from vaxelbox.edge.upstream import Upstream
 from vaxelbox.local.copy import CopyConfirmedCodes
@@ -77,6 +77,7 @@ class LocalMode:
         self.trunk = FallbackTrunk(None)
         self._trunk_config: FallbackTrunkConfig | None = None  # the site's trunk the above was made from
         self._failback: asyncio.Task[None] | None = None
+        self._replay: asyncio.Task[None] | None = None  # the journal replay running or last run
         self._failback_state: tuple[str, FailbackPlan] | None = None  # ("running"|"done"|..., plan)
         self.observers.append(self._fail_back_when_online)
         self._install()
@@ -183,6 +184,10 @@ class LocalMode:
 
     def _cloud_changed(self, change: Change) -> None:
         self._changed(self.machine.cloud(change.new, change.at))
+        if change.new is CloudState.UP and self.machine.mode is Mode.ONLINE and self._replay is None:
+            # Started online with entries left from before a restart: no failback will come to replay
+            # them, so the first answer from the cloud does.
+            self._replay = asyncio.create_task(self._replay_journal())
 
     def _changed(self, change: ModeChange | None) -> ModeChange | None:
         if change is None:
@@ -239,6 +244,9 @@ class LocalMode:
             log.warning("failback stopped", reason="local mode again", **report.as_dict())
         else:
             log.info("failback done", **report.as_dict())
+            if self._replay is not None:
+                await asyncio.gather(self._replay, return_exceptions=True)  # one replay at a time
+            self._replay = asyncio.current_task()
             await self._replay_journal()
 
     # -- journal replay (issue 10): after failback, the codes dialled while local go to the cloud --
