@@ -16,6 +16,7 @@ the cloud answered.
 import asyncio
 import bisect
 import itertools
+import json
 import random
 import re
 import subprocess
@@ -787,6 +788,21 @@ async def test_after_failback_the_journal_reaches_the_cloud_in_order_as_each_use
         ]
         assert not store.journal.pending()
         store.close()
+
+        # vaxelctl journal shows the same, the refused code with the cloud's answer.
+        code = subprocess.run(
+            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(office.data)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        office.vaxelctl("pair", f"127.0.0.1:{office.coap}", "--code", code, "--name", "Support")
+        listed = json.loads(office.vaxelctl("journal", "--json"))
+        assert [(e["code"], e["state"], e["answer"]) for e in listed][:2] == [
+            ("*21*102#", "replayed", "200 OK"),
+            ("*67*101#", "failed", "403 Forbidden"),
+        ]
+        shown = office.vaxelctl("journal")
+        assert "403 Forbidden" in shown
+        assert "failed" in shown
 
         # The log: one line per entry, in order, with what the cloud said; the retry said why.
         lines = office.agent.events("journal replayed")
