@@ -79,3 +79,15 @@ async def test_codes_that_need_the_cloud_and_malformed_codes_are_refused_clearly
     )
     assert "voicemail" in (await dial(office, "101", "*59*102#", refused=True)).lower()
     assert "not a star code" in await dial(office, "101", "*99#", refused=True)
+
+
+async def test_bypass_rings_past_an_activity(office, tmp_path):
+    """*60*nr# calls a colleague past their activity and forwards (bjorn at lunch forwards to cecilia)."""
+    said = await dial(office, "102", "*24*1#")
+    assert "Lunch until" in said
+    bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=8)
+    await asyncio.sleep(1.0)
+    david = await office.phone("local_call.xml", "104", callee="*60*102%23")
+    await david.finish()
+    await bjorn.finish()
+    assert received(bjorn, "INVITE") == 1
