@@ -79,3 +79,25 @@ def test_a_changed_file_over_an_edit_warns_with_both_versions(with_file, laptop,
     assert "vaxelctl site rollback 2" in json.loads(ok(vaxelctl(laptop, "status", "--json")))["site_warning"]
     ok(vaxelctl(laptop, "site", "rollback", "2"))
     assert json.loads(ok(vaxelctl(laptop, "status", "--json")))["site_warning"] is None
+
+
+def test_keeping_the_file_current_with_site_pull_is_no_change(with_file, laptop, tmp_path):
+    """The README says: keep the file current with `vaxelctl site pull -o site.toml`. The pulled file
+    carries vaxelctl's mark line; the agent reads it without the mark, so it is the same text as the
+    version it came from: no new version, no warning, and the next push from it is not refused."""
+    site_file = tmp_path / "site.toml"
+    ok(vaxelctl(laptop, "phones", "assign", "80:5e:c0:11:22:33", "fredrik"))
+    ok(vaxelctl(laptop, "site", "pull", "-o", str(site_file)))
+    reload(with_file)
+    with_file.stop()
+    with_file.start()
+    assert [v[:2] for v in versions(laptop)] == [(2, True), (1, False)]
+    assert json.loads(ok(vaxelctl(laptop, "status", "--json")))["site_warning"] is None
+    assert vaxelctl(laptop, "site", "diff", str(site_file)).returncode == 0
+    site_file.write_text(
+        site_file.read_text().replace('name = "Revisionsbyrån Demo AB"', 'name = "Kontor C"')
+    )
+    ok(vaxelctl(laptop, "site", "push", str(site_file)))  # push rewrites the file's mark (version 3)
+    reload(with_file)
+    assert [v[:2] for v in versions(laptop)][:2] == [(3, True), (2, False)]
+    assert json.loads(ok(vaxelctl(laptop, "status", "--json")))["site_warning"] is None

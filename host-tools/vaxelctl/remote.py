@@ -6,7 +6,6 @@ import difflib
 import getpass
 import json
 import platform
-import re
 import shutil
 import sys
 import time
@@ -31,6 +30,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from vaxelbox.bundle import BundleError, Header, pack, read_header
 from vaxelbox.cli_help import plain_flags
 from vaxelbox.mgmt.security import write_private
+from vaxelbox.site.mark import SITE_MARK
+from vaxelbox.site.mark import site_mark as mark_line
 from vaxelbox.tables import print_table
 
 from vaxelctl.client import (
@@ -81,7 +82,6 @@ FW_RESULTS = {
     8: "update failed",
     9: "unsupported protocol",
 }
-SITE_MARK = re.compile(r"^# vaxelbox-site: version (\d+), etag ([0-9a-f]{16})\n", re.MULTILINE)
 
 
 def run(work: Callable[[], Awaitable[Any]]) -> Any:
@@ -468,7 +468,7 @@ async def _pull(appliance: str | None, output: Path | None) -> dict[str, Any]:
 
 def site_mark(version: dict[str, Any]) -> str:
     """The first line of a pulled site: the version it came from, for push's If-Match."""
-    return f"# vaxelbox-site: version {version['version']}, etag {version['digest'][:16]}\n"
+    return mark_line(version["version"], version["digest"])
 
 
 def site_push(

@@ -39,6 +39,7 @@ from vaxelbox.problems import read_config
 from vaxelbox.routing.mode import ModeChange
 from vaxelbox.sip.transport import Limits
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
+from vaxelbox.site.mark import without_mark
 from vaxelbox.store import SiteVersion, Store, StoreError
 from vaxelbox.store.sites import digest_of
 
@@ -157,7 +158,8 @@ class Agent:
         Returns the site that is active afterwards. Raises SiteError."""
         path = self.options.site_file
         assert path is not None
-        source = await asyncio.to_thread(read_config, path, SiteError)
+        # Without vaxelctl's pull mark, so a pulled file is the same text as the version it came from.
+        source = without_mark(await asyncio.to_thread(read_config, path, SiteError))
         site = parse_site(source, str(path))
         applied = await asyncio.to_thread(self.store.sites.apply_file, source, self._site_file_key())
         active, applied_digest = applied.active, digest_of(source)
