@@ -47,6 +47,7 @@ def test_auto_while_the_cloud_is_down_stays_local():
     machine.cloud(CloudState.DOWN, 1)
     assert machine.auto(2) is None
     assert machine.mode is Mode.LOCAL
+    assert machine.reason == "override ended; the cloud is still unreachable"  # not "forced" any more
     machine.cloud(CloudState.UP, 3)
     assert machine.tick(33).new is Mode.ONLINE
 

@@ -20,7 +20,7 @@ from vaxelbox.site.model import Activity, Site, User
 from vaxelbox.store import Store
 from vaxelbox.tables import print_table
 
-activity_app = typer.Typer(help="Users' activities (hänvisning): list, set, clear.")
+activity_app = typer.Typer(help="Users' activities (hänvisning): the active ones, set, clear.")
 out = Console(soft_wrap=True, markup=False)
 
 DataOption = Annotated[Path | None, typer.Option("--data", help="Data directory (default: the agent's)")]

@@ -74,7 +74,8 @@ class ModeMachine:
     def auto(self, now: float) -> ModeChange | None:
         """End an override: back online at once if the cloud is up, else after its hold-down."""
         self.forced = False
-        if self._cloud is CloudState.DOWN:
+        if self._cloud is CloudState.DOWN:  # stays local, now because of the cloud, not an order
+            self.reason = "override ended; the cloud is still unreachable"
             return None
         if self._cloud is CloudState.UP:
             self._up_since = now - self.hold_down  # the cloud was fine all along: no hold-down
