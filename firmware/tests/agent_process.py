@@ -58,7 +58,13 @@ class AgentProcess:
             wrap(*argv) if wrap else argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {}), "NOTIFY_SOCKET": str(self.notify_path)},
+            # Its record for `vaxelbox phones` (vaxelbox.agent.runtime) stays in the test's directory.
+            env={
+                **os.environ,
+                "VAXELBOX_RUNTIME_DIR": str(tmp_path / "run"),
+                **(env or {}),
+                "NOTIFY_SOCKET": str(self.notify_path),
+            },
         )
 
     def wait_notification(self, key: str, value: str | None = None, timeout: float = 10) -> dict[str, str]:

@@ -6,6 +6,7 @@ the devices it lists are in a real store, recorded as provisioning records them.
 """
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ from rich.console import Console
 from vaxelbox.site import demo_site_text
 from vaxelbox.site.holidays import swedish_holidays
 from vaxelbox.store import Store
-from vaxelbox.tables import print_table
+from vaxelbox.tables import WHOLE_TOKEN, print_table
 
 # (bare MAC, vendor, model, firmware): the demo site's six devices and one nobody assigned yet
 DEVICES = [
@@ -46,6 +47,11 @@ def vaxelbox(*args: str, columns: int, env: dict[str, str] | None = None) -> sub
 
 def colon(mac: str) -> str:
     return ":".join(mac[i : i + 2] for i in range(0, 12, 2))
+
+
+def tokens(output: str) -> set[str]:
+    """Every run of characters between spaces, table borders and commas."""
+    return set(re.findall(r"[^\s│┃,]+", output))
 
 
 def assert_fits(output: str, columns: int) -> None:
@@ -80,6 +86,25 @@ def test_phones_keeps_every_mac_and_user_whole(office, columns):
     words = set(re.findall(r"[\w:]+", result.stdout))
     for user in USERS:  # every demo user is on some device's line or handset
         assert user in words, f"{user} is broken:\n{result.stdout}"
+
+
+def test_phones_at_80_columns_never_breaks_a_header_ip_vendor_model_firmware_or_date(office):
+    """The reviewer's reproduction: "yeali/nk", "T54/W", "127.0/.0.1", headers split mid-word.
+
+    Every header word and every word of a vendor, model, firmware, IP and last-seen time is on one
+    line, whichever layout (table or records) the width allows."""
+    result = vaxelbox("phones", "--data", str(office), columns=80)
+    assert result.returncode == 0, result.stderr
+    assert_fits(result.stdout, 80)
+    shown = tokens(result.stdout)
+    header = {"mac", "vendor", "model", "firmware", "ip", "assigned", "enrolled", "last", "seen"}
+    assert header <= shown, result.stdout
+    rows = json.loads(vaxelbox("phones", "--data", str(office), "--json", columns=80).stdout)
+    assert len(rows) == len(DEVICES)
+    for row in rows:
+        expected = {*row["vendor"].split(), *row["model"].split(), row["firmware"], row["ip"]}
+        expected |= set(row["last_seen"].split("T"))  # shown as "date time"
+        assert expected <= shown, (expected - shown, result.stdout)
 
 
 def test_phones_assigned_to_many_users_breaks_only_between_users(office):
@@ -117,7 +142,8 @@ def test_holidays_are_never_cut(columns):
 
 MAC = st.builds(lambda b: ":".join(f"{x:02x}" for x in b), st.binary(min_size=6, max_size=6))
 WORD = st.text("abcdefghijklmnopqrstuvwxyzåäö0123456789.-", min_size=1, max_size=12)
-FREE = st.lists(WORD, min_size=0, max_size=6).map(" ".join)
+LONG = st.text("abcdef0123456789:;<>=@.-", min_size=WHOLE_TOKEN + 1, max_size=90)  # a SIP contact
+FREE = st.lists(WORD | LONG, min_size=0, max_size=6).map(" ".join)
 
 
 @settings(max_examples=150, deadline=None)
@@ -126,15 +152,20 @@ FREE = st.lists(WORD, min_size=0, max_size=6).map(" ".join)
     rows=st.lists(st.tuples(MAC, st.lists(WORD, min_size=1, max_size=4), FREE, FREE, FREE), max_size=6),
 )
 def test_any_table_keeps_whole_and_words_columns_unbroken(width, rows):
-    """At any width: no line wider than the terminal, nothing cut, MACs whole, users' words whole."""
+    """At any width: no line wider than the terminal, nothing cut, MACs whole, users' words whole,
+    every header word and every short word of free text whole (only a longer word may fold)."""
     cells = [[mac, ", ".join(users), a, b, c] for mac, users, a, b, c in rows]
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, soft_wrap=True)
-    columns = ["mac", "users", "model", "firmware", "notes"]
+    columns = ["mac", "users", "model", "firmware", "last seen"]
     print_table(console, "Devices", columns, cells, whole={"mac"}, words={"users"})
     output = buffer.getvalue()
     assert_fits(output, width)
-    found = set(re.findall(r"[^\s│┃,]+", output))
-    for mac, users, *_ in rows:
+    found = tokens(output)
+    if rows:
+        assert {"mac", "users", "model", "firmware", "last", "seen"} <= found, output
+    for mac, users, *free in rows:
         assert mac in found, output
         assert set(users) <= found, output
+        short = {word for text in free for word in text.split() if len(word) <= WHOLE_TOKEN}
+        assert short <= found, (short - found, output)

@@ -15,8 +15,16 @@ from vaxelbox import __version__
 from vaxelbox.agent.app import Agent, StartupError
 from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logger
 from vaxelbox.agent.options import OptionsError, RunOptions
+from vaxelbox.agent.runtime import registered
 from vaxelbox.cli_activity import activity_app
-from vaxelbox.cli_provisioning import enrol_app, phones_app
+from vaxelbox.cli_provisioning import (
+    WHICH_STORE,
+    BoardOption,
+    DataOption,
+    agent_data_dir,
+    enrol_app,
+    phones_app,
+)
 from vaxelbox.hw.board import Board, BoardError, load_board
 from vaxelbox.mgmt.security import PairingSecret
 from vaxelbox.problems import report
@@ -91,10 +99,14 @@ def run(
             coap_port=coap_port,
             firmware_key=fw_key or _installed_firmware_key(options),
         )
-        asyncio.run(Agent(options, redactor, log_ring=log_ring).run())
+        with registered(options.data_dir) as unregistered:  # so `vaxelbox phones` finds this agent's data
+            if unregistered:
+                log.warning(
+                    "local commands will not find this agent's data without --data", reason=unregistered
+                )
+            asyncio.run(Agent(options, redactor, log_ring=log_ring).run())
     except (OptionsError, BoardError, StartupError) as exc:
-        for line in str(exc).splitlines():
-            log.error("cannot start", reason=line)
+        log.error("cannot start", reason="; ".join(str(exc).splitlines()))  # one event, however long
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -125,15 +137,14 @@ def check_board(file: Path) -> None:
     out.print(f"{file}: OK — {board.description} (LAN {board.interfaces.lan}, WAN {board.wan_interface})")
 
 
-@app.command("pairing-code")
-def pairing_code(
-    data: Annotated[
-        Path | None, typer.Option(help="Data directory (default: board's, else user state)")
-    ] = None,
-    board: Annotated[Path | None, typer.Option(help="Board file, for its data directory")] = None,
-) -> None:
-    """Show this appliance's pairing code (a board has it on its label): vaxelctl pair asks for it."""
-    directory = RunOptions.resolve(data_dir=data, board_file=board).data_dir / "mgmt"
+PAIRING_CODE_HELP = (
+    "Show this appliance's pairing code (a board has it on its label): vaxelctl pair asks for it."
+)
+
+
+@app.command("pairing-code", help=f"{PAIRING_CODE_HELP} {WHICH_STORE}")
+def pairing_code(data: DataOption = None, board: BoardOption = None) -> None:
+    directory = agent_data_dir(data, board) / "mgmt"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     out.print(PairingSecret(directory).code)
 

@@ -14,20 +14,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vaxelbox.agent.options import RunOptions
+from vaxelbox.cli_provisioning import WHICH_STORE, DataOption, agent_data_dir
 from vaxelbox.site import SiteError, parse_site
 from vaxelbox.site.model import Activity, Site, User
 from vaxelbox.store import Store
 from vaxelbox.tables import print_table
 
-activity_app = typer.Typer(help="Users' activities (hänvisning): the active ones, set, clear.")
+activity_app = typer.Typer(help=f"Users' activities (hänvisning): the active ones, set, clear. {WHICH_STORE}")
 out = Console(soft_wrap=True, markup=False)
-
-DataOption = Annotated[Path | None, typer.Option("--data", help="Data directory (default: the agent's)")]
 
 
 def _open(data: Path | None) -> tuple[Store, Site]:
-    store = Store(RunOptions.resolve(data_dir=data).data_dir)
+    store = Store(agent_data_dir(data, None))
     active = store.sites.active()
     if active is None:
         raise typer.BadParameter("no site yet: start the agent once (vaxelbox run)")

@@ -1,7 +1,9 @@
 """`vaxelbox phones` and `vaxelbox enrol`: the installer's provisioning commands on the appliance.
 
 They work on the store beside a running agent (SQLite WAL lets both in); the
-agent sees an assignment at the phone's next request.
+agent sees an assignment at the phone's next request. Which store: --data, else
+--board's, else the running agent's, else the user's state directory (see
+vaxelbox.agent.runtime); one without the agent's state is refused.
 """
 
 import json
@@ -15,8 +17,9 @@ import typer
 from phoneprov.device import normalise_mac
 from rich.console import Console
 
-from vaxelbox.agent.options import RunOptions
+from vaxelbox.agent.runtime import NoAgentState, local_data_dir
 from vaxelbox.cli_help import plain_flags
+from vaxelbox.hw.board import BoardError
 from vaxelbox.inventory import already_assigned, device_rows, not_in_site
 from vaxelbox.inventory import assign as assign_device
 from vaxelbox.inventory import unassign as unassign_device
@@ -28,19 +31,51 @@ from vaxelbox.store import Store
 from vaxelbox.tables import print_table
 
 plain_flags()  # these commands' help, and every other vaxelbox command's, without `<bool>`
-phones_app = typer.Typer(help="Devices provisioning has seen; assign them to users.", no_args_is_help=False)
-enrol_app = typer.Typer(help="The enrolment window: when assigned phones may fetch their secrets.")
+# Where every local command's state comes from, for the groups' help.
+WHICH_STORE = (
+    "State: the running agent's data directory (--data DIR picks another); with no agent running, "
+    "the user's state directory if an agent left state there."
+)
+phones_app = typer.Typer(
+    help=f"Devices provisioning has seen; assign them to users. {WHICH_STORE}", no_args_is_help=False
+)
+enrol_app = typer.Typer(
+    help=f"The enrolment window: when assigned phones may fetch their secrets. {WHICH_STORE}"
+)
 # Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
 out = Console(soft_wrap=True, markup=False)
 err = Console(stderr=True, soft_wrap=True, markup=False)
 
-DataOption = Annotated[Path | None, typer.Option("--data", help="Data directory (default: the agent's)")]
-BoardOption = Annotated[Path | None, typer.Option("--board", help="Board file, for its data directory")]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help="Data directory (default: the running agent's, else the user state directory)"
+    ),
+]
+BoardOption = Annotated[
+    Path | None, typer.Option("--board", help="Board file: its data directory instead of the running agent's")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
 
 def _store(data: Path | None, board: Path | None) -> Store:
-    return Store(RunOptions.resolve(data_dir=data, board_file=board).data_dir)
+    return Store(agent_data_dir(data, board))
+
+
+def agent_data_dir(data: Path | None, board: Path | None) -> Path:
+    """The data directory a local command acts on (see vaxelbox.agent.runtime.local_data_dir); says on
+    stderr which one when no agent runs. Exits 1 when it holds no agent state or is ambiguous."""
+    try:
+        state = local_data_dir(data, board)
+    except NoAgentState as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    except BoardError as exc:
+        report(exc, as_json=False)
+        raise typer.Exit(1) from None
+    if state.note:
+        err.print(state.note)
+    return state.data_dir
 
 
 def _mac(text: str) -> str:

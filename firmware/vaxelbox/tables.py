@@ -6,9 +6,13 @@ MACs and user ids from these tables, so the widths are planned here instead:
 
 - `whole` columns (a MAC, an AoR, an installer's name) never break;
 - `words` columns (lists of users, free text naming a MAC) break only between words;
-- every other column wraps between words, and folds a word only when it must.
+- every other column wraps between words and never breaks a word of up to WHOLE_TOKEN cells (an
+  address host:port, an IP, a vendor, a model, a version, a number, a date); only a longer word
+  (a SIP contact, a URN) folds;
+- a header breaks only between its words.
 
-When even that cannot fit, the rows are printed as records (`name  value` lines).
+When no table keeps all that at the terminal's width, the rows are printed as records
+(`name  value` lines), where a value wraps between words beside its name.
 """
 
 from collections.abc import Collection, Sequence
@@ -20,6 +24,7 @@ from rich.text import Text
 
 PADDING = 2  # one space either side of a cell
 FOLD_FLOOR = 3  # the narrowest a foldable column gets, in terminal cells
+WHOLE_TOKEN = 40  # longest word never folded in any column, in cells: an IPv6 address with port fits
 
 
 def print_table(
@@ -40,8 +45,8 @@ def print_table(
         print_records(console, title, columns, rows)
         return
     table = Table(title=title)
-    for name, width in zip(columns, widths, strict=True):
-        table.add_column(name, width=width, overflow="fold", no_wrap=name in whole)
+    for name, width in zip(columns, widths, strict=True):  # no no_wrap: it would crop a header
+        table.add_column(name, width=width, overflow="fold")  # a whole column is as wide as its cells
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))  # Text: a '[' in data is not rich markup
     console.print(table)
@@ -57,7 +62,8 @@ def column_widths(
     """Each column's text width for a table `space` terminal cells wide, or None if it cannot fit.
 
     `cells[row][column]` are a cell's lines. Every column as wide as its widest line if that fits;
-    else the widths that keep rows fewest lines high, whole and words columns unbroken.
+    else the widths that keep rows fewest lines high with every column at least its floor (see
+    `_floor`); None when the floors alone are wider than the space.
     """
     available = space - (len(columns) + 1) - PADDING * len(columns)  # borders and padding
     by_column = [[cell for row in cells for cell in row[i : i + 1]] for i in range(len(columns))]
@@ -65,10 +71,9 @@ def column_widths(
     if sum(natural) <= available:
         return natural
     floors = [
-        _widest(*column) if name in whole else _longest_word(*column) if name in words else FOLD_FLOOR
-        for name, column in zip(columns, by_column, strict=True)
+        min(_floor(name, column, name in whole, name in words), width)
+        for name, column, width in zip(columns, by_column, natural, strict=True)
     ]
-    floors = [min(floor, width) for floor, width in zip(floors, natural, strict=True)]
     if sum(floors) > available:
         return None
     texts = [{tuple(cell) for cell in column} for column in by_column]
@@ -86,6 +91,18 @@ def column_widths(
         while sum(widths) < available and (short := [i for i, w in enumerate(widths) if w < goal[i]]):
             widths[min(short, key=lambda i: widths[i])] += 1
     return widths
+
+
+def _floor(header: str, column: Sequence[list[str]], whole: bool, words: bool) -> int:
+    """The narrowest a column may get, in cells: its header's longest word, and its widest line
+    (`whole`), its longest word (`words`), or its longest word of up to WHOLE_TOKEN cells."""
+    if whole:
+        body = _widest(*column)
+    elif words:
+        body = _longest_word(*column)
+    else:
+        body = max(FOLD_FLOOR, _longest_word(*column, up_to=WHOLE_TOKEN))
+    return max(_longest_word(_lines(header)), body)
 
 
 def _narrowest(cells: set[tuple[str, ...]], floor: int, natural: int, height: int) -> int:
@@ -137,5 +154,7 @@ def _widest(*cells: list[str]) -> int:
     return max((cell_len(line) for cell in cells for line in cell), default=0)
 
 
-def _longest_word(*cells: list[str]) -> int:
-    return max((cell_len(word) for cell in cells for line in cell for word in line.split()), default=0)
+def _longest_word(*cells: list[str], up_to: int | None = None) -> int:
+    """The longest word's width in cells, of those no wider than `up_to` cells if given (else 0)."""
+    sizes = (cell_len(word) for cell in cells for line in cell for word in line.split())
+    return max((size for size in sizes if up_to is None or size <= up_to), default=0)

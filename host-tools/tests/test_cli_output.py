@@ -16,12 +16,14 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from peers import free_port
 from rich.cells import cell_len
 from rich.console import Console
 from test_management import Appliance
+from vaxelbox.tables import WHOLE_TOKEN
 from vaxelctl import remote
 
 # (bare MAC, User-Agent, file it asks for): phones and a DECT base as they introduce themselves
@@ -67,6 +69,21 @@ def assert_fits(output: str, columns: int = 80) -> None:
 def tokens(output: str) -> set[str]:
     """Every run of characters between spaces, table borders and commas."""
     return set(re.findall(r"[^\s│┃,()]+", output))
+
+
+PHONE_COLUMNS = ["mac", "vendor", "model", "firmware", "ip", "assigned", "enrolled", "last_seen"]
+
+
+def assert_short_tokens_whole(output: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Every header word, and every word of a cell up to WHOLE_TOKEN cells (an address, an IP, a
+    vendor, a model, a version, a number, a time's date part), is on one line: none is broken."""
+    shown = tokens(output)
+    header = {word for column in columns for word in column.split("_")}
+    assert header <= shown, (header - shown, output)
+    for row in rows:
+        words = {word for column in columns for word in tokens(remote._cell(row[column]))}
+        short = {word for word in words if cell_len(word) <= WHOLE_TOKEN}
+        assert short <= shown, (short - shown, output)
 
 
 def assert_json_error(result: subprocess.CompletedProcess[str], exit_code: int, words: str) -> None:
@@ -115,6 +132,7 @@ def test_tables_at_80_columns_keep_macs_users_and_names_whole(appliance, laptop,
     for row in seen:  # each MAC on one line, each user whole
         assert any(row["mac"] in line for line in phones.splitlines()), phones
         assert set((row["assigned"] or "-").split(", ")) <= tokens(phones), phones
+    assert_short_tokens_whole(phones, PHONE_COLUMNS, seen)  # was "yeali/nk", "T54/W", "127.0/.0.1"
 
     versions = ok(vaxelctl(laptop, "site", "versions"))
     assert_fits(versions)
@@ -133,6 +151,8 @@ def test_dhcp_hints_table_fits_80_columns_and_json_is_the_same_as_format_json(tm
     shown = ok(vaxelctl(tmp_path, "dhcp-hints", "192.0.2.1"))
     assert_fits(shown)
     assert "http://192.0.2.1/" in tokens(shown)
+    header = {"vendor", "option", "60", "starts", "with", "options", "notes"}  # was "option 60 st"
+    assert header <= tokens(shown), shown
     as_json = json.loads(ok(vaxelctl(tmp_path, "dhcp-hints", "192.0.2.1", "--json")))
     assert as_json == json.loads(ok(vaxelctl(tmp_path, "dhcp-hints", "192.0.2.1", "--format", "json")))
     refused = vaxelctl(tmp_path, "dhcp-hints", "office-router", "--json")
@@ -181,6 +201,39 @@ def test_tables_without_a_peer_here_fit_80_columns(monkeypatch, title, rows, who
     assert_fits(buffer.getvalue())
     for column in whole:
         assert any(rows[0][column] in line for line in buffer.getvalue().splitlines()), buffer.getvalue()
+    assert_short_tokens_whole(buffer.getvalue(), list(rows[0]), rows)
+
+
+def test_registrations_at_80_columns_are_records_with_every_short_token_whole(monkeypatch):
+    """The reviewer's reproduction: "tran/spor/t", "exp/ire/s in", "127./0.0./1:50/71", the contact
+    over four lines. The rows as Management.registrations sends them for a phone registered through
+    the edge on loopback; no table keeps all their words whole at 80 columns, so records."""
+    rows = [
+        {
+            "aor": f"sip:{user}@demo.vaxel.example.net",
+            "contact": f"<sip:{user}@127.0.0.1:{port};transport=udp;ob>;+sip.instance="
+            f'"<urn:uuid:00000000-0000-1000-8000-{mac}>"',
+            "transport": "udp",
+            "remote": f"127.0.0.1:{port}",
+            "expires_in": expires,
+            "user_agent": agent,
+        }
+        for user, port, mac, expires, agent in [
+            ("101", 5071, "0015654aa937", 3587, "Yealink SIP-T54W 96.86.0.100"),
+            ("102", 50712, "000b82865e6a", 59, "Grandstream GXP2170 1.0.11.85"),
+        ]
+    ]
+    buffer = io.StringIO()
+    monkeypatch.setattr(remote, "out", Console(file=buffer, width=80, soft_wrap=True))
+    remote.table(rows, list(rows[0]), "registrations (2)")
+    output = buffer.getvalue()
+    assert_fits(output)
+    assert_short_tokens_whole(output, list(rows[0]), rows)
+    lines = [line.split() for line in output.splitlines()]
+    for row in rows:  # a record's `name  value` lines
+        assert ["aor", row["aor"]] in lines, output
+        assert ["remote", row["remote"]] in lines, output
+        assert ["expires", "in", str(row["expires_in"])] in lines, output
 
 
 def test_every_promised_command_takes_json(appliance, laptop, tmp_path):
