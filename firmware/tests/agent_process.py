@@ -94,9 +94,15 @@ class AgentProcess:
         self.process.send_signal(sig)
 
     def stop(self, timeout: float = 10) -> int:
+        """SIGTERM, then the exit code; an agent not gone within `timeout` is killed (and this raises
+        subprocess.TimeoutExpired), so no test leaves one running."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.close()
         self._drain()
         self.close()
         return code

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import platformdirs
 import pytest
-from agent_process import loopback_network
+from agent_process import AgentProcess, loopback_network
 from vaxelbox.agent.options import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,10 +62,17 @@ class Terminal:
         return self.screen
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(20)
-        os.close(self._master)
+        """End the program (SIGTERM, then SIGKILL after 20 s) and reap it, whatever happened."""
+        try:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        finally:
+            os.close(self._master)
 
 
 def summary_of(screen: str) -> list[str]:
@@ -80,15 +87,25 @@ def flag(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
+def isolated(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment with this test's own runtime directory: its agent's record for `vaxelbox
+    phones` (vaxelbox.agent.runtime) stays there."""
+    return {**os.environ, "VAXELBOX_RUNTIME_DIR": str(tmp_path / "run"), **env}
+
+
 @pytest.fixture
 def started(tmp_path) -> Iterator[tuple[Terminal, list[str], Path]]:
-    """`make run`'s command on a terminal, in the clone, with the venv off PATH."""
+    """`make run`'s command on a terminal, in the clone, with the venv off PATH. The agent is ended
+    whatever happens, also when it never shows its summary (a fixture's setup that fails has no
+    teardown: two agents were left running that way)."""
     data, network = tmp_path / "data", loopback_network()
     argv = [str(BIN / "vaxelbox"), "run", "--data", str(data), *network]
-    terminal = Terminal(argv, {**os.environ, "PATH": PLAIN_PATH, "COLUMNS": "80"})
-    terminal.wait_for(SUMMARY_END)
-    yield terminal, network, data
-    terminal.close()
+    terminal = Terminal(argv, isolated(tmp_path, PATH=PLAIN_PATH, COLUMNS="80"))
+    try:
+        terminal.wait_for(SUMMARY_END, timeout=60)
+        yield terminal, network, data
+    finally:
+        terminal.close()
 
 
 def test_the_summary_says_where_it_listens_the_pairing_code_and_what_next(started):
@@ -137,7 +154,7 @@ def test_the_next_steps_work_as_printed_in_another_terminal(started, tmp_path):
 
 def test_with_the_commands_on_path_the_steps_name_them_bare(tmp_path):
     argv = [str(BIN / "vaxelbox"), "run", "--data", str(tmp_path / "data"), *loopback_network()]
-    terminal = Terminal(argv, {**os.environ, "PATH": f"{BIN}:{PLAIN_PATH}"})
+    terminal = Terminal(argv, isolated(tmp_path, PATH=f"{BIN}:{PLAIN_PATH}"))
     try:
         summary = summary_of(terminal.wait_for(SUMMARY_END))
     finally:
@@ -148,7 +165,9 @@ def test_with_the_commands_on_path_the_steps_name_them_bare(tmp_path):
 
 def test_off_a_terminal_every_line_is_json_and_there_is_no_summary(tmp_path):
     argv = [str(BIN / "vaxelbox"), "run", "--data", str(tmp_path / "data"), *loopback_network()]
-    agent = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    agent = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=isolated(tmp_path)
+    )
     try:
         lines = []
         for line in agent.stdout:
@@ -172,6 +191,30 @@ def hold(host: str, port: int) -> list[socket.socket]:
     return [tcp, udp]
 
 
+def refusal(argv: list[str], tmp_path: Path) -> str:
+    """Run an agent that cannot start: exit code 2 and exactly one `cannot start` event, whose
+    reason this returns."""
+    refused = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, cwd=REPO, env=isolated(tmp_path)
+    )
+    assert refused.returncode == 2, refused.stderr
+    events = [e for e in map(json.loads, refused.stderr.splitlines()) if e["event"] == "cannot start"]
+    assert len(events) == 1, events
+    return events[0]["reason"]
+
+
+def suggested(reason: str) -> str:
+    """The flags a refusal suggests, the same for make run and vaxelbox run."""
+    hint = re.search(r'; choose others: make run ARGS="([^"]+)", or vaxelbox run (.+)$', reason)
+    assert hint, reason
+    assert hint[1] == hint[2]
+    return hint[1]
+
+
+def agent_argv(tmp_path: Path, network: list[str]) -> list[str]:
+    return [str(BIN / "vaxelbox"), "run", "--log-format", "json", "--data", str(tmp_path / "data"), *network]
+
+
 @pytest.mark.parametrize(
     ("option", "purpose"),
     [
@@ -187,19 +230,21 @@ def test_a_busy_port_is_named_with_the_flag_that_moves_it(tmp_path, option, purp
     value = flag(network, option)
     host, port = value.rsplit(":", 1) if ":" in value else ("127.0.0.1", value)
     held = hold(host, int(port))
-    argv = [str(BIN / "vaxelbox"), "run", "--log-format", "json", "--data", str(tmp_path / "data"), *network]
+    argv = agent_argv(tmp_path, network)
     try:
-        refused = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
-        reasons = [e["reason"] for e in map(json.loads, refused.stderr.splitlines()) if "reason" in e]
-        assert refused.returncode == 2, refused.stderr
-        assert f"{purpose} {host}:{port}" in "\n".join(reasons), reasons
-        hint = re.search(r'make run ARGS="([^"]+)", or vaxelbox run (.+)$', reasons[-1])
-        assert hint, reasons
-        assert hint[1] == hint[2]
-        assert hint[1].startswith(f"{option} ")
+        reason = refusal(argv, tmp_path)
+        assert reason.startswith(f"{purpose} {host}:{port} ("), reason
+        assert suggested(reason).startswith(f"{option} ")
         # The suggestion works: the same command with the suggested flags added starts.
-        moved = [*argv, *shlex.split(hint[1])]
-        agent = subprocess.Popen(moved, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        moved = [*argv, *shlex.split(suggested(reason))]
+        agent = subprocess.Popen(
+            moved,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env=isolated(tmp_path),
+        )
         try:
             ready = next((line for line in agent.stdout if '"agent ready"' in line), "")
         finally:
@@ -209,6 +254,49 @@ def test_a_busy_port_is_named_with_the_flag_that_moves_it(tmp_path, option, purp
     finally:
         for sock in held:
             sock.close()
+
+
+def test_held_provisioning_and_management_ports_are_named_first_in_one_event(tmp_path):
+    """The reproduction: with 8080, 8443 and 5683 held the refusal began "cannot listen for SIP" (or
+    for whichever service the agent bound first) and came as 3-5 separate `cannot start` events."""
+    network = loopback_network()
+    held = [sock for option in ("--http-port", "--https-port", "--coap-port")
+            for sock in hold("127.0.0.1", int(flag(network, option)))]  # fmt: skip
+    try:
+        reason = refusal(agent_argv(tmp_path, network), tmp_path)
+    finally:
+        for sock in held:
+            sock.close()
+    http, https, coap = (flag(network, f) for f in ("--http-port", "--https-port", "--coap-port"))
+    assert reason.startswith(f"provisioning HTTP 127.0.0.1:{http} (tcp) is held by another program"), reason
+    assert f"so are provisioning HTTPS 127.0.0.1:{https} (tcp), management (CoAP) 127.0.0.1:{coap}" in reason
+    assert "SIP" not in reason
+    assert [word for word in suggested(reason).split() if word.startswith("--")] == [
+        "--http-port",
+        "--https-port",
+        "--coap-port",
+    ]
+
+
+def test_a_second_agent_on_the_same_ports_names_them_all_in_one_event(tmp_path):
+    """What a second `make run` meets: every port held by the first agent."""
+    network = loopback_network()
+    first = AgentProcess(tmp_path, "--data", str(tmp_path / "first"), *network)
+    try:
+        first.wait_notification("READY", "1", timeout=30)
+        reason = refusal(agent_argv(tmp_path, network), tmp_path)
+    finally:
+        first.stop()
+    assert reason.startswith(f"SIP for phones (LAN) {flag(network, '--lan')} (udp+tcp) is held"), reason
+    for purpose in (
+        "SIP for the cloud (WAN)",
+        "provisioning HTTP",
+        "provisioning HTTPS",
+        "management (CoAP)",
+    ):
+        assert purpose in reason
+    flags = [word for word in suggested(reason).split() if word.startswith("--")]
+    assert flags == ["--lan", "--wan", "--http-port", "--https-port", "--coap-port"]
 
 
 def make_dry_run(*args: str) -> str:

@@ -167,16 +167,22 @@ def received(phone_: Phone, method: str) -> int:
 @pytest.fixture
 async def office(tmp_path, cloud):
     running = Office(tmp_path, cloud.port)
-    await running.ready()
-    yield running
-    await running.stop()
+    try:
+        await running.ready()
+        yield running
+    finally:
+        await running.stop()
 
 
 async def offline(tmp_path, **kwargs) -> Office:
     """An office whose cloud never answers (nothing listens there): local mode within seconds."""
     running = Office(tmp_path, free_port("127.0.0.3"), **kwargs)
-    await running.ready()
-    await running.mode("local")
+    try:
+        await running.ready()
+        await running.mode("local")
+    except BaseException:
+        await running.stop()  # the caller never gets it to stop
+        raise
     return running
 
 

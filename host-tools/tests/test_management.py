@@ -60,7 +60,11 @@ class Appliance:
 
     def start(self) -> None:
         self.agent = AgentProcess(self.tmp, *self.flags)
-        self.agent.wait_notification("READY", "1", timeout=20)
+        try:
+            self.agent.wait_notification("READY", "1", timeout=20)
+        except BaseException:
+            self.agent.close()  # no fixture teardown follows a failed setup: end it here
+            raise
 
     def stop(self) -> None:
         self.agent.stop()

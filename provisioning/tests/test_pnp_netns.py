@@ -55,9 +55,11 @@ def agent(network, tmp_path_factory):
         str(HTTPS_PORT),
         wrap=edge.command,
     )
-    agent.wait_notification("READY", "1", timeout=20)
-    yield agent
-    agent.stop()
+    try:
+        agent.wait_notification("READY", "1", timeout=20)
+        yield agent
+    finally:
+        agent.stop()
 
 
 def phone(network, mac, vendor, form, model="T54W", timeout=2.0) -> dict:

@@ -40,11 +40,15 @@ class Appliance:
             str(self.https),
             *flags,
         )
-        self.agent.wait_notification("READY", "1", timeout=20)
-        self.ca = tmp_path / "ca.pem"
-        status, body, _ = self.curl("http", "ca.pem", "curl/8")
-        assert status == 200
-        self.ca.write_bytes(body)
+        try:
+            self.agent.wait_notification("READY", "1", timeout=20)
+            self.ca = tmp_path / "ca.pem"
+            status, body, _ = self.curl("http", "ca.pem", "curl/8")
+            assert status == 200
+            self.ca.write_bytes(body)
+        except BaseException:
+            self.agent.close()  # no fixture teardown follows a failed setup: end it here
+            raise
 
     def url(self, scheme: str, path: str) -> str:
         return f"{scheme}://127.0.0.1:{self.https if scheme == 'https' else self.http}/{path}"

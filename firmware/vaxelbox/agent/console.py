@@ -67,8 +67,9 @@ def cannot_listen(
     service: str, ports: list[Port], exc: OSError, options: RunOptions, later: list[Port] | None = None
 ) -> str:
     """The StartupError text for a service whose sockets would not bind: which ports are taken
-    (found by trying each again: the error often does not say), including those of services not
-    started yet (`later`), so one retry with the suggested flags can succeed."""
+    (found by trying each again: the error often does not say), first the service whose port is
+    held, then those of services not started yet (`later`), so one retry with the suggested flags
+    can succeed. Two lines when ports are held: what holds which, then the flags that move them."""
     where = " and ".join(str(p) for p in ports)
     if exc.errno == errno.EACCES:
         flags = " or ".join(p.flag for p in ports)
@@ -78,12 +79,18 @@ def cannot_listen(
         )
     if not any(in_use(p) for p in ports):
         return f"cannot listen for {service} on {where}: {exc.strerror or exc}"
-    busy = [p for p in [*ports, *(later or [])] if in_use(p)]
-    lines = [f"cannot listen for {service}: another program (another make run or vaxelbox run?) holds:"]
-    lines += [f"{p.purpose} {p} {'+'.join(p.transports)}" for p in busy]
+    first, *others = [p for p in [*ports, *(later or [])] if in_use(p)]
+    held = f"{_named(first)} is held by another program (another make run or vaxelbox run?)"
+    if others:
+        held += f"; so {'is' if len(others) == 1 else 'are'} {', '.join(_named(p) for p in others)}"
+    busy = [first, *others]
     flags = " ".join(_moved(p, options) for p in busy if not _follows_lan(p, busy, options))
-    lines.append(f'choose others: make run ARGS="{flags}", or vaxelbox run {flags}')
-    return "\n".join(lines)
+    return f'{held}\nchoose others: make run ARGS="{flags}", or vaxelbox run {flags}'
+
+
+def _named(port: Port) -> str:
+    """e.g. `provisioning HTTP 127.0.0.1:8080 (tcp)`."""
+    return f"{port.purpose} {port} ({'+'.join(port.transports)})"
 
 
 def _wan_follows_lan(options: RunOptions) -> bool:
