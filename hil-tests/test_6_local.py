@@ -187,10 +187,16 @@ async def run_step(lab, shell, installer, extensions: dict[str, str], measure, t
         lab.cut_wan()
         try:
             local = await event_after(lab, shell, "mode", cut_at, LOCAL_WITHIN + 10, new="local")
+            measure(
+                "local mode after the WAN cut", f"{local['at'] - cut_at:.1f} s (limit {LOCAL_WITHIN:.0f} s)"
+            )
             forgot = lab.forget_registrations()
             # A calls B's extension: registers with the board (401), is challenged for the call (407).
             local_call = await lan_phone("local_call.xml", CALLER, a_address, callee=extensions[CALLEE])
             await local_call.finish()
+            measure(
+                "local call setup, INVITE -> 407 -> INVITE -> 200", f"{call_setup(local_call) * 1000:.0f} ms"
+            )
         finally:
             restored_at = time.time()
             lab.restore_wan()
@@ -200,7 +206,17 @@ async def run_step(lab, shell, installer, extensions: dict[str, str], measure, t
         assert local["at"] - cut_at <= LOCAL_WITHIN, f"local mode {local['at'] - cut_at:.1f} s after the cut"
 
         back = await event_after(lab, shell, "mode", restored_at, HOLD_DOWN + 20, new="online")
+        measure(
+            "online again after the WAN restore",
+            f"{back['at'] - restored_at:.1f} s (hold-down {HOLD_DOWN} s)",
+        )
         done = await event_after(lab, shell, "failback done", restored_at, 60)
+        measure(
+            "failback",
+            f"{done['registered']} of {done['phones']} bindings registered with the cloud in {done['seconds']:.2f} s "
+            f"(peak {done['peak_rate']} REGISTER/s, {done['failures']} failures), "
+            f"done {done['at'] - restored_at:.1f} s after the WAN restore",
+        )
         assert done["failures"] == 0, done
         assert done["unregistered"] == 0, done
         assert done["registered"] >= 2, done  # phone A's and phone B's bindings at least
@@ -211,6 +227,11 @@ async def run_step(lab, shell, installer, extensions: dict[str, str], measure, t
         # A calls B through the cloud: B is reached by the binding failback gave the cloud.
         cloud_call = await lan_phone("register_call.xml", CALLER, a_address, callee=CALLEE)
         await cloud_call.finish()
+        measure(
+            "call through the cloud after failback, setup",
+            f"{call_setup(cloud_call) * 1000:.0f} ms"
+            + (" (the cloud restarted during the cut: B's binding there is failback's)" if forgot else ""),
+        )
         invites = invites_received(phone_b)
         assert len(invites) == 2, "phone B did not get the call through the cloud"
         assert cloud_host in via_hosts(invites[1]), invites[1]
@@ -219,20 +240,3 @@ async def run_step(lab, shell, installer, extensions: dict[str, str], measure, t
             if phone_.process.returncode is None:
                 phone_.process.kill()
                 await phone_.process.wait()
-
-    measure("local mode after the WAN cut", f"{local['at'] - cut_at:.1f} s (limit {LOCAL_WITHIN:.0f} s)")
-    measure("local call setup, INVITE -> 407 -> INVITE -> 200", f"{call_setup(local_call) * 1000:.0f} ms")
-    measure(
-        "online again after the WAN restore", f"{back['at'] - restored_at:.1f} s (hold-down {HOLD_DOWN} s)"
-    )
-    measure(
-        "failback",
-        f"{done['registered']} of {done['phones']} bindings registered with the cloud in {done['seconds']:.2f} s "
-        f"(peak {done['peak_rate']} REGISTER/s, {done['failures']} failures), "
-        f"done {done['at'] - restored_at:.1f} s after the WAN restore",
-    )
-    measure(
-        "call through the cloud after failback, setup",
-        f"{call_setup(cloud_call) * 1000:.0f} ms"
-        + (" (the cloud restarted during the cut: B's binding there is failback's)" if forgot else ""),
-    )
