@@ -9,6 +9,7 @@ leaves one `audit` log line (who, what, result) through `Audit`.
 
 import gc
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -50,6 +51,13 @@ class Backend(Protocol):
     def set_mode(self, mode: str, who: str) -> dict[str, Any]: ...
 
 
+def local_time(epoch: float | None) -> str | None:
+    """An epoch as a log line shows it: ISO 8601 in the appliance's local time, with its offset."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
 def claims_of(request: Message) -> list[str]:
     remote = request.remote
     return list(getattr(remote, "authenticated_claims", None) or [])
@@ -75,6 +83,7 @@ class Audit:
         self.action = action
         self.installer = installer_of(request)
         self._installers = backend.installers
+        self._name: str | None = None  # looked up once, when needed (not at every upload block)
         self._details = details
         self._refusal: str | None = None
         self._quiet = False
@@ -91,7 +100,14 @@ class Audit:
 
     def by(self, installer: str) -> None:
         """The installer acting, when no installer context protected the request (pairing)."""
-        self.installer = installer
+        self.installer, self._name = installer, None
+
+    def name(self) -> str | None:
+        """The acting installer's name, looked up now and kept: call it before an action that
+        removes the installer (revoking yourself), so the line still says who it was."""
+        if self._name is None:
+            self._name = next((i.name for i in self._installers.all() if i.id == self.installer), None)
+        return self._name
 
     def __enter__(self) -> "Audit":
         return self
@@ -110,8 +126,7 @@ class Audit:
             self._write("failed", reason=f"{type(exc).__name__}: {exc}")
 
     def _write(self, result: str, **details: Any) -> None:
-        name = next((i.name for i in self._installers.all() if i.id == self.installer), None)
-        audit(self.action, result, self.installer, name, **self._details, **details)
+        audit(self.action, result, self.installer, self.name(), **self._details, **details)
 
 
 class Guarded:
@@ -274,7 +289,7 @@ class Enrolment(Guarded, resource.Resource):
             elif isinstance(body, dict):
                 audit.what("enrol-open", minutes=body.get("open"), macs=body.get("macs"))
             window = self._backend.change_enrolment(body)
-            audit.what(until=window["until"])
+            audit.what(until=local_time(window["until"]))
             return reply(request, window, code=CHANGED)
 
 
@@ -414,6 +429,7 @@ class InstallerList(Guarded, resource.Resource):
             installer = field(decode(request), "revoke", str)
             names = {i.id: i.name for i in self._backend.installers.all()}
             audit.what(revoked=installer, revoked_name=names.get(installer))
+            audit.name()  # the revoker's name, while it exists (it may be revoking itself)
             if not self._backend.installers.revoke(installer):
                 raise PayloadError(f"no installer {installer!r}")
             return Message(code=DELETED)
