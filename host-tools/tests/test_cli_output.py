@@ -242,7 +242,8 @@ def test_every_promised_command_takes_json(appliance, laptop, tmp_path):
     assert pulled["source"].startswith("# vaxelbox-site: version 1,")
     site = tmp_path / "site.toml"
     written = json.loads(ok(vaxelctl(laptop, "site", "pull", "-o", str(site), "--json")))
-    assert (written["file"], site.read_text()) == (str(site), pulled["source"])
+    assert (written["path"], written["mode"], site.read_text()) == (str(site), "0600", pulled["source"])
+    assert "source" not in written  # where the site went, not its SIP passwords
 
     same = json.loads(ok(vaxelctl(laptop, "site", "diff", str(site), "--json")))
     assert (same["changed"], same["diff"], same["version"]) == (False, "", 1)
@@ -253,7 +254,7 @@ def test_every_promised_command_takes_json(appliance, laptop, tmp_path):
 
     private, public = tmp_path / "signing.key", tmp_path / "signing.pub"
     keys = json.loads(ok(vaxelctl(tmp_path, "fw", "keygen", str(private), str(public), "--json")))
-    assert keys == {"private_key": str(private), "public_key": str(public)}
+    assert keys == {"private_key": str(private), "public_key": str(public), "replaced": False}
     image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
     image.write_bytes(os.urandom(4096))
     args = ["fw", "pack", str(image), "--key", str(private), "--version", "2.0", "-o", str(bundle), "--json"]

@@ -20,6 +20,7 @@ from vaxelbox import __version__
 from vaxelbox.site import check_site_file
 from vaxelbox.tables import print_table
 
+from vaxelctl import files
 from vaxelctl.client import ClientError
 from vaxelctl.remote import JsonOption, register, register_site
 
@@ -35,7 +36,9 @@ def validate(
     file: Path,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result")] = False,
 ) -> None:
-    """Check a site file on this laptop, exactly as the appliance will. Exit 0 if valid, 1 if not."""
+    """Check a site file on this laptop, exactly as the appliance will. Exit 0 if valid, 1 if not
+    (2 if it cannot be read: a mistyped name is a usage error, as in every vaxelctl command)."""
+    files.read_text(file, "site file")
     if not check_site_file(file, as_json):
         raise typer.Exit(1)
 
@@ -84,7 +87,13 @@ def dhcp_hints(
             for h in found
         ]
         columns = ["vendor", "option 60 starts with", "options", "notes"]
-        print_table(Console(soft_wrap=True), "DHCP hints", columns, rows, whole={"option 60 starts with"})
+        print_table(
+            Console(soft_wrap=True, markup=False),
+            "DHCP hints",
+            columns,
+            rows,
+            whole={"option 60 starts with"},
+        )
         print("Snippets: --format dnsmasq or --format isc")
     else:
         raise typer.BadParameter("table, dnsmasq, isc or json", param_hint="--format")

@@ -4,9 +4,10 @@ Each paired appliance is a directory in the user's config dir holding its
 address and serial (appliance.json) and the installer's OSCORE file context
 (secret.json 0600; sequence numbers persist, so replay protection survives
 restarts of either side). Every failure becomes a ClientError with one line
-an installer can act on, and its exit code tells the kinds apart: the network
-failed (3, with the address), the appliance does not know this laptop or
-refused the pairing code (4), or it refused the request itself (1).
+an installer can act on, and its exit code tells the kinds apart (the README's
+scheme): the appliance refused the request, a pairing code included (1); the
+command was given wrongly, e.g. a malformed code or address (2); the network
+failed (3, with the address); the appliance does not know this laptop (4).
 """
 
 import asyncio
@@ -34,7 +35,8 @@ from vaxelbox.mgmt.security import PairingError, pairing_context, release, write
 COAP_PORT = 5683
 TIMEOUT = 15.0
 
-EXIT_FAILED = 1  # the appliance refused (bad input, conflict, nothing staged, ...)
+EXIT_FAILED = 1  # the appliance refused (bad input, conflict, nothing staged, a wrong pairing code, ...)
+EXIT_USAGE = 2  # the command was given wrongly (as click's usage errors): nothing was sent
 EXIT_UNREACHABLE = 3  # no answer, or no such appliance
 EXIT_NOT_PAIRED = 4  # pair first (or pairing was revoked)
 
@@ -96,7 +98,9 @@ def choose(appliance: str | None) -> Paired:
         if not paired:
             raise ClientError("not paired with any appliance: run vaxelctl pair HOST", EXIT_NOT_PAIRED)
         names = ", ".join(f"{p.serial} ({p.host})" for p in paired)
-        raise ClientError(f"paired with several appliances ({names}): choose one with --appliance")
+        raise ClientError(
+            f"paired with several appliances ({names}): choose one with --appliance", EXIT_USAGE
+        )
     host, port = split_host_port(appliance)
     for p in paired:
         if appliance == p.serial or (p.host == host and (port is None or port == p.port)):
@@ -105,13 +109,19 @@ def choose(appliance: str | None) -> Paired:
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
+    """HOST, HOST:PORT, [IPv6] or [IPv6]:PORT -> (host, port or None). Raises ClientError (2)."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
-    if text.count(":") == 1:
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:
         host, port = text.split(":")
-        return host, int(port)
-    return text, None
+    else:
+        return text, None
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClientError(f"{text!r}: the port after ':' is a number (HOST:PORT, [IPv6]:PORT)", EXIT_USAGE)
+    return host, int(port)
 
 
 class Connection:
@@ -210,8 +220,8 @@ def _unusable(paired: Paired, exc: Exception) -> ClientError:
 @contextmanager
 def translated(where: str, timeout: float, pairing: bool = False) -> Iterator[None]:
     """aiocoap's exceptions -> one ClientError line each: unreachable (3) when the network failed,
-    not paired (4) when the appliance answered in the clear (it has no context for us; when
-    pairing, it could not read the code), else refused (1)."""
+    not paired (4) when the appliance answered in the clear (it has no context for us), refused
+    (1) when it did so to a pairing request (the code is wrong) or refused otherwise."""
     try:
         yield
     except TimeoutError:
@@ -242,8 +252,7 @@ def _in_the_clear(where: str, answer: Message, pairing: bool) -> ClientError:
     if pairing:
         return ClientError(
             f"{where} refused the pairing code: check it against the label "
-            "(on a development host: vaxelbox pairing-code)",
-            EXIT_NOT_PAIRED,
+            "(on a development host: vaxelbox pairing-code)"
         )
     return ClientError(
         f"{where} does not know this laptop (pairing revoked, or appliance reset): run vaxelctl pair",
@@ -274,12 +283,32 @@ def decode(response: Message) -> Any:
     return response.payload.decode("utf-8", "replace")
 
 
-async def pair(host: str, port: int, code: str, name: str) -> Paired:
-    """Create this laptop's installer context on the appliance, with its pairing code."""
+@dataclass(frozen=True)
+class Replaced:
+    """This laptop's installer from an earlier pairing with the same appliance, which pairing
+    again revokes: `revoked` False if the appliance no longer listed it; `error` (then it is still
+    listed) if revoking it failed."""
+
+    installer: str
+    revoked: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Pairing:
+    paired: Paired
+    installer: str  # this laptop's installer ID on the appliance
+    replaced: Replaced | None  # None: this laptop was not paired with the appliance before
+
+
+async def pair(host: str, port: int, code: str, name: str) -> Pairing:
+    """Create this laptop's installer context on the appliance, with its pairing code. If this
+    laptop was paired with the same appliance before, its earlier installer is revoked (with the
+    new context) once the new one works: an installer expects one entry per laptop, not orphans."""
     try:
         bootstrap = pairing_context(code, secrets.token_bytes(8), appliance=False)
     except PairingError as exc:
-        raise ClientError(str(exc)) from None
+        raise ClientError(str(exc), EXIT_USAGE) from None
     target = Paired("", host, port, Path())
     async with Connection(None) as connection:
         connection.context.client_credentials[target.uri("*")] = bootstrap
@@ -294,7 +323,28 @@ async def pair(host: str, port: int, code: str, name: str) -> Paired:
             response = await asyncio.wait_for(connection.context.request(message).response, TIMEOUT)
         check(response)
         created = decode(response)
-    return _store_pairing(host, port, created)
+    earlier = _paired_installer(created["device"]["serial"])
+    paired = _store_pairing(host, port, created)
+    replaced = None if earlier is None else await _revoke_earlier(paired, earlier)
+    return Pairing(paired, created["installer"], replaced)
+
+
+def _paired_installer(serial: str) -> str | None:
+    """This laptop's installer ID with the appliance `serial`, if it is paired with it."""
+    return Paired(serial, "", 0, config_dir() / "appliances" / serial).installer
+
+
+async def _revoke_earlier(paired: Paired, installer: str) -> Replaced:
+    """Revoke this laptop's earlier installer on the appliance, with the new pairing's context."""
+    try:
+        async with Connection(paired) as connection:
+            listed = {row["id"] for row in await connection.call(Code.GET, "installers")}
+            if installer not in listed:
+                return Replaced(installer, revoked=False)
+            await connection.call(Code.POST, "installers", {"revoke": installer})
+    except ClientError as exc:
+        return Replaced(installer, revoked=False, error=str(exc))
+    return Replaced(installer, revoked=True)
 
 
 def _store_pairing(host: str, port: int, created: dict[str, Any]) -> Paired:

@@ -7,7 +7,7 @@ from typing import Any
 from zeroconf import InterfaceChoice, ServiceListener, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from vaxelctl.client import ClientError
+from vaxelctl.client import EXIT_FAILED, EXIT_USAGE, ClientError
 
 SERVICE_TYPE = "_coap._udp.local."
 
@@ -30,12 +30,16 @@ async def discover_appliances(timeout: float = 3.0, interface: str | None = None
     """Appliances that answered within `timeout` seconds: serial, address, port, model, firmware.
 
     `interface` is a local address to listen on; None listens on every interface. Raises
-    ClientError when it cannot listen there (no such address)."""
+    ClientError when it cannot listen there: 2 if it is not an address, else 1."""
     try:
         zeroconf = AsyncZeroconf(interfaces=[interface] if interface else InterfaceChoice.All)
     except (OSError, ValueError) as exc:
         reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ClientError(f"cannot listen for mDNS on {interface or 'any interface'}: {reason}") from None
+        malformed = isinstance(exc, ValueError)  # not an address at all: usage
+        raise ClientError(
+            f"cannot listen for mDNS on {interface or 'any interface'}: {reason}",
+            EXIT_USAGE if malformed else EXIT_FAILED,
+        ) from None
     try:
         collector = _Collector()
         browser = AsyncServiceBrowser(zeroconf.zeroconf, SERVICE_TYPE, collector)

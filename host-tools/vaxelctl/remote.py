@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from aiocoap import Code, Message
 from aiocoap.numbers import ContentFormat
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -26,21 +27,24 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from vaxelbox.bundle import BundleError, Header, pack, read_header
 from vaxelbox.cli_help import plain_flags
-from vaxelbox.mgmt.security import write_private
 from vaxelbox.site.mark import SITE_MARK
 from vaxelbox.site.mark import site_mark as mark_line
 from vaxelbox.tables import print_table
 
+from vaxelctl import files
 from vaxelctl.client import (
     COAP_PORT,
     EXIT_FAILED,
     EXIT_NOT_PAIRED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
     ClientError,
     Connection,
     Paired,
+    Pairing,
     choose,
     decode,
     pair,
@@ -48,7 +52,8 @@ from vaxelctl.client import (
 )
 from vaxelctl.discovery import discover_appliances
 
-# Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
+# Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup. So nothing
+# printed on them may rely on markup either (a Progress column is a TextColumn with markup=False).
 out = Console(soft_wrap=True, markup=False)
 err = Console(stderr=True, soft_wrap=True, markup=False)
 
@@ -216,7 +221,7 @@ def discover(
         ),
     )
     if not found:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_UNREACHABLE)
 
 
 def pair_command(
@@ -227,17 +232,51 @@ def pair_command(
     name: Annotated[str | None, typer.Option(help="How the appliance lists you")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pair this laptop with an appliance, using the pairing code on its label."""
-    host, port = split_host_port(appliance)
+    """Pair this laptop with an appliance, using the pairing code on its label. Pairing again with
+    the same appliance revokes this laptop's earlier installer there (one entry per laptop)."""
+    try:
+        host, port = split_host_port(appliance)
+    except ClientError as exc:
+        fail(str(exc), exc.exit_code)
     code = code or typer.prompt("Pairing code (on the label)")
     label = name or f"{getpass.getuser()}@{platform.node()}"
-    paired = run(lambda: pair(host, port or COAP_PORT, code, label))
-    result = {"serial": paired.serial, "host": paired.host, "port": paired.port, "name": label}
-    emit(
-        result,
-        as_json,
-        lambda r: out.print(f"Paired with {r['serial']} at {r['host']}:{r['port']} as {r['name']}."),
-    )
+    pairing: Pairing = run(lambda: pair(host, port or COAP_PORT, code, label))
+    emit(_paired_row(pairing, label), as_json, _show_paired)
+    replaced = pairing.replaced
+    if replaced is not None and replaced.error is not None:  # paired all the same: say what is left
+        err.print(
+            f"vaxelctl: this laptop's earlier installer {replaced.installer} is still listed "
+            f"({replaced.error}): vaxelctl installers revoke {replaced.installer}",
+            highlight=False,
+        )
+
+
+def _paired_row(pairing: Pairing, name: str) -> dict[str, Any]:
+    """pair's result: the appliance, this laptop's installer ID and name, and what became of this
+    laptop's earlier installer there (`replaced`: None, or {installer, revoked[, error]})."""
+    paired, replaced = pairing.paired, pairing.replaced
+    earlier = None if replaced is None else {"installer": replaced.installer, "revoked": replaced.revoked}
+    if replaced is not None and replaced.error is not None:
+        earlier = {**(earlier or {}), "error": replaced.error}
+    return {
+        "serial": paired.serial,
+        "host": paired.host,
+        "port": paired.port,
+        "address": paired.address,
+        "name": name,
+        "installer": pairing.installer,
+        "replaced": earlier,
+    }
+
+
+def _show_paired(r: dict[str, Any]) -> None:
+    out.print(f"Paired with {r['serial']} at {r['address']} as {r['name']} (installer {r['installer']}).")
+    earlier = r["replaced"]
+    if earlier is not None and "error" not in earlier:
+        done = "is revoked" if earlier["revoked"] else "was already revoked"
+        out.print(
+            f"This laptop's earlier pairing with {r['serial']} (installer {earlier['installer']}) {done}."
+        )
 
 
 def forget(
@@ -438,32 +477,24 @@ def site_pull(
     as_json: JsonOption = False,
 ) -> None:
     """Fetch the active site; the first line records its version, so push can detect conflicts.
-    The site holds the phones' SIP passwords: -o writes it with mode 0600 (a shell redirect would not)."""
-    site = run(lambda: _pull(appliance, output))
+    The site holds the phones' SIP passwords: -o writes it with mode 0600 (a shell redirect would not),
+    and --json then says where it went (version, etag, path, mode), never what it holds."""
+    site = run(lambda: _get(appliance, "site"))
     text = site_mark(site) + SITE_MARK.sub("", site["source"])
-    if output is None and not as_json:
-        print(text, end="")
+    if output is None:
+        emit({**site, "source": text}, as_json, lambda _: print(text, end=""))  # the site is the output
         return
-    pulled = {**site, "source": text, "file": str(output) if output else None}  # --json: the text too
+    files.write(output, text, "", files.PRIVATE)
+    about = {k: v for k, v in site.items() if k != "source"}
+    written = {**about, "etag": site["digest"][:16], "path": str(output), "mode": f"{files.PRIVATE:04o}"}
     emit(
-        pulled,
+        written,
         as_json,
-        lambda p: err.print(
-            f"site version {p['version']} written to {p['file']} (mode 0600: it holds SIP passwords)",
+        lambda w: err.print(
+            f"site version {w['version']} written to {w['path']} (mode {w['mode']}: it holds SIP passwords)",
             highlight=False,
         ),
     )
-
-
-async def _pull(appliance: str | None, output: Path | None) -> dict[str, Any]:
-    """The active site; written to `output` (0600, atomically) if given."""
-    site: dict[str, Any] = await _get(appliance, "site")
-    if output is not None:
-        try:
-            write_private(output, site_mark(site) + SITE_MARK.sub("", site["source"]))
-        except OSError as exc:
-            raise ClientError(f"cannot write {output}: {exc.strerror}") from None
-    return site
 
 
 def site_mark(version: dict[str, Any]) -> str:
@@ -479,7 +510,7 @@ def site_push(
 ) -> None:
     """Validate FILE on the appliance and make it the active site (refused if someone else's edit
     landed since your pull, unless --force)."""
-    text = file.read_text()
+    text = files.read_text(file, "site file")
     mark = SITE_MARK.search(text)
     if mark is None and not force:
         raise typer.BadParameter(
@@ -501,15 +532,33 @@ def site_push(
             return decode(await connection.request(message))
 
     result = run(work)
-    if mark:
-        write_private(file, site_mark(result) + source)  # the next push builds on this version; 0600
-    emit(result, as_json, lambda r: out.print(f"site version {r['version']} active ({r['origin']})."))
+    stale = _update_mark(file, source, result, int(mark.group(1))) if mark else None
+    emit({**result, "file_updated": mark is not None and stale is None}, as_json, _show_pushed)
+    if stale:
+        err.print(f"vaxelctl: {stale}", highlight=False)
+
+
+def _update_mark(file: Path, source: str, pushed: dict[str, Any], pulled: int) -> str | None:
+    """Rewrite FILE (0600) with a first line naming the pushed version, so the next push builds on
+    it; what the installer must know if that failed (the push stands either way), else None."""
+    try:
+        files.write(file, site_mark(pushed) + source, "", files.PRIVATE)
+    except files.FileProblem as exc:
+        return (
+            f"site version {pushed['version']} is active, but {file} could not be updated ({exc.why}): its "
+            f"first line still names version {pulled}, so pull it again before you edit it further"
+        )
+    return None
+
+
+def _show_pushed(result: dict[str, Any]) -> None:
+    out.print(f"site version {result['version']} active ({result['origin']}).", highlight=False)
 
 
 def site_diff(file: Path, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
-    """What pushing FILE would change on the appliance (exit 1 if anything)."""
+    """What pushing FILE would change on the appliance: exit 0 if nothing, 1 if anything (as diff)."""
+    ours = SITE_MARK.sub("", files.read_text(file, "site file")).splitlines(keepends=True)
     site = run(lambda: _get(appliance, "site"))
-    ours = SITE_MARK.sub("", file.read_text()).splitlines(keepends=True)
     theirs = site["source"].splitlines(keepends=True)
     diff = list(difflib.unified_diff(theirs, ours, f"appliance (version {site['version']})", str(file)))
     result = {"version": site["version"], "file": str(file), "changed": bool(diff), "diff": "".join(diff)}
@@ -628,13 +677,14 @@ BERT_BLOCK = 62 * 1024
 
 
 def fw_upload(
-    bundle: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A signed bundle")],
+    bundle: Annotated[Path, typer.Argument(help="A signed bundle (vaxelctl fw pack)")],
     appliance: ApplianceOption = None,
     restart: Annotated[bool, typer.Option(help="Start over instead of resuming")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Stream a signed firmware bundle to the appliance (CoAP over TCP, BERT blocks). An interrupted
     upload of the same bundle resumes where the appliance's copy ends; any other starts afresh."""
+    files.readable(bundle, "bundle")  # a mistyped name is said before the appliance is asked
     result = run(lambda: _upload(appliance, bundle, restart, quiet=as_json))
     emit(fw_named(result), as_json, _show_fw)
 
@@ -648,9 +698,9 @@ async def _upload(appliance: str | None, bundle: Path, restart: bool, quiet: boo
         offset = 0 if restart else _resume_at(state, header, size)
         started = time.monotonic()
         with (
-            bundle.open("rb") as file,
+            files.reading(bundle, "bundle") as file,
             Progress(
-                "[progress.description]{task.description}",
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
@@ -701,7 +751,7 @@ def _header_of(bundle: Path) -> Header | None:
     except BundleError:
         return None
     except OSError as exc:
-        raise ClientError(f"cannot read {bundle}: {exc.strerror}") from None
+        raise files.unreadable(bundle, "bundle", files.reason(exc, bundle)) from None
 
 
 def _resume_at(state: dict[str, Any], header: Header | None, size: int) -> int:
@@ -753,8 +803,9 @@ def fw_summary(state: dict[str, Any]) -> str:
     if phase == 1:
         of = f" of {_size(total)}" if total else ""
         return f"receiving {version}: {_size(state['received'])}{of} so far (vaxelctl fw upload resumes it)"
-    if phase == 2:
-        return f"{version} verified and staged ({_size(state['received'])}{took})"
+    if phase == 2:  # LwM2M's Execute /5/0/2 exists (POST fw/update) but refuses until then
+        staged = f"{version} verified and staged ({_size(state['received'])}{took})"
+        return f"{staged}; applying it comes with a later version of Vaxelbox"
     if phase == 3:
         return f"updating to {version}"
     if result in (0, 1):
@@ -764,17 +815,15 @@ def fw_summary(state: dict[str, Any]) -> str:
 
 
 def fw_pack(
-    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The image to ship")],
+    image: Annotated[Path, typer.Argument(help="The image to ship")],
     key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM), from vaxelctl fw keygen")],
     version: Annotated[str, typer.Option(help="The image's version")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write")],
     as_json: JsonOption = False,
 ) -> None:
     """Sign IMAGE into a bundle appliances with the matching public key accept."""
-    private = load_pem_private_key(key.read_bytes(), password=None)
-    if not isinstance(private, Ed25519PrivateKey):
-        raise typer.BadParameter(f"{key}: not an Ed25519 private key", param_hint="--key")
-    with image.open("rb") as source, output.open("wb") as target:
+    private = _signing_key(key)
+    with files.reading(image, "image") as source, files.writing(output, "bundle", files.PUBLIC) as target:
         header = pack(source, target, version, private)
     packed = {"bundle": str(output), "version": header.version, "size": header.size, "sha256": header.sha256}
     emit(
@@ -786,22 +835,58 @@ def fw_pack(
     )
 
 
+def _signing_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in `path` (PEM, no password). Raises ClientError (2, usage)."""
+    try:
+        key = load_pem_private_key(files.read_bytes(path, "key"), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # not PEM, encrypted, or of no known kind
+        raise ClientError(
+            f"{path} is not a private key in PEM without a password (vaxelctl fw keygen makes one)",
+            EXIT_USAGE,
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ClientError(f"{path} is not an Ed25519 private key (vaxelctl fw keygen makes one)", EXIT_USAGE)
+    return key
+
+
 def fw_keygen(
     private: Annotated[Path, typer.Argument(help="Where to write the private key (keep it offline)")],
     public: Annotated[Path, typer.Argument(help="Where to write the public key (for the appliances)")],
+    force: Annotated[
+        bool, typer.Option(help="Replace existing key files (bundles signed with the old key stop verifying)")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make an Ed25519 signing key pair for firmware bundles."""
+    """Make an Ed25519 signing key pair for firmware bundles. An existing key file is never replaced
+    without --force: appliances holding the old public key would refuse every bundle signed anew."""
+    replaced = [path for path in (private, public) if path.exists()]
+    if replaced and not force:
+        fail(_kept_key(replaced[0], replaced[0] == private), EXIT_FAILED)
     key = Ed25519PrivateKey.generate()
-    write_private(private, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode())
-    public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    with (  # both or neither: a failure writing either leaves both files as they were
+        files.writing(private, "private key", files.PRIVATE) as secret,
+        files.writing(public, "public key", files.PUBLIC) as shared,
+    ):
+        secret.write(pem)
+        shared.write(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     emit(
-        {"private_key": str(private), "public_key": str(public)},
+        {"private_key": str(private), "public_key": str(public), "replaced": bool(replaced)},
         as_json,
         lambda _: out.print(
             f"private key {private} (0600), public key {public}: install it as <data>/firmware-signing.pub"
         ),
     )
+
+
+def _kept_key(path: Path, is_private: bool) -> str:
+    """Why keygen replaces nothing: what the existing key file is for."""
+    why = (
+        "appliances holding its public key accept only bundles it signs"
+        if is_private
+        else "appliances may hold it, and would refuse bundles signed with a new key"
+    )
+    return f"{path} already exists: {why}; nothing replaced (--force replaces it)"
 
 
 # --- installers ------------------------------------------------------------------------------
