@@ -1,11 +1,11 @@
 """The relay: the edge's one transaction user. It runs the request chain and acts on what it settled.
 
     request chain:  AnswerOptions -> ProxyChecks -> RouteToken -> FromCloud -> ModeGate
-                                                                     online: to_cloud
+                                                                     online: auth guard, to_cloud
                                                                      local:  vaxelbox.local.processors
     target chain:   routing.forking (one branch per target, each on its own flow), or, for a local
                     route plan, local.plan_runner (rings, no-answer and busy fallbacks)
-    response chain: health signal, binding mirror (and call records)
+    response chain: health signal, binding mirror, auth guard (and call records)
 
 Online and local mode differ only in the processors the mode gate picks. The
 policy lives in the processors (`edge/online.py`, `local/`); this module only
@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from vaxelbox.edge.admission import Admission
+from vaxelbox.edge.auth_guard import AuthGuard
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.front import AnswerOptions, ProxyChecks, RouteToken
 from vaxelbox.edge.online import FromCloud, PhoneLocator, between_phones, to_cloud
@@ -89,6 +90,7 @@ class EdgeRelay:
         self.is_trunk: Callable[[str], bool] = lambda address: False  # the fallback trunk's addresses
         self._ours = {addresses.lan, addresses.wan}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.auth_guard = AuthGuard()  # holds a phone whose password the cloud keeps refusing
         self.route_token = RouteToken(self.is_ours, self.flow_of)
         self.locate_phone = PhoneLocator(bindings, self.flow_of)
         self.forking = Forking(stack, addresses, schedule or _call_later, ResponseChain([]))
@@ -104,14 +106,17 @@ class EdgeRelay:
                 ProxyChecks(frozenset(f"{h}:{p}" for h, p in self._ours)),
                 self.route_token,
                 FromCloud(self.locate_phone),
-                ModeGate(online=Chain("online", [between_phones, to_cloud]), local=Chain("local", local)),
+                ModeGate(
+                    online=Chain("online", [between_phones, self.auth_guard.hold, to_cloud]),
+                    local=Chain("local", local),
+                ),
             ],
         )
         self.forking = Forking(
             self.stack,
             self.addresses,
             self.forking.schedule,
-            ResponseChain([self._health_signal, self._mirror_binding, *responses]),
+            ResponseChain([self._health_signal, self._mirror_binding, self.auth_guard.observe, *responses]),
         )
 
     # -- the transaction user -------------------------------------------------------------------
