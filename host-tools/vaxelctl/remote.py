@@ -347,11 +347,24 @@ def status(appliance: ApplianceOption = None, watch: bool = False, as_json: Json
             out.print(f"  warning: {state['site_warning']}", highlight=False)
         for error in state["last_errors"]:
             out.print(f"  error at {error['at']}: {error['event']}")
+        for alarm in state.get("alarms", []):  # an older appliance has none
+            out.print(_alarm_line(alarm), highlight=False)
 
     if watch:
         run(lambda: _watch(appliance, "status", show))
     else:
         show(run(lambda: _get(appliance, "status")))
+
+
+def _alarm_line(alarm: dict[str, Any]) -> str:
+    """One alarm of vaxelctl status; an auth-held phone names its address, MAC, user and the hold."""
+    if alarm.get("kind") != "auth-held":
+        return f"  alarm: {alarm}"
+    mac = f" (MAC {alarm['mac']})" if alarm.get("mac") else ""
+    return (
+        f"  alarm: phone {alarm['phone']}{mac} of user {alarm['user']} held until {alarm['until']}:"
+        f" the cloud refused its password too often ({alarm['suppressed']} attempts answered here)"
+    )
 
 
 def _snapshot_command(path: str) -> Callable[..., None]:

@@ -253,6 +253,9 @@ class Agent:
         self.supervisor.add("cloud-prober", prober.run)
         self.local = LocalMode(self.store, self.health, self.current_site, edge)
         edge.relay.is_trunk = self.local.is_trunk
+        edge.relay.auth_guard.provisioned = lambda ip: max(  # a held phone re-provisioned is let through
+            (d.last_seen for d in self.store.devices.all() if d.ip == ip), default=None
+        )
         self.local.observers.append(self._mode_changed)
         await self.local.prepare_trunk(self.active.site)
         self.supervisor.add("local-mode", self.local.run)

@@ -20,14 +20,16 @@ from zeroconf.asyncio import AsyncZeroconf
 from vaxelbox import __version__
 from vaxelbox.agent.logs import LogRing, get_logger
 from vaxelbox.inventory import already_assigned, assign, device_rows, not_in_site, unassign
+from vaxelbox.local.registrar import user_for_aor
 from vaxelbox.mgmt.firmware import FirmwareUpdate
 from vaxelbox.mgmt.payload import Conflict, PayloadError, field
 from vaxelbox.mgmt.resources import Snapshot, build_site
 from vaxelbox.mgmt.security import Installers, PairingCredentials, PairingSecret, write_private
-from vaxelbox.site import SiteError, parse_site
+from vaxelbox.site import Site, SiteError, parse_site
 from vaxelbox.site.edit import EditError
 from vaxelbox.site.fields import colon_mac
 from vaxelbox.store import SiteConflict, SiteVersion
+from vaxelbox.store.devices import SeenDevice
 
 if TYPE_CHECKING:
     from vaxelbox.agent.app import Agent
@@ -102,6 +104,7 @@ class ManagementBackend:
             "registrations": len(agent.edge.bindings) if agent.edge else 0,
             "calls": None,  # the relay keeps no call table yet
             "last_errors": [{"at": r.get("timestamp"), "event": r.get("event")} for r in errors[-5:]],
+            "alarms": _auth_alarms(agent, site, devices),
         }
 
     def site(self) -> dict[str, Any]:
@@ -258,6 +261,24 @@ class ManagementBackend:
         assert local is not None, "the agent runs the edge before management"
         local.force(mode == "local")
         return self.mode()
+
+
+def _auth_alarms(agent: "Agent", site: Site, devices: list[SeenDevice]) -> list[dict[str, Any]]:
+    """The phones the auth guard holds (edge.auth_guard.AuthGuard.alarms), each with its user (the
+    site user of its AoR, else the digest username) and its MAC when provisioning saw one phone at its
+    IP (or several, one of them assigned to that user): null when provisioning cannot tell."""
+    if agent.edge is None or agent.edge.relay is None:
+        return []
+    alarms = []
+    for alarm in agent.edge.relay.auth_guard.alarms():
+        user = user_for_aor(site, alarm["aor"])
+        ip = alarm["phone"].rsplit(":", 1)[0]
+        macs = {d.mac for d in devices if d.ip == ip}
+        if len(macs) > 1 and user is not None:
+            macs &= {normalise_mac(p.mac) for p in site.phones if user.id in (*p.lines, *p.handsets)}
+        mac = colon_mac(macs.pop()) if len(macs) == 1 else None
+        alarms.append({**alarm, "user": user.id if user else alarm["username"], "mac": mac})
+    return alarms
 
 
 def _version_row(version: SiteVersion, active: int | None) -> dict[str, Any]:

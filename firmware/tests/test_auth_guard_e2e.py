@@ -1,0 +1,109 @@
+"""A phone with a wrong password must not get the office banned: the real agent between sipp phones
+and Kamailio as the cloud, which logs every REGISTER it receives (issue 17).
+
+One phone (user 101, wrong password, always the same port) retries REGISTER every 2 s; after
+FAILURES_TO_HOLD refused attempts the appliance answers it 403 itself, so Kamailio sees a bounded
+number of its REGISTERs. Meanwhile other phones register and call through the cloud, undisturbed,
+and `vaxelctl status` names the held phone and its user.
+"""
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+
+import peers
+import pytest
+from peers import free_port
+from test_failback import CLOUD_LINE, CLOUD_REGISTER_LOG, E2E_USERS, FailbackOffice
+from vaxelbox.edge.auth_guard import FAILURES_TO_HOLD
+
+RETRY_EVERY = 2.0  # seconds between the bad phone's attempts
+RETRY_FOR = 40.0  # seconds it keeps retrying
+
+
+@pytest.fixture
+def register_logging_cloud(tmp_path, monkeypatch):
+    """peers.Kamailio reads its config from peers.PEERS: point it at a copy that logs REGISTERs."""
+    config = (peers.PEERS / "kamailio.cfg").read_text()
+    anchor = '    if (is_method("REGISTER")) {\n'
+    assert anchor in config
+    copy = tmp_path / "peers"
+    copy.mkdir()
+    (copy / "kamailio.cfg").write_text(config.replace(anchor, anchor + CLOUD_REGISTER_LOG))
+    monkeypatch.setattr(peers, "PEERS", copy)
+
+
+async def retry_with_wrong_password(office: FailbackOffice, tmp_path, port: int) -> list[str]:
+    """Run one wrong-password REGISTER attempt every RETRY_EVERY s; the final answer of each."""
+    answers = []
+    deadline = time.monotonic() + RETRY_FOR
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        attempt = await peers.phone("register_retry.xml", office.lan, "101", tmp_path, password="wrong-password",
+                                    port=port, timeout=10)  # fmt: skip
+        await attempt.finish(timeout=15)
+        log = "".join(p.read_text(errors="replace") for p in attempt.workdir.glob("*_messages.log"))
+        answers.append(re.findall(r"^SIP/2.0 (\d{3})", log, re.M)[-1])
+        await asyncio.sleep(max(0.0, RETRY_EVERY - (time.monotonic() - started)))
+    return answers
+
+
+async def test_a_phone_retrying_a_wrong_password_is_held_and_the_others_go_on(
+    tmp_path, register_logging_cloud
+):
+    cloud_port = free_port("127.0.0.3")
+    cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS)
+    await asyncio.to_thread(cloud.start)
+    office = FailbackOffice(tmp_path, cloud_port)
+    try:
+        await office.ready()
+        bad_port = free_port("127.0.0.1")
+        bad = asyncio.create_task(retry_with_wrong_password(office, tmp_path, bad_port))
+        await asyncio.sleep(RETRY_EVERY * (FAILURES_TO_HOLD + 2))  # held by now
+        # The others, meanwhile: 102 registers and answers, 103 registers and calls 102 via the cloud.
+        callee = await peers.phone("register_wait.xml", office.lan, "102", tmp_path, password=E2E_USERS["102"],
+                                   answers="answer.xml", hold=15, timeout=30)  # fmt: skip
+        await asyncio.sleep(1.0)
+        caller = await peers.phone("register_call.xml", office.lan, "103", tmp_path, callee="102",
+                                   password=E2E_USERS["103"], timeout=30)  # fmt: skip
+        await caller.finish(timeout=40)
+
+        code = subprocess.run(
+            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(office.data)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        office.vaxelctl("pair", f"127.0.0.1:{office.coap}", "--code", code, "--name", "Support")
+        (alarm,) = json.loads(office.vaxelctl("status", "--json"))["alarms"]
+        shown = office.vaxelctl("status")
+        answers = await bad
+        await callee.finish(timeout=30)
+    finally:
+        await asyncio.to_thread(office.agent.stop)
+        cloud.stop()
+
+    # The cloud saw the bad phone's first FAILURES_TO_HOLD attempts (each a challenge and a refusal) only.
+    arrivals = [m.groups() for m in CLOUD_LINE.finditer(cloud.output())]
+    from_bad = [cseq for _, user, cseq, _ in arrivals if user == "101"]
+    assert from_bad.count("2") == FAILURES_TO_HOLD  # credentials tried and refused
+    assert len(from_bad) == 2 * FAILURES_TO_HOLD
+    assert answers[:FAILURES_TO_HOLD] == ["401"] * FAILURES_TO_HOLD
+    assert answers[FAILURES_TO_HOLD:] == ["403"] * (len(answers) - FAILURES_TO_HOLD)
+    assert len(answers) >= RETRY_FOR / RETRY_EVERY - 2
+    assert {"102", "103"} <= {user for _, user, _, _ in arrivals}  # the others still reach the cloud
+
+    assert alarm["kind"] == "auth-held"
+    assert (alarm["phone"], alarm["user"], alarm["username"]) == (f"127.0.0.1:{bad_port}", "u101", "101")
+    assert alarm["suppressed"] >= 1
+    assert alarm["until"] > alarm["since"]
+    assert f"alarm: phone 127.0.0.1:{bad_port}" in shown
+    assert "of user u101 held until" in shown
+    held = office.agent.events()
+    assert not [e for e in held if e.get("level") == "error"]
+    print(
+        f"\nbad phone: {len(answers)} attempts every {RETRY_EVERY:.0f} s for {RETRY_FOR:.0f} s, "
+        f"cloud saw {len(from_bad)} REGISTERs from it ({from_bad.count('2')} with credentials); "
+        f"{answers.count('403')} answered 403 by the appliance"
+    )
