@@ -2,8 +2,10 @@
 doubling, and each way a held phone is let through again (edge/auth_guard.py)."""
 
 import logging
+from types import SimpleNamespace
 
 import pytest
+from vaxelbox.agent.management import _auth_alarms
 from vaxelbox.edge import auth_guard
 from vaxelbox.edge.auth_guard import FAILURES_TO_HOLD, FIRST_HOLD, MAX_HOLD, WINDOW, AuthGuard
 from vaxelbox.routing.chain import Next, RequestContext, Target
@@ -11,6 +13,8 @@ from vaxelbox.routing.mode import Mode
 from vaxelbox.sip.message import Request, Response, parse_message
 from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.transport import Flow
+from vaxelbox.site import demo_site
+from vaxelbox.store.devices import SeenDevice
 
 DOMAIN = "demo.vaxel.example.net"
 PHONE = ("192.0.2.21", 5060)
@@ -223,3 +227,33 @@ def test_the_table_is_bounded(guard: AuthGuard, monkeypatch: pytest.MonkeyPatch)
     for port in range(100):
         fail(guard, phone=("192.0.2.50", 10000 + port))
     assert len(guard._records) == 10
+
+
+def test_status_names_the_user_and_the_mac_provisioning_saw_at_the_phone_address(
+    guard: AuthGuard, clock: Clock
+) -> None:
+    """management's alarms: the site user of the AoR, and the MAC of the phone provisioning saw at the
+    held phone's IP (of several there, the one assigned to that user; none when it cannot tell)."""
+    site = demo_site()
+    agent = SimpleNamespace(edge=SimpleNamespace(relay=SimpleNamespace(auth_guard=guard)))
+    fail(guard, FAILURES_TO_HOLD, user="demo-101")  # anna's line
+    fail(guard, FAILURES_TO_HOLD, phone=OTHER_PHONE, user="nobody")
+
+    def seen(mac: str, ip: str) -> SeenDevice:
+        return SeenDevice(mac, "yealink", "T46U", "1", ip, "Yealink", "cfg", clock(), clock(), None)
+
+    shared_ip = [seen("0015654aa937", PHONE[0]), seen("000413922d24", PHONE[0])]  # anna's and bjorn's
+    anna, nobody = _auth_alarms(agent, site, [*shared_ip, seen("64167f123456", OTHER_PHONE[0])])  # type: ignore[arg-type]
+    assert (anna["user"], anna["mac"], anna["phone"]) == ("anna", "00:15:65:4a:a9:37", "192.0.2.21:5060")
+    assert (nobody["user"], nobody["mac"]) == ("nobody", "64:16:7f:12:34:56")  # the only phone at its IP
+    (anna,) = [a for a in _auth_alarms(agent, site, []) if a["user"] == "anna"]  # type: ignore[arg-type]
+    assert anna["mac"] is None  # provisioning never saw it
+    assert _auth_alarms(SimpleNamespace(edge=None), site, []) == []  # type: ignore[arg-type]
+
+
+def test_a_long_quiet_after_a_hold_forgets_the_probation(guard: AuthGuard, clock: Clock) -> None:
+    fail(guard, FAILURES_TO_HOLD)
+    clock.now += FIRST_HOLD + auth_guard.FORGET_AFTER + 1
+    assert not held(guard)
+    fail(guard)  # one failure after the quiet counts as the first again
+    assert not held(guard)
