@@ -6,6 +6,7 @@ wide, from the clone, with a PATH that does not hold the virtual environment; th
 summary suggests are then typed into a shell the same way.
 """
 
+import contextlib
 import fcntl
 import json
 import os
@@ -73,6 +74,25 @@ class Terminal:
                 self.process.wait(10)
         finally:
             os.close(self._master)
+
+
+def ended(process: subprocess.Popen[str], group: bool = False) -> str:
+    """SIGTERM to the process (or its process group), SIGKILL if it is not gone within 30 s; the rest
+    of its output."""
+
+    def send(sig: signal.Signals) -> None:
+        if not group:
+            process.send_signal(sig)  # nothing once it has been reaped
+            return
+        with contextlib.suppress(ProcessLookupError):  # the whole group has gone
+            os.killpg(process.pid, sig)
+
+    send(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        return process.communicate(timeout=10)[0]
 
 
 def summary_of(screen: str) -> list[str]:
@@ -175,8 +195,7 @@ def test_off_a_terminal_every_line_is_json_and_there_is_no_summary(tmp_path):
             if '"agent ready"' in line:
                 break
     finally:
-        agent.send_signal(signal.SIGTERM)
-        lines += agent.communicate(timeout=20)[0].splitlines()
+        lines += ended(agent).splitlines()
     assert [json.loads(line)["event"] for line in lines if line.strip()]
     assert not any("is ready:" in line or SUMMARY_END in line for line in lines)
 
@@ -248,8 +267,7 @@ def test_a_busy_port_is_named_with_the_flag_that_moves_it(tmp_path, option, purp
         try:
             ready = next((line for line in agent.stdout if '"agent ready"' in line), "")
         finally:
-            agent.send_signal(signal.SIGTERM)
-            agent.communicate(timeout=20)
+            ended(agent)
         assert ready, "the agent did not start with the suggested flags"
     finally:
         for sock in held:
@@ -331,6 +349,5 @@ def test_a_data_dir_in_args_wins_over_make_runs(tmp_path):
     try:
         ready = next((line for line in make.stdout if '"agent ready"' in line), "")
     finally:
-        os.killpg(make.pid, signal.SIGTERM)
-        make.communicate(timeout=30)
+        ended(make, group=True)
     assert json.loads(ready)["data_dir"] == str(tmp_path / "mine")

@@ -137,8 +137,11 @@ def test_enrol_and_pairing_code_without_data_are_the_agents(agent_on_d, tmp_path
 
 def test_after_the_agent_stops_a_command_without_data_refuses_and_creates_nothing(tmp_path):
     agent, _ = start_agent(tmp_path, tmp_path / "D")
-    assert list((tmp_path / "run").glob("agent-*.json")), "the agent did not record itself"
-    assert agent.stop() == 0
+    try:
+        recorded = list((tmp_path / "run").glob("agent-*.json"))
+    finally:
+        assert agent.stop() == 0
+    assert recorded, "the agent did not record itself"
     assert not list((tmp_path / "run").glob("agent-*.json")), "the agent left its record"
     for command in (["phones"], ["enrol", "open", "--minutes", "5"], ["pairing-code"], ["activity"]):
         refused = vaxelbox(tmp_path, *command)
@@ -184,10 +187,11 @@ def test_with_two_agents_running_a_command_asks_which(tmp_path):
 
 def test_a_killed_agents_record_is_ignored_and_pruned_by_the_next(tmp_path):
     agent, _ = start_agent(tmp_path, tmp_path / "D")
-    (record,) = (tmp_path / "run").glob("agent-*.json")
-    agent.signal(signal.SIGKILL)
-    agent.process.wait(10)
-    agent.close()
+    try:
+        (record,) = (tmp_path / "run").glob("agent-*.json")
+    finally:
+        agent.signal(signal.SIGKILL)
+        agent.close()  # reaps it
     assert record.exists()  # SIGKILL leaves it ...
     refused = vaxelbox(tmp_path, "phones")  # ... but no command takes a dead agent's word
     assert refused.returncode == 1
