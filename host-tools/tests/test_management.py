@@ -285,7 +285,11 @@ def vaxelctl_unlocked(installer: Path, appliance: Appliance) -> subprocess.Compl
 
 def test_mode_drill_is_reported(appliance, installer):
     state = json.loads(ok(vaxelctl(installer, "mode", "local", "--json")))
-    assert (state["mode"], state["override"], state["reason"]) == ("local", "local", "forced local by an installer")
+    assert (state["mode"], state["override"], state["reason"]) == (
+        "local",
+        "local",
+        "forced local by an installer",
+    )
     assert json.loads(ok(vaxelctl(installer, "status", "--json")))["mode"] == "local"
     appliance.stop()
     appliance.start()  # the override is kept across a restart
