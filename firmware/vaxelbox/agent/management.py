@@ -104,6 +104,8 @@ class ManagementBackend:
             "registrations": len(agent.edge.bindings) if agent.edge else 0,
             "calls": None,  # the relay keeps no call table yet
             "last_errors": [{"at": r.get("timestamp"), "event": r.get("event")} for r in errors[-5:]],
+            # The appliance's footprint on the cloud (edge.upstream.Upstream.footprint), for support.
+            "cloud_traffic": agent.edge.upstream.footprint() if agent.edge and agent.edge.upstream else None,
             "alarms": _auth_alarms(agent, site, devices),
         }
 

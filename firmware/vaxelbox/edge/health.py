@@ -7,24 +7,46 @@ never flips it); after down, `successes_for_up` in a row bring it back.
 With the default 1 s probe interval and 1 s probe timeout, a cloud that goes
 silent is declared down in about 3 s, well inside the 5 s the edge promises.
 
+A 503 with Retry-After (the cloud overloaded, RFC 3261 §21.5.4) makes the
+state degraded, not down: while that wait runs, failures do not add up to down.
+
 `CloudProber` sends the probes through the SIP stack, over the same flow the
-relay uses, so a dead connection is noticed as one.
+relay uses, so a dead connection is noticed as one. It is a quiet client:
+
+- one probe at a time, each sent once (`ProbeTransaction`: no Timer E
+  retransmissions, given up after the probe timeout, so nothing of it is left
+  sending after the prober has decided);
+- while the cloud is down, the wait between probes doubles from the interval
+  up to `BACKOFF_CEILING` (8 s), each wait drawn between half and all of that
+  (jitter: offices behind one restarting SBC do not probe in step); the first
+  answer brings back the normal interval. A returning cloud is thus seen
+  within the ceiling plus one normal probe (about 9 s at the default interval),
+  and it counts as up one answer later;
+- a target held by a Retry-After is not probed; the next one is, or, when all
+  are held, the prober waits for the first to be released.
+
+A silent cloud receives 3 probes in the ~3 s it takes to declare it down, then
+about one every 6 s (0.2 packets/s over a minute, per appliance).
 """
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from vaxelbox.edge.upstream import Upstream
+from vaxelbox.edge.upstream import CloudBusy, Upstream
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.transaction import Action, ClientNonInviteTransaction, Send, StartTimer
 from vaxelbox.sip.uri import SipUri
 from vaxelbox.sip.via import Via
 
 log = logging.getLogger("vaxelbox.edge.health")
+
+BACKOFF_CEILING = 8.0  # seconds: the longest wait between probes to a cloud that is down
 
 
 class CloudState(StrEnum):
@@ -49,6 +71,7 @@ class CloudHealth:
     since: float = field(default_factory=time.time)
     last_success: float | None = None
     last_failure: float | None = None
+    busy_until: float = 0.0  # wall clock: the cloud asked us to wait (503 Retry-After) until then
     _failures: int = 0
     _successes: int = 0
     _observers: list[Callable[[Change], None]] = field(default_factory=list)
@@ -67,12 +90,22 @@ class CloudHealth:
     def failure(self, now: float | None = None, reason: str = "cloud did not answer") -> Change | None:
         now = time.time() if now is None else now
         self.last_failure, self._successes = now, 0
+        if now < self.busy_until:  # the cloud said it is overloaded: not a sign that it is gone
+            return self._become(CloudState.DEGRADED, now, reason)
         self._failures += 1
         if self._failures >= self.failures_for_down:
             return self._become(CloudState.DOWN, now, f"{reason} ({self._failures} in a row)")
         if self.state is CloudState.UP:
             return self._become(CloudState.DEGRADED, now, reason)
         return None
+
+    def busy(
+        self, seconds: float, now: float | None = None, reason: str = "cloud overloaded"
+    ) -> Change | None:
+        """The cloud answered 503 with Retry-After `seconds`: degraded, not down, until then."""
+        now = time.time() if now is None else now
+        self.busy_until, self._failures, self._successes = now + seconds, 0, 0
+        return self._become(CloudState.DEGRADED, now, f"{reason} (Retry-After {seconds:.0f} s)")
 
     def _become(self, state: CloudState, now: float, reason: str) -> Change | None:
         if state is self.state:
@@ -84,29 +117,77 @@ class CloudHealth:
         return change
 
 
+class ProbeTransaction(ClientNonInviteTransaction):
+    """An OPTIONS probe's client transaction: sent once, given up after `timeout` seconds (Timer F
+    shortened, no Timer E). A probe asks one thing, whether the cloud answers now; retransmitting
+    it for 64*T1 after the prober has moved on only loads a cloud that may be struggling."""
+
+    def __init__(self, request: Request, reliable: bool, timeout: float) -> None:
+        super().__init__(request, reliable)
+        self.probe_timeout = timeout
+
+    def start(self) -> list[Action]:
+        return [Send(self.request), StartTimer("F", self.probe_timeout)]
+
+    def on_timer(self, name: str) -> list[Action]:
+        return [] if name == "E" else super().on_timer(name)
+
+
+@dataclass
+class ProbeSchedule:
+    """When to probe next (sans-I/O): the interval while the cloud answers or is only degraded;
+    while it is down, twice the last wait per unanswered probe up to `ceiling`, jittered."""
+
+    interval: float = 1.0  # seconds
+    ceiling: float = BACKOFF_CEILING
+    random: Callable[[float, float], float] = random.uniform
+    _step: float = 0.0
+
+    def next_wait(self, answered: bool, state: CloudState) -> float:
+        """Seconds from this probe's start to the next one's."""
+        if answered or state is not CloudState.DOWN:
+            self._step = 0.0
+            return self.interval
+        self._step = min(self.ceiling, 2 * (self._step or self.interval))
+        return max(self.interval, self.random(self._step / 2, self._step))
+
+
 class CloudProber:
     def __init__(
-        self, stack: SipStack, upstream: Upstream, health: CloudHealth, wan: tuple[str, int], interval: float
+        self,
+        stack: SipStack,
+        upstream: Upstream,
+        health: CloudHealth,
+        wan: tuple[str, int],
+        interval: float,
+        ceiling: float = BACKOFF_CEILING,
     ) -> None:
         self.stack = stack
         self.upstream = upstream
         self.health = health
         self.wan = wan
         self.interval = interval
+        self.schedule = ProbeSchedule(interval, max(ceiling, interval))
         self._sequence = 0
 
     async def run(self) -> None:
-        """Probe forever (until cancelled), one probe per interval."""
+        """Probe forever (until cancelled), one probe at a time, on `schedule`."""
         while True:
             started = time.monotonic()
-            await self.probe_once()
-            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            answered = await self.probe_once()
+            wait = self.schedule.next_wait(answered, self.health.state)
+            await asyncio.sleep(max(0.0, wait - (time.monotonic() - started)))
 
     async def probe_once(self) -> bool:
+        """Send one probe; True when the cloud answered it (a 503 Retry-After counts as not)."""
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             async with asyncio.timeout(self.interval):
                 flow = await self.upstream.flow()
+        except CloudBusy as exc:
+            self.health.busy(max(0.0, exc.until - time.monotonic()), reason="cloud asked us to wait")
+            await asyncio.sleep(max(0.0, exc.until - time.monotonic()))  # nothing to probe until then
+            return False
         except (OSError, TimeoutError) as exc:
             self.health.failure(reason=f"cannot reach the cloud: {exc}")
             return False
@@ -116,9 +197,12 @@ class CloudProber:
             if not answered.done():
                 answered.set_result(result)
 
-        self.stack.send_request(self._options(flow.transport), flow, settle, lambda: settle(None))
+        timeout = max(self.interval, 1.0)
+        request = self._options(flow.transport)
+        probe = ProbeTransaction(request, flow.reliable, timeout)
+        self.stack.send_request(request, flow, settle, lambda: settle(None), machine=probe)
         try:
-            async with asyncio.timeout(max(self.interval, 1.0)):
+            async with asyncio.timeout(timeout + 0.5):  # a guard: Timer F settles it first
                 response = await answered
         except TimeoutError:
             response = None
@@ -126,7 +210,10 @@ class CloudProber:
             self.health.failure(reason="OPTIONS probe unanswered")
             self.upstream.fail_over()
             return False
-        # Any response, even an error, proves the cloud's SIP service is alive.
+        if (held := self.upstream.on_response(response, flow.remote)) is not None:
+            self.health.busy(held, reason=f"OPTIONS probe answered {response.status} {response.reason}")
+            return False
+        # Any other response, even an error, proves the cloud's SIP service is alive.
         self.health.success(reason=f"OPTIONS probe answered {response.status}")
         return True
 

@@ -75,11 +75,18 @@ class SipStack:
     # -- outgoing -------------------------------------------------------------------------------
 
     def send_request(
-        self, request: Request, flow: Flow, on_response: ResponseHandler, on_timeout: TimeoutHandler
+        self,
+        request: Request,
+        flow: Flow,
+        on_response: ResponseHandler,
+        on_timeout: TimeoutHandler,
+        machine: ClientInviteTransaction | ClientNonInviteTransaction | None = None,
     ) -> Running:
-        """Start a client transaction; the request's top Via must carry a fresh branch."""
-        kind = ClientInviteTransaction if request.method == "INVITE" else ClientNonInviteTransaction
-        machine = kind(request, flow.reliable, self.timers)
+        """Start a client transaction; the request's top Via must carry a fresh branch.
+        `machine`: a transaction of the user's own for `request` (a probe sent once, edge.health)."""
+        if machine is None:
+            kind = ClientInviteTransaction if request.method == "INVITE" else ClientNonInviteTransaction
+            machine = kind(request, flow.reliable, self.timers)
         running = Running(machine, flow, client_key(request), on_response, on_timeout)
         self.clients[running.key] = running
         self._run(running, machine.start())

@@ -1,0 +1,418 @@
+"""A good neighbour to the cloud (issue 17): quiet probing, Retry-After, DNS caching, counters.
+
+Real peers on loopback: a scripted UDP cloud that records every datagram it receives and answers
+(or not) as the test says, the agent process (`vaxelbox run`) and vaxelctl as an installer runs
+them, and a DNS server the test runs (dnspython's message code) whose records and failures it
+changes while the edge runs.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.asyncresolver
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+from agent_process import AgentProcess
+from peers import free_port
+from vaxelbox.edge.health import (
+    BACKOFF_CEILING,
+    CloudHealth,
+    CloudProber,
+    CloudState,
+    ProbeSchedule,
+    ProbeTransaction,
+)
+from vaxelbox.edge.resolver import NEGATIVE_TTL, CloudResolver
+from vaxelbox.edge.service import Edge, EdgeSettings
+from vaxelbox.edge.upstream import Upstream
+from vaxelbox.sip.message import Header, Request, parse_message
+from vaxelbox.sip.responses import make_response
+from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.transaction import Send, StartTimer, Terminated, TimedOut
+from vaxelbox.sip.transport import TransportLayer
+
+
+class ScriptedCloud(asyncio.DatagramProtocol):
+    """A cloud on loopback UDP: keeps (monotonic time, method) of every datagram; answers requests
+    with `answer` = (status, reason, extra headers), or swallows them when `answer` is None."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, str]] = []
+        self.answer: tuple[int, str, dict[str, str]] | None = (200, "OK", {})
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        try:
+            message = parse_message(data)
+        except ValueError:
+            self.received.append((time.monotonic(), data[:20].decode(errors="replace")))
+            return
+        method = message.method if isinstance(message, Request) else "response"
+        self.received.append((time.monotonic(), method))
+        if self.answer is None or not isinstance(message, Request) or message.method == "ACK":
+            return
+        status, reason, extra = self.answer
+        response = make_response(message, status, reason)
+        response.headers += [Header(name, value) for name, value in extra.items()]
+        assert self.transport is not None
+        self.transport.sendto(response.to_bytes(), addr)
+
+    def between(self, start: float, end: float, method: str | None = None) -> int:
+        return sum(1 for at, m in self.received if start <= at < end and method in (None, m))
+
+
+async def scripted_cloud(host: str) -> tuple[ScriptedCloud, int, asyncio.DatagramTransport]:
+    loop = asyncio.get_running_loop()
+    transport, cloud = await loop.create_datagram_endpoint(ScriptedCloud, local_addr=(host, 0))
+    return cloud, transport.get_extra_info("sockname")[1], transport
+
+
+async def wait_until(condition, timeout: float, what: str) -> float:
+    """Seconds until `condition()` held (polled every 20 ms); fails after `timeout`."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+# -- the pieces, sans I/O ------------------------------------------------------------------------
+
+
+def test_a_probe_is_sent_once_and_given_up_after_its_timeout():
+    probe = ProbeTransaction(Request("OPTIONS", "sip:cloud", []), reliable=False, timeout=1.0)
+    assert probe.start() == [Send(probe.request), StartTimer("F", 1.0)]  # no Timer E
+    assert probe.on_timer("E") == []  # even a stray Timer E sends nothing
+    assert probe.on_timer("F") == [TimedOut(), Terminated()]
+
+
+def test_the_wait_doubles_while_down_up_to_the_ceiling_jittered_and_an_answer_resets_it():
+    drawn = []
+
+    def lowest(low: float, high: float) -> float:
+        drawn.append((low, high))
+        return low
+
+    schedule = ProbeSchedule(interval=1.0, ceiling=8.0, random=lowest)
+    assert schedule.next_wait(False, CloudState.DEGRADED) == 1.0  # not yet down: detection stays fast
+    waits = [schedule.next_wait(False, CloudState.DOWN) for _ in range(5)]
+    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]  # each drawn from [half, all] of 2, 4, 8, 8, 8
+    assert drawn == [(1.0, 2.0), (2.0, 4.0), (4.0, 8.0), (4.0, 8.0), (4.0, 8.0)]
+    assert schedule.next_wait(True, CloudState.DOWN) == 1.0  # the cloud answered: normal interval
+
+
+def test_a_503_retry_after_is_degraded_and_misses_meanwhile_do_not_make_it_down():
+    health = CloudHealth()
+    health.success(now=0)
+    health.busy(10, now=1)
+    assert health.state is CloudState.DEGRADED
+    for t in (2, 3, 4, 5):
+        health.failure(now=t)
+    assert health.state is CloudState.DEGRADED
+    for t in (12, 13, 14):  # the wait is over: silence counts again
+        health.failure(now=t)
+    assert health.state is CloudState.DOWN
+
+
+# -- probing a silent cloud: the agent process ------------------------------------------------------
+
+
+def vaxelctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from vaxelctl.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VAXELCTL_CONFIG": str(config), "COLUMNS": "80"},
+    )
+
+
+def cloud_states(agent: AgentProcess, state: str) -> int:
+    return sum(1 for e in agent.events("cloud state") if e.get("new") == state)
+
+
+async def test_a_silent_cloud_gets_under_one_packet_a_second_and_its_return_is_seen(tmp_path):
+    """The cloud answers, then swallows everything for 24 s, then answers again. Before this
+    change a silent cloud received about 11 OPTIONS a second (each probe retransmitted for 32 s)."""
+    cloud, port, endpoint = await scripted_cloud("127.0.0.3")
+    coap = free_port("127.0.0.1")
+    data = tmp_path / "data"
+    agent = AgentProcess(
+        tmp_path,
+        "--data",
+        str(data),
+        "--coap-port",
+        str(coap),
+        "--cloud",
+        f"sip:127.0.0.3:{port};transport=udp",
+    )
+    try:
+        await asyncio.to_thread(agent.wait_notification, "READY", "1", 20)
+        await wait_until(lambda: cloud_states(agent, "up") >= 1, 10, "cloud up")
+        await asyncio.sleep(2)
+        cloud.answer = None
+        silent = time.monotonic()
+        detection = await wait_until(lambda: cloud_states(agent, "down") >= 1, 6, "cloud down")
+        first_miss = next(at for at, _ in cloud.received if at >= silent)
+        since_miss = silent + detection - first_miss
+        await asyncio.sleep(silent + 24 - time.monotonic())
+        packets = cloud.between(silent, silent + 24)
+        rate = packets / 24
+        cloud.answer = (200, "OK", {})
+        back = await wait_until(lambda: cloud_states(agent, "up") >= 2, 15, "cloud up again")
+        print(
+            f"silent cloud: {packets} packets in 24 s ({rate:.2f}/s); down detected {since_miss:.2f} s after "
+            f"the first unanswered probe ({detection:.2f} s after the silence began); "
+            f"return seen (up) {back:.2f} s after it answered again"
+        )
+        # Three unanswered probes of 1 s each, plus the log's way to us; the silence may begin up to
+        # one interval before the next probe leaves.
+        assert since_miss <= 3.3, since_miss
+        assert detection <= 4.3, detection
+        assert rate <= 1.0, rate
+        assert packets <= 12, packets  # 3 before down, then backoff 2, 4, 8, 8 s at most
+        # Seen within the ceiling, plus a normal probe to confirm (two answers after an outage).
+        assert back <= BACKOFF_CEILING + 2 + 0.5, back
+
+        laptop = tmp_path / "laptop"
+        code = subprocess.run(
+            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(data)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        paired = await asyncio.to_thread(
+            vaxelctl, laptop, "pair", f"127.0.0.1:{coap}", "--code", code, "--name", "Support"
+        )
+        assert paired.returncode == 0, paired.stderr
+        before = len(cloud.received)
+        # In a thread: the cloud (on this loop) keeps reading what the agent sends meanwhile.
+        result = await asyncio.to_thread(vaxelctl, laptop, "status", "--json")
+        assert result.returncode == 0, result.stderr
+        traffic = json.loads(result.stdout)["cloud_traffic"]
+        await asyncio.sleep(0.1)  # a probe sent just before the answer is read too
+        after = len(cloud.received)
+        print(f"cloud_traffic: {traffic}")
+        assert before - 1 <= traffic["packets"] <= after + 1, (before, traffic, after, cloud.received)
+        assert traffic["requests"]["OPTIONS"] == traffic["packets"]  # probes only: no phones here
+        assert traffic["retransmissions"] == 0
+        assert traffic["by_target"] == {f"127.0.0.3:{port}/udp": traffic["packets"]}
+    finally:
+        await asyncio.to_thread(agent.stop)
+        endpoint.close()
+
+
+# -- the cloud's own overload: 503 with Retry-After -----------------------------------------------
+
+
+async def started_edge(*proxies: str) -> Edge:
+    edge = Edge(EdgeSettings(lan=("127.0.0.1", 0), wan=("127.0.0.2", 0), proxies=list(proxies)))
+    await edge.start()
+    return edge
+
+
+async def test_a_503_retry_after_moves_probes_to_the_next_proxy_and_the_first_hears_nothing_meanwhile():
+    busy, busy_port, busy_endpoint = await scripted_cloud("127.0.0.3")
+    busy.answer = (503, "Service Unavailable", {"Retry-After": "5"})
+    spare, spare_port, spare_endpoint = await scripted_cloud("127.0.0.4")
+    edge = await started_edge(
+        f"sip:127.0.0.3:{busy_port};transport=udp", f"sip:127.0.0.4:{spare_port};transport=udp"
+    )
+    assert edge.upstream is not None
+    health = CloudHealth()
+    prober = CloudProber(edge.stack, edge.upstream, health, edge.addresses.wan, interval=1.0)
+    probing = asyncio.create_task(prober.run())
+    try:
+        await wait_until(lambda: health.state is CloudState.UP, 5, "the second proxy answers")
+        refused = busy.received[0][0]
+        assert list(edge.upstream.footprint()["held"]) == [f"127.0.0.3:{busy_port}/udp"]
+        await asyncio.sleep(refused + 4.8 - time.monotonic())
+        assert busy.between(refused + 0.001, refused + 4.8) == 0
+        assert spare.between(0, time.monotonic(), "OPTIONS") >= 4
+    finally:
+        probing.cancel()
+        await edge.stop()
+        busy_endpoint.close()
+        spare_endpoint.close()
+
+
+def register(lan_port: int, phone_port: int, call_id: str) -> bytes:
+    return (
+        f"REGISTER sip:vaxel.example.net SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{phone_port};branch=z9hG4bK-{call_id};rport\r\n"
+        f"Max-Forwards: 70\r\n"
+        f"From: <sip:101@vaxel.example.net>;tag={call_id}\r\n"
+        f"To: <sip:101@vaxel.example.net>\r\n"
+        f"Call-ID: {call_id}@127.0.0.1\r\n"
+        f"CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:101@127.0.0.1:{phone_port}>\r\n"
+        f"Expires: 300\r\n"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+class Phone(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        message = parse_message(data)
+        if not isinstance(message, Request):
+            self.statuses.append(message.status)
+
+
+async def test_a_lone_proxy_asking_to_wait_is_degraded_not_down_and_gets_nothing_until_the_time_is_up():
+    """The only proxy answers a probe 503 Retry-After: 4. For 4 s nothing reaches it, not even a
+    phone's REGISTER (the edge answers that phone 503 itself); then probing resumes."""
+    cloud, port, endpoint = await scripted_cloud("127.0.0.3")
+    cloud.answer = (503, "Service Unavailable", {"Retry-After": "4"})
+    edge = await started_edge(f"sip:127.0.0.3:{port};transport=udp")
+    assert edge.upstream is not None
+    health = CloudHealth()
+    states = []
+    health.subscribe(lambda change: states.append(change.new))
+    prober = CloudProber(edge.stack, edge.upstream, health, edge.addresses.wan, interval=1.0)
+    probing = asyncio.create_task(prober.run())
+    loop = asyncio.get_running_loop()
+    phone_transport, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    try:
+        await wait_until(lambda: len(cloud.received) == 1, 3, "the first probe")
+        refused = cloud.received[0][0]
+        cloud.answer = (200, "OK", {})  # what it will say once asked again
+        await wait_until(lambda: health.state is CloudState.DEGRADED, 1, "degraded")
+        phone_port = phone_transport.get_extra_info("sockname")[1]
+        phone_transport.sendto(register(edge.addresses.lan[1], phone_port, "held-1"), edge.addresses.lan)
+        await wait_until(lambda: phone.statuses != [], 2, "the phone's answer")
+        assert phone.statuses == [503]
+        resumed = await wait_until(lambda: len(cloud.received) >= 2, 6, "probing resumes")
+        assert cloud.received[1][0] - refused >= 4.0, cloud.received
+        assert cloud.between(0, time.monotonic(), "REGISTER") == 0
+        await wait_until(lambda: health.state is CloudState.UP, 3, "up again")
+        assert CloudState.DOWN not in states, states
+        footprint = edge.upstream.footprint()
+        assert footprint["suppressed"] >= 1
+        print(f"probing resumed {resumed:.2f} s after the wait began; {footprint}")
+    finally:
+        probing.cancel()
+        phone_transport.close()
+        await edge.stop()
+        endpoint.close()
+
+
+# -- DNS: cached for its TTL, followed when it changes, failures cached -----------------------------
+
+
+class Zone(asyncio.DatagramProtocol):
+    """A DNS server on loopback: `records[(name, type)]` answered with `ttl`; other types of a
+    known name get an empty answer with an SOA; `failing` answers everything SERVFAIL."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], list[str]] = {}
+        self.ttl = 1
+        self.failing = False
+        self.queries: list[float] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.queries.append(time.monotonic())
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        kind = dns.rdatatype.to_text(question.rdtype)
+        if self.failing:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif records := self.records.get((question.name.to_text(), kind)):
+            response.answer.append(dns.rrset.from_text(question.name, self.ttl, "IN", kind, *records))
+        else:
+            soa = "ns.example.net. admin.example.net. 1 60 60 60 40"
+            response.authority.append(dns.rrset.from_text("example.net.", 40, "IN", "SOA", soa))
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@pytest.fixture
+async def zone():
+    loop = asyncio.get_running_loop()
+    transport, server = await loop.create_datagram_endpoint(Zone, local_addr=("127.0.0.1", 0))
+    client = dns.asyncresolver.Resolver(configure=False)
+    client.nameservers = ["127.0.0.1"]
+    client.port = transport.get_extra_info("sockname")[1]
+    client.timeout = client.lifetime = 2
+    yield server, client
+    transport.close()
+
+
+async def test_a_moved_sbc_is_followed_without_a_restart(zone):
+    """sbc.example.net moves from 127.0.0.3 to 127.0.0.4 (TTL 1 s, held at least 5 s): the prober
+    follows it; meanwhile the DNS server is asked about once per TTL, not per probe."""
+    server, client = zone
+    old, old_port, old_endpoint = await scripted_cloud("127.0.0.3")
+    new_endpoint, new = None, None
+    server.records[("sbc.example.net.", "A")] = ["127.0.0.3"]
+    transports = TransportLayer(lambda message, flow: None)
+    wan = await transports.listen_udp("127.0.0.2", 0)
+    upstream = Upstream(
+        transports, [f"sip:sbc.example.net:{old_port};transport=udp"], wan, resolver=CloudResolver(client)
+    )
+    stack = SipStack(transports)
+    health = CloudHealth()
+    probing = asyncio.create_task(CloudProber(stack, upstream, health, wan, interval=1.0).run())
+    try:
+        await wait_until(lambda: health.state is CloudState.UP, 5, "the old address answers")
+        new_endpoint, new = (await asyncio.get_running_loop().create_datagram_endpoint(
+            ScriptedCloud, local_addr=("127.0.0.4", old_port)
+        ))  # fmt: skip
+        server.records[("sbc.example.net.", "A")] = ["127.0.0.4"]
+        moved = time.monotonic()
+        followed = await wait_until(lambda: new.received != [], 8, "probes reach the new address")
+        assert upstream.is_cloud("127.0.0.4")
+        await asyncio.sleep(2)
+        window = time.monotonic() - moved
+        queries = sum(1 for at in server.queries if at >= moved)
+        print(f"followed the move in {followed:.2f} s; {queries} DNS queries in {window:.1f} s")
+        assert queries <= 2 * (window / 5 + 1)  # A and AAAA, once per (floored) TTL
+        assert old.between(moved + followed + 0.5, time.monotonic()) == 0
+    finally:
+        probing.cancel()
+        await transports.close()
+        old_endpoint.close()
+        if new_endpoint is not None:
+            new_endpoint.close()
+
+
+async def test_a_failing_dns_server_is_not_asked_in_a_tight_loop(zone):
+    """Every answer SERVFAIL (the name is `localhost`, so the names-file fallback finds it without
+    asking any other server); the upstream resolves as often as asked over a simulated 120 s
+    (steps of 0.1 s): the server sees each question at most once per NEGATIVE_TTL."""
+    server, client = zone
+    server.failing = True
+    now = [0.0]
+    resolver = CloudResolver(client, clock=lambda: now[0])
+    transports = TransportLayer(lambda message, flow: None)
+    upstream = Upstream(
+        transports,
+        ["sip:localhost:5060;transport=udp"],
+        ("127.0.0.2", 5060),
+        resolver=resolver,
+        clock=lambda: now[0],
+    )
+    for _ in range(1200):
+        await upstream.resolve()
+        now[0] += 0.1
+    windows = 120 / NEGATIVE_TTL + 1
+    print(f"{len(server.queries)} queries to a failing DNS server over a simulated 120 s")
+    # A and AAAA each once per window (the names-file fallback is not DNS: counted, but not here).
+    assert len(server.queries) <= 2 * windows, len(server.queries)
+    assert resolver.queries <= 3 * windows

@@ -1,0 +1,60 @@
+"""The appliance's footprint on the cloud: what it sent there, by kind, for `vaxelctl status --json`.
+
+Every message the edge sends on a flow the upstream opened to the cloud goes
+through `CloudTraffic.sent` (the upstream wraps the flow's `send`), so
+retransmissions by the transaction layer are counted as packets too. A
+request sent again with the same top branch and method is a retransmission.
+Attempts the edge kept back because the cloud asked it to wait (a 503 with
+Retry-After) are counted as suppressed.
+"""
+
+import re
+from collections import Counter, OrderedDict
+from typing import Any
+
+KINDS = ("OPTIONS", "REGISTER", "INVITE")
+_BRANCH = re.compile(rb"branch=([^;,\s]+)", re.IGNORECASE)
+_REMEMBERED = 4096  # recent (method, branch) pairs kept to recognise retransmissions
+
+
+class CloudTraffic:
+    def __init__(self) -> None:
+        self.packets = 0  # every datagram or stream write to the cloud, requests and responses
+        self.requests: Counter[str] = Counter()  # first sendings, by kind (OPTIONS, ..., other)
+        self.retransmissions = 0
+        self.suppressed = 0  # requests not sent: the cloud's Retry-After was still running
+        self.by_target: Counter[str] = Counter()  # packets per "address:port/transport"
+        self._seen: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+
+    def sent(self, data: bytes, target: str) -> None:
+        """One message (`data`, its bytes as sent) went to the cloud at `target`."""
+        self.packets += 1
+        self.by_target[target] += 1
+        method = data.split(b" ", 1)[0]
+        if not data.strip() or method == b"SIP/2.0":
+            return  # a keepalive or a response: a packet, not a request
+        branch = _BRANCH.search(data)
+        key = (method, branch.group(1) if branch else data)
+        if key in self._seen:
+            self.retransmissions += 1
+            return
+        self._seen[key] = None
+        if len(self._seen) > _REMEMBERED:
+            self._seen.popitem(last=False)
+        name = method.decode(errors="replace").upper()
+        self.requests[name if name in KINDS else "other"] += 1
+
+    def suppress(self) -> None:
+        """A request that would have gone to the cloud was kept back (Retry-After)."""
+        self.suppressed += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """{"packets": int, "requests": {"OPTIONS"|"REGISTER"|"INVITE"|"other": int},
+        "retransmissions": int, "suppressed": int, "by_target": {"addr:port/transport": int}}"""
+        return {
+            "packets": self.packets,
+            "requests": {kind: self.requests[kind] for kind in (*KINDS, "other")},
+            "retransmissions": self.retransmissions,
+            "suppressed": self.suppressed,
+            "by_target": dict(self.by_target),
+        }
