@@ -32,8 +32,8 @@ from vaxelbox.edge.health import (
 )
 from vaxelbox.edge.resolver import NEGATIVE_TTL, CloudResolver
 from vaxelbox.edge.service import Edge, EdgeSettings
-from vaxelbox.edge.upstream import Upstream
-from vaxelbox.sip.message import Header, Request, parse_message
+from vaxelbox.edge.upstream import CloudBusy, Upstream
+from vaxelbox.sip.message import Header, Request, Response, parse_message
 from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.stack import SipStack
 from vaxelbox.sip.transaction import Send, StartTimer, Terminated, TimedOut
@@ -416,3 +416,35 @@ async def test_a_failing_dns_server_is_not_asked_in_a_tight_loop(zone):
     # A and AAAA each once per window (the names-file fallback is not DNS: counted, but not here).
     assert len(server.queries) <= 2 * windows, len(server.queries)
     assert resolver.queries <= 3 * windows
+
+
+async def test_a_relayed_503_retry_after_holds_its_proxy_and_with_none_left_the_upstream_says_busy():
+    """What the relay's response chain hands the upstream (Upstream.on_response): the 503 to a
+    REGISTER from the first proxy moves traffic to the second; when the second says the same, no
+    flow is given out (CloudBusy, counted as suppressed) until the first wait is over."""
+    now = [100.0]
+    transports = TransportLayer(lambda message, flow: None)
+    wan = await transports.listen_udp("127.0.0.2", 0)
+    first, second = ("127.0.0.3", 5060), ("127.0.0.4", 5060)
+    upstream = Upstream(
+        transports, [f"sip:{h}:{p};transport=udp" for h, p in (first, second)], wan, clock=lambda: now[0]
+    )
+    told = []
+    upstream.all_held_observers.append(lambda seconds, why: told.append(seconds))
+    try:
+        assert (await upstream.flow()).remote == first
+        busy = Response(503, "Service Unavailable", [Header("Retry-After", "30 (maintenance);duration=60")])
+        assert upstream.on_response(busy, first) == 30
+        assert upstream.ready_flow() is None
+        assert (await upstream.flow()).remote == second
+        assert told == []  # the second proxy is still there
+        busy.headers[-1] = Header("Retry-After", "60")
+        upstream.on_response(busy, second)
+        assert told == [30]  # the first is free again in 30 s
+        with pytest.raises(CloudBusy):
+            await upstream.flow()
+        assert upstream.footprint()["suppressed"] == 1
+        now[0] += 30
+        assert (await upstream.flow()).remote == first
+    finally:
+        await transports.close()

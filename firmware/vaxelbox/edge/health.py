@@ -168,6 +168,9 @@ class CloudProber:
         self.wan = wan
         self.interval = interval
         self.schedule = ProbeSchedule(interval, max(ceiling, interval))
+        # A Retry-After (to a probe, or to a request the relay hands to upstream.on_response) that
+        # leaves no target to use: degraded, not down, for that long.
+        upstream.all_held_observers.append(lambda seconds, why: health.busy(seconds, reason=why))
         self._sequence = 0
 
     async def run(self) -> None:
@@ -210,9 +213,8 @@ class CloudProber:
             self.health.failure(reason="OPTIONS probe unanswered")
             self.upstream.fail_over()
             return False
-        if (held := self.upstream.on_response(response, flow.remote)) is not None:
-            self.health.busy(held, reason=f"OPTIONS probe answered {response.status} {response.reason}")
-            return False
+        if self.upstream.on_response(response, flow.remote) is not None:
+            return False  # held: the next target is probed next; with none left, health was told
         # Any other response, even an error, proves the cloud's SIP service is alive.
         self.health.success(reason=f"OPTIONS probe answered {response.status}")
         return True

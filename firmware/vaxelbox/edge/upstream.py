@@ -66,6 +66,8 @@ class Upstream:
         self.fresh_until = -math.inf  # monotonic: when the DNS answers behind `targets` expire
         self.held: dict[CloudTarget, float] = {}  # target -> monotonic time its Retry-After ends
         self.traffic = CloudTraffic()
+        # Told (seconds until the first is free, why) when a Retry-After leaves no target to use.
+        self.all_held_observers: list[Callable[[float, str], None]] = []
         self._counted: weakref.WeakSet[Flow] = weakref.WeakSet()
 
     @property
@@ -131,6 +133,11 @@ class Upstream:
         log.warning("cloud target %s:%s held for %.0f s: %s", target.address, target.port, seconds, why)
         if target == self.target:
             self.fail_over()
+        frees = [self.held_until(t) for t in self.targets]
+        if all(until is not None for until in frees):
+            wait = min(until for until in frees if until is not None) - self.clock()
+            for observer in self.all_held_observers:
+                observer(wait, f"every cloud target asked us to wait ({why})")
 
     def on_response(self, response: Response, remote: tuple[str, int] | None = None) -> float | None:
         """A response from the cloud (to a probe or a relayed request); a 503 with Retry-After holds
