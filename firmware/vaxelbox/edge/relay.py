@@ -252,8 +252,13 @@ class EdgeRelay:
     # -- the response chain's own processors -------------------------------------------------------
 
     def _health_signal(self, context: RequestContext, target: Target, response: Response | None) -> None:
-        if target.side == "wan":
-            self.on_cloud_signal(response is not None)
+        """A branch to the cloud answered (or not); a 503 with Retry-After holds that proxy (§21.5.4).
+        The fallback trunk, also on the WAN side, says nothing about the cloud."""
+        if target.side != "wan" or target.flow is None or not self.upstream.is_cloud(target.flow.remote[0]):
+            return
+        self.on_cloud_signal(response is not None)
+        if response is not None:
+            self.upstream.on_response(response, target.flow.remote)
 
     def _mirror_binding(self, context: RequestContext, target: Target, response: Response | None) -> None:
         """The cloud's 200 to a REGISTER is the truth about a phone's bindings."""
