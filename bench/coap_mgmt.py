@@ -117,7 +117,7 @@ def run(work: Path) -> dict[str, Any]:
         results: dict[str, Any] = {}
         results["agent_plain"] = summary(asyncio.run(latencies(agent_uri, None, REQUESTS)))
         results["baseline_plain"] = summary(asyncio.run(latencies(baseline_uri, None, REQUESTS)))
-        agent_context = FilesystemSecurityContext(str(paired.directory / "oscore"))
+        agent_context = FilesystemSecurityContext(str(paired.paired.directory / "oscore"))
         results["agent_oscore"] = summary(asyncio.run(latencies(agent_uri, agent_context, REQUESTS)))
         release(agent_context)
         baseline_context = FilesystemSecurityContext(str(client_dir))
