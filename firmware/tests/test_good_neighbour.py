@@ -112,6 +112,13 @@ def test_the_wait_doubles_while_down_up_to_the_ceiling_jittered_and_an_answer_re
     assert schedule.next_wait(True, CloudState.DOWN) == 1.0  # the cloud answered: normal interval
 
 
+def test_after_a_miss_the_next_probes_come_at_half_the_interval_until_down():
+    schedule = ProbeSchedule(interval=1.0, ceiling=8.0)
+    assert schedule.next_wait(False, CloudState.DEGRADED, suspect=True) == 0.5
+    assert schedule.next_wait(True, CloudState.DEGRADED, suspect=True) == 1.0  # answered after all
+    assert schedule.next_wait(False, CloudState.DEGRADED, suspect=False) == 1.0  # e.g. a Retry-After wait
+
+
 def test_a_503_retry_after_is_degraded_and_misses_meanwhile_do_not_make_it_down():
     health = CloudHealth()
     health.success(now=0)
