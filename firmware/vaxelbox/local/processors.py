@@ -3,8 +3,9 @@
 In order: in-dialog requests (short-cut to the office phone at the far end,
 or answered here when that end was the dead cloud), the local registrar,
 emergency calls (before any authentication: a phone with a stale password
-still reaches 112), call authentication (407), the route plan from the site,
-and a clear 480 for everything the appliance does not serve locally.
+still reaches 112), call authentication (407), star codes (answered here and
+journaled), the route plan from the site, and a clear 480 for everything the
+appliance does not serve locally.
 """
 
 from collections.abc import Callable
