@@ -270,7 +270,9 @@ def test_ctrl_c_during_an_upload_prints_one_line_exits_130_and_the_upload_resume
     stdout, stderr = upload.communicate(timeout=30)
     assert upload.returncode == 130, stderr
     assert stdout == ""
-    [line] = lines(stderr)
+    found = lines(stderr)
+    assert len(found) == 1, stderr
+    line = found[0]
     assert line.startswith("vaxelctl: upload interrupted at ")
     assert line.endswith(" of 50.3 MB; run the same command to resume")
     received = json.loads(ok(vaxelctl(laptop, "fw", "status", "--json")))["received"]

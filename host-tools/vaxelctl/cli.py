@@ -7,6 +7,7 @@ hints for the office router, and manages appliances over CoAP with OSCORE
 
 import ipaddress
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -118,6 +119,12 @@ def main() -> None:
     as_json = "--json" in sys.argv[1:]
     try:
         result = app(standalone_mode=not as_json)
+    except SystemExit as exc:
+        if exc.code == 130:  # Ctrl-C: the command said its one line; leave now, before the interpreter's
+            sys.stdout.flush()  # shutdown can print leftovers of the interrupted asyncio tasks
+            sys.stderr.flush()
+            os._exit(130)
+        raise
     except ClientError as exc:
         failed(str(exc), exc.exit_code, as_json)
     except typer.Abort:
@@ -128,6 +135,10 @@ def main() -> None:
             raise
         exc.show()  # type: ignore[attr-defined]
         failed(exc.format_message(), exc.exit_code, as_json, shown=True)  # type: ignore[attr-defined]
+    if result == 130:  # Ctrl-C under --json: the same quiet exit as above
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     sys.exit(result if isinstance(result, int) else 0)
 
 
