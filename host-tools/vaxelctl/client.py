@@ -40,10 +40,10 @@ EXIT_USAGE = 2  # the command was given wrongly (as click's usage errors): nothi
 EXIT_UNREACHABLE = 3  # no answer, or no such appliance
 EXIT_NOT_PAIRED = 4  # pair first (or pairing was revoked)
 
-# aiocoap's own warnings (late responses and errors while a context shuts down, e.g. after
-# Ctrl-C) would reach stderr through logging's last-resort handler; every failure that matters
-# to the installer becomes a ClientError instead.
-logging.getLogger("coap").addHandler(logging.NullHandler())
+# Library warnings (aiocoap's late responses and errors while a context shuts down, asyncio's
+# "Task was destroyed" after Ctrl-C) would reach stderr through logging's last-resort handler;
+# every failure that matters to the installer becomes a ClientError and its one line instead.
+logging.getLogger().addHandler(logging.NullHandler())
 
 
 class ClientError(Exception):
