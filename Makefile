@@ -98,3 +98,4 @@ bench: setup test-debs
 	$(BIN)/python bench/coap_mgmt.py
 	$(BIN)/python bench/failback.py
 	$(BIN)/python bench/local_calls.py
+	$(BIN)/python bench/cloud_footprint.py
