@@ -89,11 +89,12 @@ class ManagementBackend:
         site = agent.current_site()
         devices = self.store.devices.all()
         errors = [r for r in (self._log_ring.records if self._log_ring else []) if r.get("level") == "error"]
+        mode = self.mode()
         return {
             "cloud": agent.health.state.value,
-            "mode": self.mode()["mode"],
-            "mode_since": self.mode()["since"],
-            "mode_reason": self.mode()["reason"],
+            "mode": mode["mode"],
+            "mode_since": mode["since"],
+            "mode_reason": mode["reason"],
             "site_version": agent.active.version.number if agent.active else None,
             "site_warning": agent.site_warning(),
             "phones": {
