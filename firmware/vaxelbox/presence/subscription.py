@@ -265,6 +265,10 @@ class Notifier:
             self._forget(sub)
         return ended
 
+    def find(self, request: Request) -> WatcherSubscription | None:
+        """The live subscription an in-dialog SUBSCRIBE belongs to, if it is one of ours."""
+        return self._subs.get((request.call_id, request.to.tag or "", request.from_.tag))
+
     def watchers(self, resource: str | None = None) -> list[WatcherSubscription]:
         """Live subscriptions, all or those to `resource`."""
         return [s for s in self._subs.values() if resource is None or s.resource == resource]
