@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vaxelbox.store.devices import Devices
 from vaxelbox.store.journal import Journal
+from vaxelbox.store.presence import Watches
 from vaxelbox.store.settings import Settings
 from vaxelbox.store.sites import SiteVersions
 from vaxelbox.store.user_state import UserStates
@@ -126,6 +127,14 @@ MIGRATIONS: list[str] = [
         replayed_at REAL
     );
     """,
+    """
+    CREATE TABLE presence_watch (
+        id         TEXT PRIMARY KEY,
+        resource   TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -155,6 +164,7 @@ class Store:
         self.settings = Settings(self)
         self.users = UserStates(self)
         self.journal = Journal(self)
+        self.watches = Watches(self)
 
     def close(self) -> None:
         with self._lock:
