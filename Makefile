@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 # Debian packages the tests use as real peers or tools; missing ones are installed, never skipped.
-TEST_DEBS := systemd make sip-tester kamailio kamailio-tls-modules curl openssl iproute2 dnsmasq-base \
-  isc-dhcp-server fail2ban
+TEST_DEBS := systemd make sip-tester kamailio kamailio-tls-modules kamailio-presence-modules curl openssl \
+  iproute2 dnsmasq-base isc-dhcp-server fail2ban
 
 # `$(NEED_DEBS) pkg...` installs the Debian packages that are missing (needs root).
 NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \

@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 PEERS = Path(__file__).with_name("peers")
 SCENARIOS = PEERS / "sipp"
+DBTEXT_SCHEMAS = Path("/usr/share/kamailio/dbtext/kamailio")  # empty tables, from Debian's kamailio
 DOMAIN = "demo.vaxel.example.net"
 USERS = {"101": "pw-101-secret", "102": "pw-102-secret", "103": "pw-103-secret"}
 
@@ -77,15 +79,17 @@ class Kamailio:
     users: dict[str, str] = field(default_factory=lambda: dict(USERS))
     tls_port: int | None = None  # also listen for TLS there, with a certificate made for the test
     netns: str | None = None  # run inside this network namespace (the HIL suite's "cloud")
+    presence: bool = False  # also a presence server for Event: dialog, fed by the calls it proxies
 
     def start(self) -> "Kamailio":
         self.workdir.mkdir(parents=True, exist_ok=True)
         users = "\n".join(f'    $sht(passwd=>{u}) = "{p}";' for u, p in self.users.items())
         config = (PEERS / "kamailio.cfg").read_text()
         tls, tls_module = self._tls()
+        presence = self._presence()
         for key, value in {"@ADDRESS@": self.address, "@PORT@": str(self.port), "@DOMAIN@": DOMAIN,
                            "@USERS@": users, "@RUNDIR@": str(self.workdir), "@TLS@": tls,
-                           "@TLSMODULE@": tls_module}.items():  # fmt: skip
+                           "@TLSMODULE@": tls_module, "@PRESENCE@": presence}.items():  # fmt: skip
             config = config.replace(key, value)
         (self.workdir / "kamailio.cfg").write_text(config)
         self.log = (self.workdir / "kamailio.log").open("w")
@@ -121,6 +125,56 @@ class Kamailio:
         core = f"enable_tls=yes\nlisten=tls:{self.address}:{self.tls_port}"
         module = f'loadmodule "tls.so"\nmodparam("tls", "config", "{self.workdir / "tls.cfg"}")'
         return core, module
+
+    def _presence(self) -> str:
+        """The preprocessor line that turns presence on, with db_text's tables in the run directory."""
+        if not self.presence:
+            return ""
+        tables = self.workdir / "dbtext"
+        tables.mkdir(exist_ok=True)
+        for table in ("version", "presentity", "active_watchers", "watchers", "pua", "xcap"):
+            shutil.copyfile(DBTEXT_SCHEMAS / table, tables / table)
+        return "#!define WITH_PRESENCE"
+
+    def rpc(self, *command: str) -> str:
+        """Run one RPC command over the control socket (kamcmd); returns its text output.
+
+        Raises subprocess.CalledProcessError when kamcmd fails (e.g. an unknown command)."""
+        return subprocess.run(
+            [tool("kamcmd"), "-s", f"unix:{self.workdir}/kamailio_ctl", *command],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+
+    def subscriptions(self, resource: str, event: str = "dialog") -> int:
+        """Active subscriptions (watcher dialogs) to `resource` (a user, "102", or a SIP URI)
+        for `event`, as Kamailio's presence server holds them now: its active_watchers table
+        (written through to db_text), without the ones whose expiry has passed.
+
+        Needs presence=True; raises RuntimeError when Kamailio cannot answer the query."""
+        uri = resource if resource.startswith("sip:") else f"sip:{resource}@{DOMAIN}"
+        output = self.rpc("db_text.query", "select presentity_uri,event,expires from active_watchers")
+        if "returned 0 rows" in output:
+            return 0
+        if not output.startswith("presentity_uri("):
+            raise RuntimeError(f"kamcmd db_text.query: {output.strip()}")
+        now = time.time()
+        count = 0
+        for line in output.splitlines()[1:]:  # after the header line
+            fields = [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", line.strip())]
+            if len(fields) == 3 and fields[0] == uri and fields[1] == event and int(fields[2]) > now:
+                count += 1
+        return count
+
+    def subscribes_received(self) -> int:
+        """SUBSCRIBE requests Kamailio received since it started: new ones, their digest retries,
+        refreshes and unsubscribes (the config counts each in the htable `presence`).
+
+        Needs presence=True; raises RuntimeError when Kamailio has no such counter."""
+        output = self.rpc("htable.get", "presence", "subscribes")
+        match = re.search(r"value:\s*(\d+)", output)
+        if not match:
+            raise RuntimeError(f"kamcmd htable.get: {output.strip()}")
+        return int(match.group(1))
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -171,13 +225,14 @@ async def phone(
     local: str = "127.0.0.1",
     netns: str | None = None,
     password: str | None = None,
+    keys: dict[str, str] | None = None,
 ) -> Phone:
     """Start one sipp phone on `local` (in `netns`, if given) registering `user` through `target`,
     running `scenario`.
 
     `answers` names the scenario for calls that reach the phone (sipp's
     out-of-call scenario), while `register_wait.xml` keeps it registered and
-    reachable for `hold` seconds.
+    reachable for `hold` seconds. `keys` are more sipp -key values (e.g. `states` for watch.xml).
     """
     workdir = workdir / f"phone-{user}-{time.monotonic_ns()}"
     workdir.mkdir(parents=True)
@@ -188,6 +243,8 @@ async def phone(
         "-trace_err", "-trace_msg", "-s", user, "-au", user, "-ap", password or USERS[user],
         "-key", "expires", str(expires), "-key", "callee", callee or "0", "-d", str(int(hold * 1000)),
     ]  # fmt: skip
+    for key, value in (keys or {}).items():
+        command += ["-key", key, value]
     if answers:
         command += ["-oocsf", str(SCENARIOS / answers)]
     if port:
