@@ -99,3 +99,4 @@ bench: setup test-debs
 	$(BIN)/python bench/failback.py
 	$(BIN)/python bench/local_calls.py
 	$(BIN)/python bench/cloud_footprint.py
+	$(BIN)/python bench/presence.py

@@ -145,25 +145,25 @@ class Kamailio:
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout  # fmt: skip
 
-    def subscriptions(self, resource: str, event: str = "dialog") -> int:
-        """Active subscriptions (watcher dialogs) to `resource` (a user, "102", or a SIP URI)
-        for `event`, as Kamailio's presence server holds them now: its active_watchers table
-        (written through to db_text), without the ones whose expiry has passed.
+    def subscriptions(self, resource: str | None = None, event: str = "dialog") -> int:
+        """Active subscriptions (watcher dialogs) to `resource` (a user, "102", or a SIP URI; None:
+        every resource) for `event`, as Kamailio's presence server holds them now: its
+        active_watchers table (written through to db_text), less the ones whose expiry has passed.
 
         Needs presence=True; raises RuntimeError when Kamailio cannot answer the query."""
-        uri = resource if resource.startswith("sip:") else f"sip:{resource}@{DOMAIN}"
+        uri = resource if resource is None or resource.startswith("sip:") else f"sip:{resource}@{DOMAIN}"
         output = self.rpc("db_text.query", "select presentity_uri,event,expires from active_watchers")
         if "returned 0 rows" in output:
             return 0
         if not output.startswith("presentity_uri("):
             raise RuntimeError(f"kamcmd db_text.query: {output.strip()}")
+        total = re.search(r"total rows (\d+) /", output)
+        rows = [re.split(r"(?<!\\):", line.strip()) for line in output.splitlines()[1:] if line.strip()]
+        rows = [[f.replace("\\:", ":") for f in row] for row in rows if len(row) == 3]
+        if not total or len(rows) != int(total.group(1)):  # a reply cut short by the control socket
+            raise RuntimeError(f"kamcmd db_text.query: {len(rows)} rows read of {output[-200:]!r}")
         now = time.time()
-        count = 0
-        for line in output.splitlines()[1:]:  # after the header line
-            fields = [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", line.strip())]
-            if len(fields) == 3 and fields[0] == uri and fields[1] == event and int(fields[2]) > now:
-                count += 1
-        return count
+        return sum(1 for p, e, expires in rows if uri in (None, p) and e == event and int(expires) > now)
 
     def subscribes_received(self) -> int:
         """SUBSCRIBE requests Kamailio received since it started: new ones, their digest retries,
