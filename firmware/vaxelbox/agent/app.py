@@ -35,6 +35,7 @@ from vaxelbox.agent.sdnotify import SystemdNotifier
 from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.edge.health import Change, CloudHealth, CloudProber
 from vaxelbox.edge.service import Edge, EdgeSettings
+from vaxelbox.presence.server import PresenceServer
 from vaxelbox.problems import read_config
 from vaxelbox.routing.mode import ModeChange
 from vaxelbox.sip.transport import Limits
@@ -74,6 +75,7 @@ class Agent:
         self.provisioning: Provisioning | None = None
         self.management: Management | None = None
         self.local: LocalMode | None = None
+        self.presence: PresenceServer | None = None
         self.health = CloudHealth()
         self._store: Store | None = None
         self._stopping = asyncio.Event()
@@ -259,6 +261,27 @@ class Agent:
         self.local.observers.append(self._mode_changed)
         await self.local.prepare_trunk(self.active.site)
         self.supervisor.add("local-mode", self.local.run)
+        self._start_presence(edge)
+
+    def _start_presence(self, edge: Edge) -> None:
+        """The phones' presence server (busy lamps), in the relay's chain in both modes."""
+        relay, local = edge.relay, self.local
+        assert relay is not None
+        assert edge.upstream is not None
+        assert local is not None
+        presence = PresenceServer(
+            edge.stack, relay.addresses, relay.flow_of, edge.upstream, edge.bindings, self.current_site,
+            local.auth, self.store.users, self.store.watches,
+        )  # fmt: skip
+        presence.mode = local.mode
+        relay.services.append(presence)
+        relay.observers.append(presence.office)
+        local.observers.append(lambda change: presence.mode_changed(change.new))
+        restored = presence.restore()
+        if restored:
+            log.info("presence subscriptions restored", watchers=restored)
+        self.presence = presence
+        self.supervisor.add("presence", presence.run)
 
     async def _start_provisioning(self) -> None:
         provisioning = Provisioning(self.options, self.store, self.current_site)

@@ -147,7 +147,7 @@ class LocalMode:
         assert relay is not None
         # MD5 first: phones (and sipp) answer the first challenge and several fail outright on a
         # SHA-256 one; RFC 8760 §2.4 leaves the order to the server. SHA-256 is still accepted.
-        auth = PhoneDigest(realm=self.site().cloud.domain, algorithms=("MD5", "SHA-256"))
+        self.auth = auth = PhoneDigest(realm=self.site().cloud.domain, algorithms=("MD5", "SHA-256"))
         registrar = LocalRegistrar(auth, self.edge.bindings)
         planner = LocalPlanner(self.site, StoredUserState(self.store.users), self._registered, site_now)
         relay.set_chains(
@@ -176,7 +176,7 @@ class LocalMode:
             flow = flow or relay.flow_of(binding.transport, binding.remote)
             if flow is not None:
                 label = f"{user_id} {binding.remote[0]}:{binding.remote[1]}"
-                targets.append(Target("lan", flow, parse_uri(binding.contact), label))
+                targets.append(Target("lan", flow, parse_uri(binding.contact), label, user_id))
         return targets
 
     def _registered(self, user_id: str) -> bool:

@@ -243,7 +243,11 @@ class ManagementBackend:
         return [entry.row() for entry in self.store.journal.entries()]
 
     def presence(self) -> dict[str, Any]:
-        return {"presence": [], "available": False, "reason": "the presence cache is not built yet"}
+        """Every user's line (idle, ringing, busy), activity and its end, watchers, upstream state."""
+        presence = self.agent.presence
+        if presence is None:
+            return {"presence": [], "available": False, "reason": "the SIP edge has not started"}
+        return {"presence": presence.rows(), "available": True, "mode": self.mode()["mode"]}
 
     def log(self) -> list[dict[str, Any]]:
         return list(self._log_ring.records)[-100:] if self._log_ring else []

@@ -1,11 +1,14 @@
 """The relay: the edge's one transaction user. It runs the request chain and acts on what it settled.
 
-    request chain:  AnswerOptions -> ProxyChecks -> RouteToken -> FromCloud -> ModeGate
+    request chain:  AnswerOptions -> ProxyChecks -> RouteToken -> services -> FromCloud -> ModeGate
                                                                      online: auth guard, to_cloud
                                                                      local:  vaxelbox.local.processors
     target chain:   routing.forking (one branch per target, each on its own flow), or, for a local
                     route plan, local.plan_runner (rings, no-answer and busy fallbacks)
     response chain: health signal, binding mirror, auth guard (and call records)
+    services:       what the edge serves itself in both modes (presence: SUBSCRIBE, the cloud's NOTIFY)
+    call observers: see every settled request, branch response and response to the requester
+                    (the presence server's view of the office's calls)
 
 Online and local mode differ only in the processors the mode gate picks. The
 policy lives in the processors (`edge/online.py`, `local/`); this module only
@@ -60,6 +63,16 @@ class Confirmer(Protocol):
     def on_ack(self, ack: Request) -> bool: ...
 
 
+class CallObserver(Protocol):
+    """Sees the calls that cross the relay (presence.calls.OfficeCalls): each request once the chain
+    settled it, each response on a forked branch (None: the branch timed out), and each response sent
+    back to the requester."""
+
+    def request(self, context: RequestContext) -> None: ...
+    def branch(self, context: RequestContext, target: Target, response: Response | None) -> None: ...
+    def answered(self, context: RequestContext, response: Response) -> None: ...
+
+
 class PlanExecutor(Protocol):
     """Runs a local route plan for a request (local.plan_runner); returns what cancels it."""
 
@@ -90,6 +103,8 @@ class EdgeRelay:
         self.is_trunk: Callable[[str], bool] = lambda address: False  # the fallback trunk's addresses
         self._ours = {addresses.lan, addresses.wan}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.services: list[Processor] = []  # the edge's own services, before the mode gate (presence)
+        self.observers: list[CallObserver] = []
         self.auth_guard = AuthGuard()  # holds a phone whose password the cloud keeps refusing
         self.route_token = RouteToken(self.is_ours, self.flow_of)
         self.locate_phone = PhoneLocator(bindings, self.flow_of)
@@ -105,6 +120,7 @@ class EdgeRelay:
                 AnswerOptions(self.is_ours),
                 ProxyChecks(frozenset(f"{h}:{p}" for h, p in self._ours)),
                 self.route_token,
+                Chain("services", self.services),  # the list itself: services added later count
                 FromCloud(self.locate_phone),
                 ModeGate(
                     online=Chain("online", [between_phones, self.auth_guard.hold, to_cloud]),
@@ -116,7 +132,15 @@ class EdgeRelay:
             self.stack,
             self.addresses,
             self.forking.schedule,
-            ResponseChain([self._health_signal, self._mirror_binding, self.auth_guard.observe, *responses]),
+            ResponseChain(
+                [
+                    self._health_signal,
+                    self._mirror_binding,
+                    self.auth_guard.observe,
+                    *responses,
+                    self._observe,
+                ]
+            ),
         )
 
     # -- the transaction user -------------------------------------------------------------------
@@ -139,6 +163,8 @@ class EdgeRelay:
         )
         self.request_chain(context)
         self._record_call(context)
+        for observer in self.observers:
+            observer.request(context)
         if context.response is not None:
             self.stack.respond(transaction, context.response)
         elif context.confirm is not None and self.confirmations is not None:
@@ -203,7 +229,7 @@ class EdgeRelay:
             targets = [Target(t.side, t.flow or flow, t.uri, t.label) for t in context.targets]
             self._start_fork(context, targets)
 
-        self._with_cloud_flow(with_cloud, transaction)
+        self._with_cloud_flow(with_cloud, context)
 
     def _start_fork(self, context: RequestContext, targets: list[Target]) -> None:
         assert context.transaction is not None
@@ -215,6 +241,8 @@ class EdgeRelay:
         transaction = context.transaction
         assert transaction is not None
         self.stack.respond(transaction, response)
+        for observer in self.observers:
+            observer.answered(context, response)
         if response.status < 200:
             return
         if context.request.method == "INVITE" and context.request.to.tag is None:
@@ -230,22 +258,23 @@ class EdgeRelay:
                 64 * self.stack.timers.t1, self.calls.pop, id(transaction), None
             )
 
-    def _with_cloud_flow(self, send: Callable[[Flow], None], transaction: Running | None = None) -> None:
+    def _with_cloud_flow(self, send: Callable[[Flow], None], context: RequestContext | None = None) -> None:
         if (flow := self.upstream.ready_flow()) is not None:
             send(flow)
         else:
-            self._spawn(self._connect_then(send, transaction))
+            self._spawn(self._connect_then(send, context))
 
-    async def _connect_then(self, send: Callable[[Flow], None], transaction: Running | None = None) -> None:
-        """Open the way to the cloud, then send; a request we cannot send gets a 503."""
+    async def _connect_then(
+        self, send: Callable[[Flow], None], context: RequestContext | None = None
+    ) -> None:
+        """Open the way to the cloud, then send; a request (`context`) we cannot send gets a 503."""
         try:
             flow = await self.upstream.flow()
         except OSError as exc:
             log.warning("cloud unreachable: %s", exc)
             self.on_cloud_signal(False)
-            if transaction is not None:
-                request = transaction.machine.request
-                self.stack.respond(transaction, make_response(request, 503, "Service Unavailable"))
+            if context is not None:
+                self._respond(context, make_response(context.request, 503, "Service Unavailable"))
             return
         send(flow)
 
@@ -266,6 +295,10 @@ class EdgeRelay:
             return
         if 200 <= response.status < 300:
             self.bindings.update(context.request, response, context.flow)
+
+    def _observe(self, context: RequestContext, target: Target, response: Response | None) -> None:
+        for observer in self.observers:
+            observer.branch(context, target, response)
 
     # -- stateless forwarding ---------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ Merge rules (issue 11), per source (office, cloud) and dialog id:
   may not ring again under that id (stuck blinking lamps); a later `confirmed` still shows.
 Between sources: the union, one entry per call-id, the higher state winning (office on a tie), so
 a desk branch cancelled at the office never darkens a call the cloud saw answered on the mobile.
-When the office sees a dialog end, the cloud's copy of that same dialog (same call-id and tags)
-ends too: a call that ends during an outage does not stay busy until the cloud is back.
+When the office sees a dialog end, the cloud's copy of that same dialog (same call-id and tags;
+after a BYE, same call-id and no tag that differs) ends too: a call that ends during an outage does
+not stay busy until the cloud is back, nor a hung-up call until the cloud's own NOTIFY.
 
 Cloud documents: versions per upstream subscription (RFC 4235 §4.1.1): one not above the last is
 stale and ignored; a full one replaces the cloud's set (what it leaves out has ended), a partial
@@ -214,6 +215,12 @@ def _tags(a: LineDialog, b: LineDialog) -> tuple[tuple[str | None, str | None], 
 
 
 def _same_dialog(a: LineDialog, b: LineDialog) -> bool:
-    """Same call-id and the same pair of tags (either orientation); all known."""
+    """Same call-id and the same pair of tags (either orientation), all known; or, when `b` ended
+    with a BYE (a call that was up, now over), the same call-id and no tag that says otherwise
+    (Kamailio's pua_dialoginfo sends no tags)."""
+    if a.call_id is None or a.call_id != b.call_id:
+        return False
     tags_a, tags_b = {a.local_tag, a.remote_tag}, {b.local_tag, b.remote_tag}
-    return a.call_id is not None and a.call_id == b.call_id and None not in tags_a and tags_a == tags_b
+    if None not in tags_a and tags_a == tags_b:
+        return True
+    return b.reason in ("local-bye", "remote-bye") and tags_a - {None} <= tags_b

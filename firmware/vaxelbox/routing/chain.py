@@ -43,6 +43,7 @@ class Target:
     flow: Flow | None = None
     uri: Uri | None = None
     label: str = ""  # for logs and `vaxelctl calls`: "cloud", "anna (192.0.2.11)", "trunk"
+    user: str | None = None  # the site user whose phone this is, when the plan knows (presence)
 
 
 @dataclass(eq=False)
