@@ -92,7 +92,8 @@ def test_caller_goes_trying_early_confirmed_terminated():
     assert view.states("anna") == ["trying", "early", "confirmed", "terminated"]
     last = view.seen[-1][1]
     assert (last.call_id, last.local_tag, last.remote_tag) == ("call-1", "from-101", "t102")
-    assert last.direction == "initiator" and last.reason == "remote-bye"
+    assert last.direction == "initiator"
+    assert last.reason == "remote-bye"
     assert last.id == dialog_id("call-1", "initiator")
 
 
@@ -108,8 +109,10 @@ def test_callee_with_two_phones_has_one_dialog_and_the_answer_wins():
     view.calls.branch(ctx, handset, response(request, 487, "handset"))
     assert view.states("bjorn") == ["early", "confirmed"]  # one NOTIFY per change, not one per branch
     answered = view.seen[-1][1]
-    assert answered.local_tag == "desk" and answered.remote_tag == "from-101"
-    assert answered.direction == "recipient" and answered.remote.identity == "sip:101@example.net"
+    assert answered.local_tag == "desk"
+    assert answered.remote_tag == "from-101"
+    assert answered.direction == "recipient"
+    assert answered.remote.identity == "sip:101@example.net"
 
 
 def test_callee_lamp_goes_dark_only_when_every_branch_failed():
