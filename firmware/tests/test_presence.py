@@ -8,7 +8,11 @@ final NOTIFY terminates the subscription; it fails otherwise.
 """
 
 import asyncio
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -42,6 +46,13 @@ id = "bjorn"
 name = "Björn Åkesson"
 extension = "102"
 sip = {{ user = "102", password = "{USERS["102"]}" }}
+
+[[users.activities]]
+id = "lunch"
+name = "Lunch"
+number = 1
+default_minutes = 60
+forward = "user:cecilia"
 
 [[users]]
 id = "cecilia"
@@ -228,3 +239,52 @@ async def test_restart_keeps_the_lamps_and_their_versions(office, cloud):
     await until(lambda: cloud.subscriptions("102") == 0, what="no upstream subscription left")
     bjorn.process.kill()
     await bjorn.process.wait()
+
+
+def cli(*args: str, config=None) -> str:
+    """vaxelbox or vaxelctl as an installer runs it (a subprocess, 200 columns)."""
+    module = "vaxelctl.cli" if config else "vaxelbox.cli"
+    env = {**os.environ, "COLUMNS": "200", **({"VAXELCTL_CONFIG": str(config)} if config else {})}
+    result = subprocess.run(
+        [sys.executable, "-c", f"from {module} import main; main()", *args],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+async def test_presence_shows_activity_and_vaxelctl_shows_every_line(office, cloud, tmp_path):
+    """Event: presence gets PIDF with the RPID activity (lunch is `meal`), pushed when the activity
+    is set from the command line; `vaxelctl presence` shows each user's line, activity and end."""
+    data = str(tmp_path / "data")
+    presence = await office.phone("watch_presence.xml", "101", callee="102", keys={"activity": "<rpid:meal"})
+    bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=20)
+    watcher = await office.watcher("103")
+    await until(lambda: cloud.subscriptions("102") == 1, what="the upstream subscription")
+    cli("activity", "set", "bjorn", "lunch", "--minutes", "30", "--data", data)
+    await presence.finish()  # it saw <rpid:meal> and unsubscribed
+    ready = office.agent.events("agent ready")[0]
+    coap = next(a.split()[-1] for a in ready["listening"] if a.startswith("management coap "))
+    code = cli("pairing-code", "--data", data).strip()
+    laptop = tmp_path / "laptop"
+    cli("pair", coap, "--code", code, "--name", "Lisa", config=laptop)
+    anna = await office.phone("register_call_hold.xml", "101", callee="102", hold=4)
+    await until(lambda: _line(laptop, "bjorn") == "busy", what="bjorn busy in vaxelctl presence")
+    rows = {r["user"]: r for r in json.loads(cli("presence", "--json", config=laptop))["presence"]}
+    assert rows["bjorn"]["activity"] == "Lunch"
+    assert 29 * 60 < rows["bjorn"]["until"] - time.time() <= 30 * 60
+    assert (rows["bjorn"]["watchers"], rows["bjorn"]["cloud"]) == (1, "active")
+    assert (rows["anna"]["line"], rows["cecilia"]["line"]) == ("busy", "idle")
+    shown = cli("presence", config=laptop)
+    assert "Lunch" in shown
+    assert "busy" in shown
+    await anna.finish()
+    await watcher.finish()
+    await until(lambda: _line(laptop, "bjorn") == "idle", what="bjorn idle again")
+    bjorn.process.kill()
+    await bjorn.process.wait()
+
+
+def _line(laptop, user: str) -> str:
+    rows = json.loads(cli("presence", "--json", config=laptop))["presence"]
+    return next(r["line"] for r in rows if r["user"] == user)

@@ -382,6 +382,8 @@ def _snapshot_command(path: str) -> Callable[..., None]:
                 out.print(f"{path}: not available yet ({state['reason']})")
             elif path == "calls":
                 _show_calls(state)
+            elif path == "presence":
+                _show_presence(state)
             else:
                 out.print(state)
 
@@ -412,6 +414,16 @@ def _show_calls(state: dict[str, Any]) -> None:
         columns,
         f"Calls ({len(calls)}), mode {state['mode']}",
     )
+
+
+def _show_presence(state: dict[str, Any]) -> None:
+    """What the busy lamps show for each user, and their activity (hänvisning) until when."""
+    rows = state["presence"]
+    if not rows:
+        out.print(f"presence: no users (mode {state['mode']})")
+        return
+    columns = ["user", "extension", "line", "activity", "until", "watchers", "cloud"]
+    table(rows, columns, f"Presence ({len(rows)} users), mode {state['mode']}")
 
 
 def log(

@@ -517,20 +517,23 @@ class PresenceServer:
     # -- for vaxelctl presence --------------------------------------------------------------------------
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every site user's line state, current activity and end time, watchers and upstream state."""
-        site, rows = self.site(), []
+        """Every site user: line (idle, ringing, busy), activity (the profile's name) and when it ends
+        (wall clock seconds, None: until further notice), watchers, the upstream subscription's state."""
+        site, now, rows = self.site(), time.time(), []
         for user in site.users:
             stored = self.users.activity(user.id)
-            active = stored is not None and (stored.until is None or stored.until > time.time())
+            if stored is not None and stored.until is not None and stored.until <= now:
+                stored = None
+            profile = next((a for a in user.activities if stored and a.id == stored.activity), None)
             upstream = self.upstream.get(user.id)
             rows.append({
                 "user": user.id,
                 "extension": user.extension,
                 "line": _line_text(self.cache.line(user.id)),
-                "activity": stored.activity if active and stored else None,
-                "until": _iso(stored.until) if active and stored and stored.until else None,
+                "activity": (profile.name if profile else stored.activity) if stored else None,
+                "until": stored.until if stored else None,
                 "watchers": len(self.notifier.watchers(user.id)),
-                "cloud": upstream.state if upstream is not None else None,
+                "cloud": str(upstream.state) if upstream is not None else None,
             })  # fmt: skip
         return rows
 
@@ -575,7 +578,3 @@ def _blf_owner(site: Site, user_id: str) -> str | None:
 
 def _line_text(state: LineState) -> str:
     return {LineState.TERMINATED: "idle", LineState.CONFIRMED: "busy"}.get(state, "ringing")
-
-
-def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
