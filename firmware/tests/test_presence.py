@@ -221,7 +221,7 @@ async def test_lamps_follow_office_calls_through_an_outage_and_resubscribe_once(
         await bjorn.process.wait()
 
 
-async def test_restart_keeps_the_lamps_and_their_versions(office, cloud):
+async def test_subscriptions_lost_after_a_restart_never_happen_nor_version_regression(office, cloud):
     """Subscriptions lost after a restart and versions going backwards are classic failures: the
     watchers here stay subscribed across an agent restart and still see the call, versions rising."""
     bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=40)

@@ -142,6 +142,11 @@ class BindingMirror:
         the mirror never saw it written (loaded from the store after a restart)."""
         return self._written.get((aor, contact), f"<{contact}>")
 
+    def aor_of_contact(self, contact: str) -> str | None:
+        """The address of record `contact` (a bare URI) is bound to, if the mirror holds it."""
+        key = self._by_contact.get(contact)
+        return key[0] if key is not None else None
+
     def flow_for(self, contact: str) -> Flow | None:
         """The live flow of the binding whose contact is `contact` (as a bare URI)."""
         key = self._by_contact.get(contact)

@@ -190,8 +190,7 @@ class PresenceServer:
                 log.warning("presence: the cloud's document refused for %s: %s", upstream.resource, exc)
                 return Next.STOP
             self._update(upstream.resource, lambda: self.cache.cloud(upstream.resource, info, now))
-        elif upstream.state != "active":
-            self._update(upstream.resource, lambda: self.cache.cloud_gone(upstream.resource, now))
+        self._cloud_view_gone(upstream)  # a NOTIFY that terminated the subscription
         return Next.STOP
 
     # -- the office's own view -----------------------------------------------------------------------
@@ -212,13 +211,8 @@ class PresenceServer:
             return None
         if target.user is not None:
             return target.user
-        uri = target.uri or context.request.uri
-        site = self.site()
-        for binding in self.bindings.all():
-            if binding.contact == bare_uri(uri):
-                user = user_for_aor(site, binding.aor)
-                return user.id if user is not None else None
-        user = user_for_aor(site, bare_uri(uri)) if isinstance(uri, SipUri) else None
+        uri = bare_uri(target.uri or context.request.uri)
+        user = user_for_aor(self.site(), self.bindings.aor_of_contact(uri) or uri)
         return user.id if user is not None else None
 
     def _aor(self, user_id: str) -> str:
@@ -400,8 +394,9 @@ class PresenceServer:
         self._cloud_view_gone(upstream)
 
     def _cloud_view_gone(self, upstream: UpstreamSubscription) -> None:
-        """The upstream subscription is not active: what the cloud told us may be stale (see cache)."""
-        if upstream.state != "active":
+        """The upstream subscription ended or failed: what the cloud told us may be stale, and the
+        next subscription counts its versions afresh (see cache)."""
+        if upstream.state not in ("active", "subscribing"):
             self._update(upstream.resource, lambda: self.cache.cloud_gone(upstream.resource, self.clock()))
 
     # -- mode and time ---------------------------------------------------------------------------------
