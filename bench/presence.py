@@ -15,16 +15,24 @@ pua_dialoginfo over dlg_manage). For a subject:
   200, terminated after the caller's BYE (times from sipp's message logs and this process, on
   the same clock).
 
-To measure another subject (the appliance), call `measure(address, ...)` with the address that
-phones and watchers use, and a function that reads its memory. Loopback only.
+The second subject is the appliance: Kamailio (presence=True, the same users) plays the cloud and
+the real agent (`vaxelbox run`, a site with those users) stands in front of it; watchers and phones
+use the agent's LAN address. Its memory is the agent process' VmRSS and VmHWM; the cloud should hold
+one upstream subscription per watched user (USERS), not one per watcher. The agent runs with
+`--sip-rate-limit 0`: every watcher here shares one source address (127.0.0.1), which the default
+(200 messages/s per address) would throttle, where an office has one address per phone. With
+`--profile FILE` the agent runs under cProfile and its top functions are printed (slower: for
+finding why, not for the numbers). Loopback only.
 """
 
 import argparse
 import asyncio
 import datetime
 import hashlib
+import io
 import json
 import platform
+import pstats
 import re
 import secrets
 import sys
@@ -32,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,7 +49,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "firmware" / "tests"))
 sys.path.insert(0, str(Path(__file__).parent))
-from local_site import code, command_line, machine  # noqa: E402
+from agent_process import AgentProcess  # noqa: E402
+from local_site import code, command_line, machine, site_text  # noqa: E402
 from peers import DOMAIN, Kamailio, free_port, phone  # noqa: E402
 
 Address = tuple[str, int]
@@ -48,6 +58,9 @@ CLOUD_HOST = "127.0.0.3"
 WATCHER_HOST = "127.0.0.1"
 FIRST_USER = 3000  # SIP users (and extensions) 3000, 3001, ...
 STATES = ("early", "confirmed", "terminated")
+TARGET_MS = 100.0  # issue 11: every watcher has its NOTIFY within this of the trigger
+APPLIANCE = "Appliance (vaxelbox run in front of Kamailio)"
+REFERENCE = "Kamailio presence server (reference)"
 COMPACT = {"i": "call-id", "v": "via", "f": "from", "t": "to", "l": "content-length", "m": "contact"}
 
 
@@ -359,9 +372,25 @@ async def measure(
         "subscribing": subscribing,
         "memory_before": memory_before,
         "memory_with_subscriptions": memory_with,
+        "memory_after_call": memory(),
         "call_to": callee,
         "fanout": fanout,
+        "lamps": lamps(watching, triggers["early"] - 1.0),
     }
+
+
+def lamps(watching: list[Watcher], since: float) -> dict[str, Any]:
+    """What the callee's watchers saw from `since` (just before the call): each distinct sequence of
+    lamp states with how many watchers saw it, and how many watchers' versions did not rise."""
+    sequences: dict[str, int] = {}
+    for watcher in watching:
+        seen = ",".join(state for at, state, _ in watcher.notifies if at >= since)
+        sequences[seen] = sequences.get(seen, 0) + 1
+    falling = 0
+    for watcher in watching:
+        versions = [v for _, _, v in watcher.notifies if v is not None]  # Kamailio's first has no body
+        falling += any(b <= a for a, b in pairwise(versions))
+    return {"sequences": sequences, "versions_not_rising": falling}
 
 
 def kamailio_memory(cloud: Kamailio) -> Callable[[], dict[str, float]]:
@@ -404,9 +433,137 @@ async def kamailio_reference(args: argparse.Namespace, users: dict[str, str], wo
         cloud.stop()
 
 
+def agent_memory(pid: int) -> Callable[[], dict[str, float]]:
+    """The agent process' resident memory now (VmRSS) and at its peak (VmHWM), MiB."""
+
+    def read() -> dict[str, float]:
+        status = Path(f"/proc/{pid}/status").read_text()
+        kib = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M))
+        return {
+            "vmrss_mib": round(int(kib["VmRSS"]) / 1024, 1),
+            "vmhwm_mib": round(int(kib["VmHWM"]) / 1024, 1),
+        }
+
+    return read
+
+
+def start_agent(
+    work: Path, users: dict[str, str], cloud: Address, rate_limit: float, profile: Path | None
+) -> AgentProcess:
+    """`vaxelbox run` on a site with `users`, in front of the cloud at `cloud`, LAN on 127.0.0.1,
+    `--sip-rate-limit rate_limit`; under cProfile writing to `profile` if given (it writes when the
+    agent exits on SIGTERM)."""
+    work.mkdir(parents=True, exist_ok=True)
+    site = work / "site.toml"
+    site.write_text(site_text(users, cloud, hold_down=3, failback_rate=None))
+    lan = f"{WATCHER_HOST}:{free_port(WATCHER_HOST)}"
+
+    def profiled(python: str, *argv: str) -> list[str]:
+        return [python, "-m", "cProfile", "-o", str(profile), *argv] if profile else [python, *argv]
+
+    return AgentProcess(
+        work, "--site", str(site), "--data", str(work / "data"), "--lan", lan,
+        "--wan", f"127.0.0.2:{free_port('127.0.0.2')}", "--cloud", f"sip:{cloud[0]}:{cloud[1]};transport=tcp",
+        "--sip-rate-limit", f"{rate_limit:g}", wrap=profiled,
+    )  # fmt: skip
+
+
+def lan_of(agent: AgentProcess) -> Address:
+    argv = agent.process.args
+    assert isinstance(argv, list)
+    host, port = str(argv[argv.index("--lan") + 1]).rsplit(":", 1)
+    return host, int(port)
+
+
+def agent_log(agent: AgentProcess) -> dict[str, Any]:
+    """What the agent logged at warning and above (counts by message, a few examples)."""
+    counts: dict[str, int] = {}
+    for event in agent.events():
+        if event.get("level") in ("warning", "error", "critical"):
+            key = f"{event.get('level')}: {str(event.get('event'))[:120]}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def top_functions(profile: Path, count: int = 25) -> str:
+    """The functions that took the most time in the agent (cumulative and own), as pstats prints them."""
+    out = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=out).strip_dirs()
+    stats.sort_stats("tottime").print_stats(count)
+    stats.sort_stats("cumulative").print_stats(count)
+    return out.getvalue()
+
+
+async def appliance(args: argparse.Namespace, users: dict[str, str], work: Path) -> dict[str, Any]:
+    """The appliance as the subject: the agent in front of Kamailio (the cloud, with presence)."""
+    cloud = Kamailio(CLOUD_HOST, free_port(CLOUD_HOST), work / "cloud", users=users, presence=True).start()
+    try:
+        agent = start_agent(
+            work / "agent", users, (cloud.address, cloud.port), args.agent_rate_limit, args.profile
+        )
+        try:
+            await asyncio.to_thread(agent.wait_notification, "READY", "1", 30)
+            result = await measure(
+                lan_of(agent),
+                users,
+                args.watchers,
+                args.sockets,
+                args.rate,
+                agent_memory(agent.process.pid),
+                work / "appliance-run",
+            )
+            result["upstream_subscriptions_at_cloud"] = cloud.subscriptions()
+            result["subscribes_received_by_cloud"] = cloud.subscribes_received()
+        finally:
+            code = await asyncio.to_thread(agent.stop, 60)
+            result_log = agent_log(agent)
+        result["agent_exit"] = code
+        result["agent_warnings"] = result_log
+        if args.profile:
+            print(top_functions(args.profile))
+        return result
+    finally:
+        cloud.stop()
+
+
 def readable(memory: dict[str, float]) -> str:
     """ "pss_mib 44.1, processes 11" from {"pss_mib": 44.1, "processes": 11}."""
     return ", ".join(f"{name} {value:g}" for name, value in memory.items())
+
+
+def subscription_rows(subject: dict[str, Any], users: int) -> list[str]:
+    """Table rows on who holds the subscriptions: the subject itself, or (the appliance) the cloud
+    behind it, which should hold one per watched user."""
+    if "upstream_subscriptions_at_cloud" in subject:
+        return [
+            f"| upstream subscriptions the cloud holds (one per watched user: {users}) / SUBSCRIBEs "
+            f"the cloud received | {subject['upstream_subscriptions_at_cloud']} / "
+            f"{subject['subscribes_received_by_cloud']} |"
+        ]
+    return [
+        f"| subscriptions the subject holds / SUBSCRIBEs it received | "
+        f"{subject.get('subscriptions_at_subject', '-')} / {subject.get('subscribes_received', '-')} |"
+    ]
+
+
+def comparison(results: dict[str, Any]) -> list[str]:
+    """The appliance against the reference: last watcher's NOTIFY per state, the ratio, the target."""
+    subjects = results["subjects"]
+    if APPLIANCE not in subjects or REFERENCE not in subjects:
+        return []
+    mine, theirs = subjects[APPLIANCE]["fanout"], subjects[REFERENCE]["fanout"]
+    lines = [
+        "## Fan-out: appliance against Kamailio",
+        "",
+        f"| state | appliance, last | Kamailio, last | ratio appliance / Kamailio | target < {TARGET_MS:g} ms |",
+        "|---|---|---|---|---|",
+    ]
+    for state in STATES:
+        a, k = mine[state]["last_ms"], theirs[state]["last_ms"]
+        ratio = f"{a / k:.1f}" if a is not None and k else "-"
+        met = a is not None and a < TARGET_MS and mine[state]["notified"] == mine[state]["watchers"]
+        lines.append(f"| {state} | {a} ms | {k} ms | {ratio} | {'met' if met else '**missed**'} |")
+    return [*lines, ""]
 
 
 def write(results: dict[str, Any], out: Path) -> Path:
@@ -426,6 +583,16 @@ def write(results: dict[str, Any], out: Path) -> Path:
         "watchers are timed from each state's trigger (early: the callee's 180; confirmed: its 200; "
         "terminated: the caller's BYE) to their NOTIFY.",
         "",
+        "The appliance: `vaxelbox run` (a site with the same users) in front of Kamailio with presence "
+        "as the cloud; watchers and phones use the agent's LAN address. Its memory: the agent process' "
+        f"VmRSS and VmHWM. It runs with `--sip-rate-limit {r['agent_rate_limit']:g}`"
+        + (
+            " (no limit): all watchers here share one source address, 127.0.0.1, which the default "
+            "(200 messages/s per address, burst 400) would throttle; in an office each phone has its own."
+            if not r["agent_rate_limit"]
+            else "."
+        ),
+        "",
     ]
     for name, s in r["subjects"].items():
         sub, mem = s["subscribing"], s["memory_with_subscriptions"]
@@ -437,17 +604,25 @@ def write(results: dict[str, Any], out: Path) -> Path:
             f"| subscribed / failed / with a first NOTIFY | {sub['subscribed']} / {sub['failed']} / "
             f"{sub['first_notify']} |",
             f"| all first NOTIFYs after the first SUBSCRIBE | {sub['all_first_notifies_after_s']} s |",
-            f"| subscriptions the subject holds / SUBSCRIBEs it received | "
-            f"{s.get('subscriptions_at_subject', '-')} / {s.get('subscribes_received', '-')} |",
+            *subscription_rows(s, r["users"]),
             f"| memory before subscriptions | {readable(s['memory_before'])} |",
             f"| memory with the subscriptions | {readable(mem)} |",
+            f"| memory after the call | {readable(s['memory_after_call'])} |",
+            *(
+                f"| lamp states the callee's watchers saw (NOTIFYs from 1 s before the call) | {seq}: "
+                f"{n} watchers |"
+                for seq, n in s["lamps"]["sequences"].items()
+            ),
+            f"| watchers whose document versions did not rise | {s['lamps']['versions_not_rising']} |",
             *(
                 f"| {state}: watchers notified, first / **last** after the trigger | "
                 f"{f['notified']} of {f['watchers']}, {f['first_ms']} / **{f['last_ms']} ms** |"
                 for state, f in s["fanout"].items()
             ),
+            *(f"| agent log: {message} | {n} |" for message, n in s.get("agent_warnings", {}).items()),
             "",
         ]  # fmt: skip
+    lines += comparison(r)
     base.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"results: {base}.md")
@@ -461,6 +636,13 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=50, help="UDP sockets the watchers share")
     parser.add_argument("--rate", type=float, default=200.0, help="new subscriptions per second")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
+    parser.add_argument("--profile", type=Path, help="run the agent under cProfile, writing here")
+    parser.add_argument(
+        "--agent-rate-limit",
+        type=float,
+        default=0.0,
+        help="the agent's --sip-rate-limit (0: none; every watcher here shares one address)",
+    )
     args = parser.parse_args()
     users = {str(FIRST_USER + n): f"pw-{FIRST_USER + n}-secret" for n in range(args.users)}
     results: dict[str, Any] = {
@@ -472,18 +654,30 @@ def main() -> None:
         "users": args.users,
         "sockets": args.sockets,
         "rate": args.rate,
+        "agent_rate_limit": args.agent_rate_limit,
         "subjects": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        results["subjects"]["Kamailio presence server (reference)"] = asyncio.run(
-            kamailio_reference(args, users, work)
-        )
+        results["subjects"][REFERENCE] = asyncio.run(kamailio_reference(args, users, work))
+        results["subjects"][APPLIANCE] = asyncio.run(appliance(args, users, work))
     write(results, args.out)
-    for name, subject in results["subjects"].items():  # written first, then a miss fails the run
+    failures = []  # written first, then a miss fails the run
+    for name, subject in results["subjects"].items():
         missed = [state for state, f in subject["fanout"].items() if f["notified"] < f["watchers"]]
         if subject["subscribing"]["failed"] or missed:
-            raise SystemExit(f"{name}: failed subscriptions or watchers that missed {missed}")
+            failures.append(f"{name}: failed subscriptions or watchers that missed {missed}")
+    appliance_result = results["subjects"][APPLIANCE]
+    slow = [
+        s for s, f in appliance_result["fanout"].items() if f["last_ms"] is None or f["last_ms"] >= TARGET_MS
+    ]
+    if slow:
+        failures.append(f"{APPLIANCE}: the last watcher's NOTIFY took {TARGET_MS:g} ms or more for {slow}")
+    if appliance_result["upstream_subscriptions_at_cloud"] != args.users:
+        failures.append(f"{APPLIANCE}: {appliance_result['upstream_subscriptions_at_cloud']} upstream "
+                        f"subscriptions at the cloud, not one per watched user ({args.users})")  # fmt: skip
+    if failures:
+        raise SystemExit("\n".join(failures))
 
 
 if __name__ == "__main__":
