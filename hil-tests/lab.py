@@ -21,6 +21,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,6 +146,26 @@ class Lab:
             for block in dump.split("AoR: ")[1:]
         }
 
+    def cloud_subscriptions(self, resource: str) -> set[str] | None:
+        """The Call-IDs of the Event: dialog subscriptions to `resource` (a SIP URI) that the cloud's
+        presence server holds now (its active_watchers, unexpired); None where this lab cannot look
+        (a real lab's cloud). Raises RuntimeError when the cloud cannot answer the query."""
+        if self.kamailio is None:
+            return None
+        output = self.kamailio.rpc(
+            "db_text.query", "select callid,presentity_uri,event,expires from active_watchers"
+        )
+        if "returned 0 rows" in output:
+            return set()
+        if not output.startswith("callid("):
+            raise RuntimeError(f"kamcmd db_text.query: {output.strip()}")
+        held = set()
+        for line in output.splitlines()[1:]:
+            row = [field.replace("\\:", ":") for field in re.split(r"(?<!\\):", line.strip())]
+            if len(row) == 4 and row[1:3] == [resource, "dialog"] and int(row[3]) > time.time():
+                held.add(row[0])
+        return held
+
     def agent_log(self, shell: Any) -> str:
         """The whole agent log, from the file or the board's journal."""
         if self.log_file and self.log_file.exists():
@@ -164,7 +185,8 @@ def simulated_lab(workdir: Path) -> Iterator[Lab]:
     subprocess.run([*simboard, "up"], check=True)
     kamailio = None
     try:
-        kamailio = Kamailio(WAN.far_address, 5060, workdir, netns=WAN.far_namespace).start()
+        # A presence server too (Event: dialog), so the board's upstream subscriptions work there.
+        kamailio = Kamailio(WAN.far_address, 5060, workdir, netns=WAN.far_namespace, presence=True).start()
         yield Lab(
             board_lan=LAN.board_address,
             phone_addresses=PHONE_ADDRESSES,
