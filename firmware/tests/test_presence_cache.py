@@ -203,6 +203,24 @@ def test_call_ending_in_outage_does_not_stay_busy(cache):
     assert cache.line(ANNA) is TERMINATED
 
 
+def test_hung_up_call_goes_dark_without_waiting_for_the_cloud(cache):
+    """The office relays the BYE: the cloud's copy of that call (Kamailio's pua_dialoginfo sends no
+    tags) ends with it, so the lamp goes dark at once, not a cloud round trip later."""
+    cache.office(ANNA, dlg(CONFIRMED), now=0.0)
+    cache.cloud(ANNA, doc(1, dlg(CONFIRMED, id="padi-1", local_tag=None, remote_tag=None)), now=0.1)
+    assert cache.office(ANNA, dlg(TERMINATED, reason="remote-bye"), now=5.0)
+    assert cache.line(ANNA) is TERMINATED
+
+
+def test_cancelled_desk_branch_does_not_end_the_clouds_tagless_copy(cache):
+    """Only a BYE ends a tagless cloud copy: a cancelled office branch of a call answered elsewhere
+    (the mobile leg) leaves it lit."""
+    cache.office(ANNA, dlg(EARLY), now=0.0)
+    cache.cloud(ANNA, doc(1, dlg(CONFIRMED, id="padi-1", local_tag=None, remote_tag=None)), now=0.1)
+    cache.office(ANNA, dlg(TERMINATED, reason="cancelled"), now=1.0)
+    assert cache.line(ANNA) is CONFIRMED
+
+
 def test_cloud_gone_without_cloud_state_changes_nothing(cache):
     assert not cache.cloud_gone("nobody", now=0.0)
     cache.office(ANNA, dlg(EARLY), now=0.0)

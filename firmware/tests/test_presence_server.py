@@ -207,3 +207,31 @@ def _response(request: Request, status: int) -> Response:
     )
     assert isinstance(message, Response)
     return message
+
+
+async def test_no_orphan_at_the_cloud_when_the_last_watcher_leaves_during_an_outage():
+    """The cloud still holds the upstream subscription made before the WAN cut: when the last
+    watcher leaves while local, it is unsubscribed once the cloud is back, not left to expire."""
+    office = Office()
+    await office.subscribe()
+    first = next(r for r, _, _, _ in office.stack.sent if r.method == "SUBSCRIBE")
+    _, _, answered, _ = next(s for s in office.stack.sent if s[0] is first)
+    ok = _response(first, 200)
+    ok.replace("To", f"{first.get('To')};tag=cloud")
+    ok.add("Contact", "<sip:102@203.0.113.5>")
+    ok.add("Expires", "3600")
+    answered(ok)
+    office.server.mode_changed(Mode.LOCAL)
+    _, _, notify_answered, _ = next(s for s in office.stack.sent if s[0].method == "NOTIFY")
+    notify_answered(_response(office.notifies()[0][0], 481))  # the watcher is gone
+    assert not [r for r, _, _, _ in office.stack.sent if r.method == "SUBSCRIBE" and r is not first]
+    office.server.mode_changed(Mode.ONLINE)
+    for _ in range(30):
+        await asyncio.sleep(0.1)
+        later = [r for r, _, _, _ in office.stack.sent if r.method == "SUBSCRIBE" and r is not first]
+        if later:
+            break
+    (unsubscribe,) = later
+    assert unsubscribe.call_id == first.call_id
+    assert unsubscribe.to.tag == "cloud"
+    assert unsubscribe.get("Expires") == "0"

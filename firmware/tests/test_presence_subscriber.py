@@ -336,6 +336,7 @@ def test_an_unsubscribe_that_is_challenged_is_answered():
 
 
 def test_resubscribe_after_failback_is_jittered():
+    """An outage longer than the grant: new subscriptions, spread over the window."""
     rng = random.Random(11)
     subs = [subscription(rng) for _ in range(100)]
     old = {sub.call_id for sub in subs if active(sub, 0.0)}
@@ -343,13 +344,34 @@ def test_resubscribe_after_failback_is_jittered():
         sub.lost(1000.0)  # the cloud went away
     assert all(sub.due() is None and sub.tick(1500.0, via()) is None for sub in subs)
     for sub in subs:
-        sub.resume(2000.0, spread=30.0)  # the cloud is back
+        sub.resume(5000.0, spread=30.0)  # the cloud is back, after the 3600 s grant ran out
     dues = sorted(sub.due() for sub in subs)
-    assert dues[0] >= 2000.0
-    assert dues[-1] <= 2030.0
+    assert dues[0] >= 5000.0
+    assert dues[-1] <= 5030.0
     assert dues[-1] - dues[0] > 25
     assert max(Counter(int(d) for d in dues).values()) <= 10  # not all in the same second
     assert all(sub.tick(sub.due() - 0.001, via()) is None for sub in subs)
     sent = [wire(sub.tick(sub.due(), via())) for sub in subs]
     assert all(request.to.tag is None for request in sent)  # new subscriptions, not refreshes
     assert not old & {request.call_id for request in sent}
+
+
+def test_failback_refreshes_the_old_subscription_so_no_orphan_is_left_at_the_cloud():
+    """A short outage: the cloud still holds the subscription it granted, so the way back refreshes
+    it in its dialog (jittered) instead of making a second one beside it; a 481 (the cloud forgot
+    it) then makes a new one."""
+    sub = subscription(random.Random(3))
+    first = active(sub, 0.0)
+    sub.lost(100.0)
+    sub.resume(200.0, spread=10.0)
+    due = sub.due()
+    assert due is not None
+    assert 200.0 <= due <= 210.0
+    refresh = wire(sub.tick(due, via()))
+    assert refresh.call_id == first.call_id
+    assert refresh.to.tag == "c1"
+    assert refresh.get("Expires") == "3600"
+    assert sub.on_response(refresh, answer(refresh, 481), due + 0.1, via()) is None
+    again = wire(sub.tick(sub.due(), via()))
+    assert again.to.tag is None
+    assert again.call_id != first.call_id

@@ -25,7 +25,7 @@ mobile leg (which only the cloud knows) is not shown idle in an outage.
 Sans-I/O: time is `now`, monotonic seconds, passed in by the caller.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vaxelbox.presence.dialog_info import DialogInfo
 from vaxelbox.presence.model import LineDialog, LineState
@@ -70,7 +70,7 @@ class _Source:
         entry = self.live.get(dialog.id)
         if entry is not None and _conflict(dialog, entry.dialog):
             return None  # a losing fork branch
-        ended = entry.dialog if entry is not None else dialog
+        ended = dialog if entry is None else replace(entry.dialog, state=dialog.state, reason=dialog.reason)
         self.end(dialog.id, ended, now + keep, LineState.CONFIRMED)
         return ended
 

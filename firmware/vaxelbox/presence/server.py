@@ -99,6 +99,8 @@ class PresenceServer:
         self.cache = PresenceCache()
         self.office = OfficeCalls(self._caller_of, self._callee_of, self._aor, self._office_dialog)
         self.upstream: dict[str, UpstreamSubscription] = {}  # by watched user id
+        # Dropped in local mode, still held at the cloud: unsubscribed (or reused) at failback.
+        self._parked: dict[str, UpstreamSubscription] = {}
         self.mode = Mode.ONLINE
         self._entitled: dict[str, str] = {}  # watched user id -> the site user we subscribe upstream as
         self._dirty: set[str] = set()  # subscription ids to save
@@ -331,9 +333,17 @@ class PresenceServer:
         return target.transport if target is not None else "udp"
 
     def _drop_upstream(self, user_id: str) -> None:
+        """Nobody watches `user_id` any more: unsubscribe at the cloud; in local mode, once back."""
         upstream = self.upstream.pop(user_id, None)
-        if upstream is not None and self.mode is Mode.ONLINE:
-            self._to_cloud(upstream, lambda via: upstream.stop(self.clock(), via), keep=False)
+        if upstream is None:
+            return
+        if self.mode is Mode.LOCAL:
+            self._parked[user_id] = upstream  # the cloud still holds it: ended (or reused) at failback
+        else:
+            self._unsubscribe(upstream)
+
+    def _unsubscribe(self, upstream: UpstreamSubscription) -> None:
+        self._to_cloud(upstream, lambda via: upstream.stop(self.clock(), via), keep=False)
 
     def _to_cloud(
         self, upstream: UpstreamSubscription, make: Callable[[Via], Request | None], keep: bool = True
@@ -410,10 +420,18 @@ class PresenceServer:
                 upstream.lost(now)
                 self._update(user_id, lambda u=user_id: self.cache.cloud_gone(u, now))
             return
-        spread = failback_spread(len(self.notifier.resources()))
+        watched, parked = self.notifier.resources(), self._parked
+        self._parked = {}
+        spread = failback_spread(len(watched) + len(parked))
+        for user_id, upstream in parked.items():
+            if user_id in watched and user_id not in self.upstream:
+                self.upstream[user_id] = upstream  # watched again meanwhile: refreshed below
+            else:
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.rng.uniform(0, spread), self._unsubscribe, upstream)
         for upstream in self.upstream.values():
             upstream.resume(now, spread)
-        for user_id in self.notifier.resources() - set(self.upstream):
+        for user_id in watched - set(self.upstream):
             self._ensure_upstream(user_id, spread)
 
     def tick(self) -> None:

@@ -152,17 +152,20 @@ class UpstreamSubscription:
         return self._send("unsubscribe", via) if live else None
 
     def lost(self, now: float) -> None:
-        """The cloud went away: forget the dialog and everything pending; wait for `resume`."""
+        """The cloud went away: drop everything pending and wait for `resume`. The dialog is kept
+        while its grant runs: the cloud still holds that subscription, and refreshing it on the way
+        back (rather than making a second one) leaves no orphan there."""
         if self.state == UpstreamState.STOPPED:
             return
-        self.dialog = self._pending = None
-        self._expires_at = self._refresh_at = self._retry_at = self._timer_n = None
+        self._pending = None
+        self._refresh_at = self._retry_at = self._timer_n = None
         self._failures = 0
         self.state = UpstreamState.IDLE
 
     def resume(self, now: float, spread: float) -> None:
-        """The cloud is back (after `lost`): a new subscription after uniform(0, spread) seconds,
-        so the appliance's subscriptions do not all arrive at once."""
+        """The cloud is back (after `lost`): after uniform(0, spread) seconds, so the appliance's
+        subscriptions do not all arrive at once, the old subscription is refreshed if its grant
+        has not run out (a 481 then makes a new one), else a new subscription is made."""
         if self.state == UpstreamState.IDLE:
             self._wait(now, self.rng.uniform(0, spread))
 
