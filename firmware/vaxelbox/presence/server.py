@@ -33,7 +33,7 @@ from urllib.parse import unquote
 
 from vaxelbox.edge.bindings import BindingMirror, bare_uri
 from vaxelbox.edge.upstream import Upstream
-from vaxelbox.local.registrar import authenticate_call, user_for_aor
+from vaxelbox.local.registrar import aor_for, authenticate_call, user_for_aor
 from vaxelbox.presence import dialog_info
 from vaxelbox.presence.cache import PresenceCache
 from vaxelbox.presence.calls import OfficeCalls
@@ -218,8 +218,9 @@ class PresenceServer:
         return user.id if user is not None else None
 
     def _aor(self, user_id: str) -> str:
-        site = self.site()
-        return f"sip:{site.user(user_id).extension}@{site.cloud.domain}"
+        """The user's address of record at the cloud (what its phones register): the resource the
+        cloud surely knows, whatever extension a BLF key dials."""
+        return aor_for(self.site().user(user_id), self.site())
 
     # -- watchers -----------------------------------------------------------------------------------
 
