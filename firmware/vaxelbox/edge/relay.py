@@ -155,6 +155,7 @@ class EdgeRelay:
         if self.side_of(flow) == "wan" and not self.is_wan_peer(source):
             log.warning("refused: source=%s is not the cloud, on the WAN side", source)
             return False
+        self._count_if_cloud(flow)  # our answers to the cloud's requests leave on this flow
         return True
 
     def on_request(self, transaction: Running, request: Request) -> None:
@@ -329,8 +330,14 @@ class EdgeRelay:
         """A flow to `address`: over UDP from the side that faces it, else an open connection."""
         if transport == "udp":
             local = self.addresses.wan if self.is_wan_peer(address[0]) else self.addresses.lan
-            return self.stack.transports.udp_flow(address, local=local)
-        return self.stack.transports.stream_flow(transport, address)
+            return self._count_if_cloud(self.stack.transports.udp_flow(address, local=local))
+        return self._count_if_cloud(self.stack.transports.stream_flow(transport, address))
+
+    def _count_if_cloud(self, flow: Flow | None) -> Flow | None:
+        """`flow`, counted in the cloud's footprint when it leads to the cloud (not the trunk)."""
+        if flow is None or self.side_of(flow) != "wan" or self.is_trunk(flow.remote[0]):
+            return flow
+        return self.upstream.count(flow) if self.upstream.is_cloud(flow.remote[0]) else flow
 
     def trunk_hop(self, request: Request) -> Flow | None:
         """The flow to the fallback trunk, when the request's next hop (its first Route left, else its

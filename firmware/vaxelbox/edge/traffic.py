@@ -1,8 +1,10 @@
 """The appliance's footprint on the cloud: what it sent there, by kind, for `vaxelctl status --json`.
 
-Every message the edge sends on a flow the upstream opened to the cloud goes
-through `CloudTraffic.sent` (the upstream wraps the flow's `send`), so
-retransmissions by the transaction layer are counted as packets too. A
+Every message the edge sends the cloud goes through `CloudTraffic.sent` (the
+upstream wraps the flow's `send`: its own flows, the flow a cloud request came
+in on, the relay's stateless forwards), so retransmissions by the transaction
+layer, ACKs and answers are counted as packets too. What goes to the fallback
+trunk is not the cloud's and is not counted here. A
 request sent again with the same top branch and method is a retransmission.
 Attempts the edge kept back because the cloud asked it to wait (a 503 with
 Retry-After) are counted as suppressed.

@@ -11,7 +11,8 @@ Being a good neighbour to the cloud:
 - a 503 with Retry-After from a target (RFC 3261 §21.5.4) holds that target
   for that long: nothing is sent to it, the next target is used (RFC 3263
   §4.3), and when every target is held `flow()` raises `CloudBusy`;
-- every message sent on a flow opened here is counted (`traffic.py`).
+- every message sent to the cloud is counted (`traffic.py`): on the flows opened here, and on
+  those the relay hands to `count` (answers to the cloud's requests, stateless forwards).
 """
 
 import asyncio
@@ -180,7 +181,7 @@ class Upstream:
                 self.fail_over()
                 continue
             try:
-                self._flow = self._count(await self._open(target), target)
+                self._flow = self.count(await self._open(target))
                 return self._flow
             except OSError as exc:
                 errors.append(f"{target.name}[{target.address}]:{target.port}/{target.transport}: {exc}")
@@ -199,13 +200,15 @@ class Upstream:
         if self.targets:
             self.current = (self.current + 1) % len(self.targets)
 
-    def _count(self, flow: Flow, target: CloudTarget) -> Flow:
-        """Count every message sent on `flow` (retransmissions included) in `traffic`."""
+    def count(self, flow: Flow) -> Flow:
+        """Count every message sent on `flow` (retransmissions included) in `traffic`; returns it.
+        For flows opened here, and for the relay's other flows to the cloud: the one a cloud request
+        came in on (our answers), a stateless forward (a late response)."""
         if flow in self._counted:
             return flow
         self._counted.add(flow)
         send, traffic = flow.send, self.traffic
-        label = f"{target.address}:{target.port}/{target.transport}"
+        label = f"{flow.remote[0]}:{flow.remote[1]}/{flow.transport}"
 
         def counted(data: bytes) -> None:
             traffic.sent(data, label)
