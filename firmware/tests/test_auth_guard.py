@@ -257,3 +257,38 @@ def test_a_long_quiet_after_a_hold_forgets_the_probation(guard: AuthGuard, clock
     assert not held(guard)
     fail(guard)  # one failure after the quiet counts as the first again
     assert not held(guard)
+
+
+def test_the_time_scale_knob_shortens_every_window_and_hold_alike(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The end-to-end test's knob (VAXELBOX_AUTH_GUARD_TIME_SCALE): the same sequence, in a tenth
+    of the time, and a warning that says the timings are not the real ones."""
+    monkeypatch.setenv(auth_guard.TIME_SCALE_ENV, "0.1")
+    with caplog.at_level(logging.WARNING, logger="vaxelbox.edge.auth_guard"):
+        guard = AuthGuard(now=clock)
+    assert "auth guard timings scaled by 0.1" in caplog.text
+    assert (guard.window, guard.first_hold, guard.max_hold) == (WINDOW / 10, FIRST_HOLD / 10, MAX_HOLD / 10)
+    fail(guard, FAILURES_TO_HOLD)
+    clock.now += FIRST_HOLD / 10 - 1
+    assert held(guard)
+    clock.now += 1
+    assert not held(guard)  # released after a tenth of FIRST_HOLD
+    fail(guard)  # on probation: held again at once, twice as long
+    clock.now += 2 * FIRST_HOLD / 10 - 1
+    assert held(guard)
+
+
+@pytest.mark.parametrize("value", ["0", "2", "fast"])
+def test_a_time_scale_outside_zero_to_one_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(auth_guard.TIME_SCALE_ENV, value)
+    with pytest.raises(ValueError, match=r"is not a number|must be in \(0, 1\]"):
+        AuthGuard()
+
+
+def test_without_the_knob_the_real_timings_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(auth_guard.TIME_SCALE_ENV, raising=False)
+    guard = AuthGuard()
+    assert (guard.window, guard.first_hold, guard.max_hold, guard.forget_after) == (
+        WINDOW, FIRST_HOLD, MAX_HOLD, auth_guard.FORGET_AFTER,
+    )  # fmt: skip

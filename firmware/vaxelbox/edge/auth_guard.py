@@ -38,9 +38,17 @@ aor=... user=...` (a fail2ban-style key=value line; never the credentials'
 response or nonce), and `alarms()` lists the held phones for `vaxelctl status`.
 The table lives in memory: a restart forgets it (and costs at most
 FAILURES_TO_HOLD more failures per phone).
+
+A test knob, never for an appliance: the environment variable
+VAXELBOX_AUTH_GUARD_TIME_SCALE (a factor in (0, 1], default 1) multiplies
+WINDOW, FIRST_HOLD, MAX_HOLD and FORGET_AFTER, so an end-to-end test can run
+the real sequence (hold, release, hold again) in seconds; the agent logs a
+warning when it is set. `make bench` (bench/wrong_password.py) runs the same
+phone for 5 minutes with the real timings.
 """
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,6 +70,7 @@ WINDOW = 300.0  # seconds
 FIRST_HOLD = 300.0  # seconds the first hold lasts; each further one doubles it ...
 MAX_HOLD = 3600.0  # ... up to this
 FORGET_AFTER = 3600.0  # seconds without a failure (after its last hold) that give a phone a clean record
+TIME_SCALE_ENV = "VAXELBOX_AUTH_GUARD_TIME_SCALE"  # the test knob above
 MAX_RECORDS = 1024  # (phone, AoR) pairs remembered; the longest quiet is forgotten first
 NOT_HELD = frozenset({"ACK", "CANCEL"})
 REASON = (
@@ -88,13 +97,27 @@ class AuthGuard:
     """`hold` is a request processor (before `to_cloud`), `observe` a response processor.
 
     `now` gives epoch seconds (the hold's end is shown as a time of day);
-    `provisioned` says when the phone at an IP last fetched a provisioning file.
+    `provisioned` says when the phone at an IP last fetched a provisioning file;
+    `time_scale` multiplies the windows and holds (tests only; None: from TIME_SCALE_ENV, else 1;
+    ValueError outside (0, 1]).
     """
 
-    def __init__(self, now: Callable[[], float] = time.time, provisioned: Provisioned | None = None) -> None:
+    def __init__(
+        self,
+        now: Callable[[], float] = time.time,
+        provisioned: Provisioned | None = None,
+        time_scale: float | None = None,
+    ) -> None:
         self.now = now
         self.provisioned: Provisioned = provisioned or (lambda ip: None)
         self._records: dict[Key, _Record] = {}
+        scale = _time_scale() if time_scale is None else time_scale
+        if not 0 < scale <= 1:
+            raise ValueError(f"auth guard time scale must be in (0, 1], not {scale}")
+        if scale != 1:
+            log.warning("auth guard timings scaled by %g (%s: a test knob)", scale, TIME_SCALE_ENV)
+        self.window, self.first_hold = WINDOW * scale, FIRST_HOLD * scale  # seconds
+        self.max_hold, self.forget_after = MAX_HOLD * scale, FORGET_AFTER * scale
 
     # -- the request processor ------------------------------------------------------------------
 
@@ -150,11 +173,11 @@ class AuthGuard:
     def _failed(self, key: Key, username: str) -> None:
         now = self.now()
         record = self._records.pop(key, None) or _Record()
-        if now - max(record.last_failure, record.until) > FORGET_AFTER:
+        if now - max(record.last_failure, record.until) > self.forget_after:
             record = _Record()
         self._records[key] = record  # most recently failed last, for MAX_RECORDS
         record.failures.append(now)
-        while record.failures and record.failures[0] <= now - WINDOW:
+        while record.failures and record.failures[0] <= now - self.window:
             record.failures.popleft()
         record.last_failure, record.username = now, username
         if record.since is None and (record.holds > 0 or len(record.failures) >= FAILURES_TO_HOLD):
@@ -163,7 +186,7 @@ class AuthGuard:
             del self._records[next(iter(self._records))]
 
     def _hold(self, key: Key, record: _Record, now: float) -> None:
-        seconds = min(FIRST_HOLD * 2**record.holds, MAX_HOLD)
+        seconds = min(self.first_hold * 2**record.holds, self.max_hold)
         record.holds += 1
         record.since, record.until, record.suppressed = now, now + seconds, 0
         log.warning(
@@ -199,6 +222,15 @@ class AuthGuard:
             for (phone, aor), record in self._records.items()
             if record.since is not None and record.until > now
         ]
+
+
+def _time_scale() -> float:
+    """TIME_SCALE_ENV as a float (1 when unset); ValueError when it is not a number."""
+    text = os.environ.get(TIME_SCALE_ENV, "1")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{TIME_SCALE_ENV}={text!r} is not a number") from None
 
 
 def _key(context: RequestContext) -> Key:
