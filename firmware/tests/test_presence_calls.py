@@ -113,6 +113,7 @@ def test_callee_with_two_phones_has_one_dialog_and_the_answer_wins():
     assert answered.remote_tag == "from-101"
     assert answered.direction == "recipient"
     assert answered.remote.identity == "sip:101@example.net"
+    assert answered.remote.target == "sip:101@192.0.2.11"  # for pickup with Replaces
 
 
 def test_callee_lamp_goes_dark_only_when_every_branch_failed():

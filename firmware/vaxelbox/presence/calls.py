@@ -90,7 +90,10 @@ class OfficeCalls:
         if leg is None:
             if status >= 300:
                 return  # never rang: nothing to show
-            remote = Party(str(request.from_.uri), _display(request.from_.display))
+            # The caller's Contact as the remote target: where a colleague's phone sends its INVITE
+            # with Replaces to pick the call up from a busy-lamp key (RFC 3891, RFC 4235 §4.1.6.2).
+            contact = str(request.contacts[0].uri) if request.contacts else None
+            remote = Party(str(request.from_.uri), _display(request.from_.display), contact)
             leg = self._start(user, request, "recipient", remote, state_of(status, tag), tag)
         leg.branches[id(target)] = state_of(status, tag)
         best = max(leg.branches.values())
