@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 # Debian packages the tests use as real peers or tools; missing ones are installed, never skipped.
 TEST_DEBS := systemd make sip-tester kamailio kamailio-tls-modules kamailio-presence-modules curl openssl \
-  iproute2 dnsmasq-base isc-dhcp-server fail2ban
+  iproute2 nftables dnsmasq-base isc-dhcp-server fail2ban
 
 # `$(NEED_DEBS) pkg...` installs the Debian packages that are missing (needs root).
 NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
@@ -99,4 +99,5 @@ bench: setup test-debs
 	$(BIN)/python bench/failback.py
 	$(BIN)/python bench/local_calls.py
 	$(BIN)/python bench/cloud_footprint.py
+	$(BIN)/python bench/wrong_password.py
 	$(BIN)/python bench/presence.py
