@@ -40,7 +40,7 @@ from vaxelbox.presence.calls import OfficeCalls
 from vaxelbox.presence.model import LineDialog, LineState, Party
 from vaxelbox.presence.pidf import render_pidf
 from vaxelbox.presence.subscriber import Credentials, UpstreamSubscription
-from vaxelbox.presence.subscription import Notifier, WatcherSubscription
+from vaxelbox.presence.subscription import Notifier, WatcherSubscription, parse_event
 from vaxelbox.routing.chain import Next, RequestContext, Target
 from vaxelbox.routing.forking import EdgeAddresses
 from vaxelbox.routing.mode import Mode
@@ -569,7 +569,8 @@ def _user_part(uri: Uri) -> str | None:
 
 
 def _event(request: Request) -> str:
-    return (request.get("Event") or "").split(";", 1)[0].strip().lower()
+    event = parse_event(request.get("Event"))
+    return event[0] if event is not None else ""
 
 
 def _branch() -> str:

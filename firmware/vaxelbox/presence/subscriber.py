@@ -34,7 +34,7 @@ from vaxelbox.sip.digest import answerable, authorization, parse_credentials
 from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.responses import make_response
-from vaxelbox.sip.syntax import parse_params
+from vaxelbox.sip.syntax import value_and_params
 from vaxelbox.sip.uri import parse_uri
 from vaxelbox.sip.via import Via
 
@@ -421,11 +421,5 @@ def _retry_after(value: str | None) -> float:
 
 def _subscription_state(value: str | None) -> tuple[str, dict[str, str | None]] | None:
     """Subscription-State → (lower-case state, parameters), None when absent or malformed."""
-    if value is None:
-        return None
-    state, _, params = value.partition(";")
-    try:
-        parsed = parse_params(";" + params) if params else {}
-    except SipSyntaxError:
-        return None
-    return (state.strip().lower(), parsed) if state.strip() else None
+    parsed = value_and_params(value)
+    return (parsed[0].lower(), parsed[1]) if parsed is not None else None

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from vaxelbox.sip.dialog import Dialog
-from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.responses import make_response, new_tag
-from vaxelbox.sip.syntax import parse_params
+from vaxelbox.sip.syntax import value_and_params
 from vaxelbox.sip.via import Via
 
 MAX_LOST = 3  # NOTIFYs lost in a row (timeout or 408) that end a subscription
@@ -84,14 +83,8 @@ class WatcherSubscription:
 def parse_event(value: str | None) -> tuple[str, str | None] | None:
     """An Event header value -> (event type, id parameter or None); None when absent or malformed.
     Event types compare byte for byte (RFC 6665 §8.2.1)."""
-    if value is None:
-        return None
-    event, _, params = value.partition(";")
-    try:
-        parsed = parse_params(";" + params) if params else {}
-    except SipSyntaxError:
-        return None
-    return (event.strip(), parsed.get("id")) if event.strip() else None
+    parsed = value_and_params(value)
+    return (parsed[0], parsed[1].get("id")) if parsed is not None else None
 
 
 def contact_value(contact: str) -> str:

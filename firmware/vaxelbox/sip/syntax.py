@@ -82,6 +82,19 @@ def parse_params(text: str) -> dict[str, str | None]:
     return params
 
 
+def value_and_params(text: str | None) -> tuple[str, dict[str, str | None]] | None:
+    """A header value of the shape `token *(;param)` (Event, Subscription-State) -> (the value as
+    written, stripped; its parameters); None when absent, empty or malformed."""
+    if text is None:
+        return None
+    value, _, params = text.partition(";")
+    try:
+        parsed = parse_params(";" + params) if params else {}
+    except SipSyntaxError:
+        return None
+    return (value.strip(), parsed) if value.strip() else None
+
+
 def format_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
