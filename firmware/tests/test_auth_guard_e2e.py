@@ -88,7 +88,9 @@ async def test_a_phone_retrying_a_wrong_password_is_held_released_held_again_and
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         office.vaxelctl("pair", f"127.0.0.1:{office.coap}", "--code", code, "--name", "Support")
-        (alarm,) = json.loads(office.vaxelctl("status", "--json"))["alarms"]
+        status = json.loads(office.vaxelctl("status", "--json"))
+        (alarm,) = status["alarms"]
+        footprint = status["cloud_traffic"]
         shown = office.vaxelctl("status")
         answers = await bad
         await callee.finish(timeout=30)
@@ -117,6 +119,9 @@ async def test_a_phone_retrying_a_wrong_password_is_held_released_held_again_and
     assert alarm["kind"] == "auth-held"
     assert (alarm["phone"], alarm["user"], alarm["username"]) == (f"127.0.0.1:{bad_port}", "u101", "101")
     assert alarm["suppressed"] >= 1
+    # The held attempts are the footprint's suppressed ones, by why (issue 17's counters).
+    assert footprint["suppressed_by"]["auth-guard"] >= alarm["suppressed"]
+    assert footprint["suppressed"] >= footprint["suppressed_by"]["auth-guard"]
     assert alarm["until"] > alarm["since"]
     assert f"alarm: phone 127.0.0.1:{bad_port}" in shown
     assert "of user u101 held until" in shown

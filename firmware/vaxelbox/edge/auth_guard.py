@@ -110,6 +110,7 @@ class AuthGuard:
     ) -> None:
         self.now = now
         self.provisioned: Provisioned = provisioned or (lambda ip: None)
+        self.on_suppressed: Callable[[], None] = lambda: None  # counted in the cloud's footprint
         self._records: dict[Key, _Record] = {}
         scale = _time_scale() if time_scale is None else time_scale
         if not 0 < scale <= 1:
@@ -134,6 +135,7 @@ class AuthGuard:
             self._release(key, record, why)
             return Next.CONTINUE
         record.suppressed += 1
+        self.on_suppressed()
         response = make_response(request, 403, "Forbidden")
         response.add("Reason", REASON.format(until=_clock(record.until)))
         context.response = response

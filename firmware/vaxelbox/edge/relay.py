@@ -106,6 +106,7 @@ class EdgeRelay:
         self.services: list[Processor] = []  # the edge's own services, before the mode gate (presence)
         self.observers: list[CallObserver] = []
         self.auth_guard = AuthGuard()  # holds a phone whose password the cloud keeps refusing
+        self.auth_guard.on_suppressed = lambda: upstream.traffic.suppress("auth-guard")
         self.route_token = RouteToken(self.is_ours, self.flow_of)
         self.locate_phone = PhoneLocator(bindings, self.flow_of)
         self.forking = Forking(stack, addresses, schedule or _call_later, ResponseChain([]))

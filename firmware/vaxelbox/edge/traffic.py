@@ -6,8 +6,9 @@ in on, the relay's stateless forwards), so retransmissions by the transaction
 layer, ACKs and answers are counted as packets too. What goes to the fallback
 trunk is not the cloud's and is not counted here. A
 request sent again with the same top branch and method is a retransmission.
-Attempts the edge kept back because the cloud asked it to wait (a 503 with
-Retry-After) are counted as suppressed.
+Attempts the edge kept back are counted as suppressed, by why: the cloud asked
+it to wait (a 503 with Retry-After: "retry-after"), or a phone is held for the
+cloud's repeated refusals of its password ("auth-guard", edge/auth_guard.py).
 """
 
 import re
@@ -24,7 +25,8 @@ class CloudTraffic:
         self.packets = 0  # every datagram or stream write to the cloud, requests and responses
         self.requests: Counter[str] = Counter()  # first sendings, by kind (OPTIONS, ..., other)
         self.retransmissions = 0
-        self.suppressed = 0  # requests not sent: the cloud's Retry-After was still running
+        self.suppressed = 0  # requests not sent to the cloud, for any reason
+        self.suppressed_by: Counter[str] = Counter()  # ... by reason: "retry-after", "auth-guard"
         self.by_target: Counter[str] = Counter()  # packets per "address:port/transport"
         self._seen: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
 
@@ -46,17 +48,20 @@ class CloudTraffic:
         name = method.decode(errors="replace").upper()
         self.requests[name if name in KINDS else "other"] += 1
 
-    def suppress(self) -> None:
-        """A request that would have gone to the cloud was kept back (Retry-After)."""
+    def suppress(self, why: str = "retry-after") -> None:
+        """A request that would have gone to the cloud was kept back, for `why`."""
         self.suppressed += 1
+        self.suppressed_by[why] += 1
 
     def snapshot(self) -> dict[str, Any]:
         """{"packets": int, "requests": {"OPTIONS"|"REGISTER"|"INVITE"|"other": int},
-        "retransmissions": int, "suppressed": int, "by_target": {"addr:port/transport": int}}"""
+        "retransmissions": int, "suppressed": int, "suppressed_by": {"retry-after"|"auth-guard": int},
+        "by_target": {"addr:port/transport": int}}"""
         return {
             "packets": self.packets,
             "requests": {kind: self.requests[kind] for kind in (*KINDS, "other")},
             "retransmissions": self.retransmissions,
             "suppressed": self.suppressed,
+            "suppressed_by": {why: self.suppressed_by[why] for why in ("retry-after", "auth-guard")},
             "by_target": dict(self.by_target),
         }
