@@ -14,19 +14,27 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from phoneprov.device import normalise_mac
+from phoneprov.device import is_device_mac, normalise_mac
 from rich.console import Console
 
 from vaxelbox.agent.runtime import NoAgentState, local_data_dir
 from vaxelbox.cli_help import plain_flags
 from vaxelbox.hw.board import BoardError
-from vaxelbox.inventory import already_assigned, device_rows, not_in_site
+from vaxelbox.inventory import (
+    already_assigned,
+    device_rows,
+    is_dect_base,
+    not_in_site,
+    seen_device,
+    site_vendor,
+)
 from vaxelbox.inventory import assign as assign_device
 from vaxelbox.inventory import unassign as unassign_device
 from vaxelbox.problems import report
 from vaxelbox.site import SiteError
 from vaxelbox.site.edit import EditError
 from vaxelbox.site.fields import colon_mac
+from vaxelbox.site.model import Vendor
 from vaxelbox.store import Store
 from vaxelbox.tables import print_table
 
@@ -82,6 +90,11 @@ def _mac(text: str) -> str:
     mac = normalise_mac(text)
     if mac is None:
         raise typer.BadParameter(f"{text!r} is not a MAC address (e.g. 00:15:65:4a:a9:37)")
+    if not is_device_mac(mac):
+        raise typer.BadParameter(
+            f"{text!r} names no device: all zeros and multicast addresses (first octet odd) are not "
+            "a phone's MAC"
+        )
     return mac
 
 
@@ -108,6 +121,20 @@ def phones(
     print_table(out, f"Devices seen ({len(seen)})", headers, cells, whole={"mac"}, words={"assigned"})
     if any(row["assigned"] is None for row in seen):
         out.print("Assign one with: vaxelbox phones assign MAC USER")
+    _unknown_vendors(seen)
+
+
+def _unknown_vendors(seen: list[dict[str, object]]) -> None:
+    """Devices no evidence names the vendor of: they get no file until the installer names it."""
+    unknown = [row for row in seen if row["vendor"] is None]
+    if not unknown:
+        return
+    out.print(
+        f"Vendor unknown ({len(unknown)}), these get no file; name it with: "
+        "vaxelbox phones assign MAC USER --vendor VENDOR"
+    )
+    for row in unknown:
+        out.print(f"  {row['mac']}  User-Agent: {row['user_agent'] or '(none)'}")
 
 
 def _cell(value: object) -> str:
@@ -129,7 +156,13 @@ def _when(stamp: float) -> str:
 def assign(
     mac: Annotated[str, typer.Argument(help="The device's MAC, as `vaxelbox phones` lists it")],
     users: Annotated[list[str], typer.Argument(help="User ids on line 1, 2, ... (DECT: handset 1, 2, ...)")],
-    dect: Annotated[bool, typer.Option(help="A DECT base: the users are its handsets")] = False,
+    dect: Annotated[
+        bool, typer.Option(help="A DECT base: the users are its handsets (implied by a DECT model)")
+    ] = False,
+    vendor: Annotated[
+        Vendor | None,
+        typer.Option(help="The device's vendor, when provisioning could not tell it (see vaxelbox phones)"),
+    ] = None,
     data: DataOption = None,
     board: BoardOption = None,
 ) -> None:
@@ -137,11 +170,23 @@ def assign(
     assigned so already)."""
     bare = _mac(mac)
     store = _store(data, board)
-    if already_assigned(store, bare, users, dect):
+    seen = seen_device(store, bare)
+    if not dect and is_dect_base(seen):
+        dect = True
+        out.print(
+            f"{colon_mac(bare)} is a DECT base ({seen.model if seen else ''}): the users are its handsets."
+        )
+    wanted = vendor.value if vendor else None
+    if already_assigned(store, bare, users, dect, wanted):
         out.print(f"{colon_mac(bare)} is already assigned to {', '.join(users)}; nothing changed.")
     else:
-        _change_site(lambda: assign_device(store, bare, users, dect))
+        _change_site(lambda: assign_device(store, bare, users, dect, wanted))
         out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
+    if seen is not None and site_vendor(store, bare) is None:
+        out.print(
+            "Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR "
+            f"({', '.join(v.value for v in Vendor)})."
+        )
     if store.devices.enrolled(bare) is None:
         out.print("It fetches its configuration in the next enrolment window: vaxelbox enrol open")
 

@@ -8,10 +8,13 @@ validated like any other; the agent picks it up at the phone's next request.
 from collections.abc import Callable
 from typing import Any
 
+from phoneprov.vendors import load_vendors
+
 from vaxelbox.site import parse_site
 from vaxelbox.site.edit import EditError, assign_phone, unassign_phone
 from vaxelbox.site.fields import colon_mac
 from vaxelbox.store import SiteVersion, Store
+from vaxelbox.store.devices import SeenDevice
 
 
 def device_rows(store: Store) -> list[dict[str, Any]]:
@@ -29,6 +32,7 @@ def device_rows(store: Store) -> list[dict[str, Any]]:
                 "model": device.model,
                 "firmware": device.firmware,
                 "ip": device.ip,
+                "user_agent": device.user_agent,
                 "assigned": ", ".join(users) if users else None,
                 "enrolled": device.enrolled_at is not None,
                 "first_seen": device.first_seen,
@@ -38,10 +42,18 @@ def device_rows(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def assign(store: Store, mac: str, users: list[str], dect: bool = False) -> SiteVersion:
-    """Put the device (a bare MAC) on `users`' lines or handsets. Raises EditError or SiteError."""
-    seen = next((d for d in store.devices.all() if d.mac == mac), None)
-    vendor, model = (seen.vendor, seen.model) if seen else (None, None)
+def assign(
+    store: Store, mac: str, users: list[str], dect: bool = False, vendor: str | None = None
+) -> SiteVersion:
+    """Put the device (a bare MAC) on `users`' lines or handsets. `vendor` (a site vendor id) is the
+    installer's word; without it the vendor provisioning identified, if any. Raises EditError or
+    SiteError."""
+    seen = seen_device(store, mac)
+    active = store.sites.active()
+    before = parse_site(active.source, "stored site").phone(mac) if active else None
+    # The installer's word first, then what the device proved, then what the site said before.
+    vendor = vendor or (seen.vendor if seen else None) or (before.vendor if before else None)
+    model = (seen.model if seen else None) or (before.model if before else None)
     return _change_site(
         store,
         lambda source: assign_phone(source, mac, users, vendor, model, dect),
@@ -49,12 +61,34 @@ def assign(store: Store, mac: str, users: list[str], dect: bool = False) -> Site
     )
 
 
-def already_assigned(store: Store, mac: str, users: list[str], dect: bool = False) -> SiteVersion | None:
-    """The active site version if it already puts the device (a bare MAC) on exactly `users`:
-    assigning again would change nothing, so no new version is made."""
+def is_dect_base(seen: SeenDevice | None) -> bool:
+    """Whether the device reported a model its vendor makes as a DECT base (W70B, M900, N870)."""
+    vendor = load_vendors().get(seen.vendor or "") if seen else None
+    return bool(seen and vendor and vendor.is_dect(seen.model))
+
+
+def site_vendor(store: Store, mac: str) -> str | None:
+    """The vendor the active site names for the device (a bare MAC), if any."""
+    active = store.sites.active()
+    phone = parse_site(active.source, "stored site").phone(mac) if active else None
+    return phone.vendor if phone else None
+
+
+def seen_device(store: Store, mac: str) -> SeenDevice | None:
+    """What provisioning recorded of the device (a bare MAC), or None if it never asked."""
+    return next((d for d in store.devices.all() if d.mac == mac), None)
+
+
+def already_assigned(
+    store: Store, mac: str, users: list[str], dect: bool = False, vendor: str | None = None
+) -> SiteVersion | None:
+    """The active site version if it already puts the device (a bare MAC) on exactly `users`
+    (and names `vendor`, when given): assigning again would change nothing, so no new version."""
     active = store.sites.active()
     phone = parse_site(active.source, "stored site").phone(mac) if active else None
     if phone is None or (phone.type == "dect") != dect:
+        return None
+    if vendor is not None and phone.vendor != vendor:
         return None
     return active if list(phone.handsets if dect else phone.lines) == users else None
 

@@ -51,15 +51,17 @@ def build_context(
     appliance: Appliance,
     groups: dict[str, str],
     credentials: Credentials | None = None,
+    dect: bool = False,
 ) -> dict[str, Any]:
-    """The context for one file. `phone` None (or no credentials given) renders the bootstrap."""
+    """The context for one file. `phone` None (or no credentials given) renders the bootstrap.
+    `dect`: the device's model is a DECT base (the site's `type` decides when it assigns one)."""
     prov = site.provisioning
     full = phone is not None and credentials is not None
     tz = zone_rule(site.site.timezone)
     cloud_host, cloud_port, cloud_transport = proxy_parts(prov.phone_fallback or site.cloud.proxies[0])
     return {
         "bootstrap": not full,
-        "device": _device(device, phone),
+        "device": _device(device, phone, dect),
         "match": groups,
         "site": {"name": site.site.name, "language": site.site.language},
         "accounts": _accounts(site, phone) if full else [],
@@ -90,7 +92,7 @@ def build_context(
     }
 
 
-def _device(device: Device, phone: Phone | None) -> dict[str, Any]:
+def _device(device: Device, phone: Phone | None, dect: bool) -> dict[str, Any]:
     mac = device.mac or ""
     return {
         "mac": mac,
@@ -99,7 +101,7 @@ def _device(device: Device, phone: Phone | None) -> dict[str, Any]:
         "vendor": device.vendor,
         "model": device.model or (phone.model if phone else None),
         "firmware": device.firmware,
-        "type": phone.type if phone else "desk",
+        "type": phone.type if phone else ("dect" if dect else "desk"),
     }
 
 

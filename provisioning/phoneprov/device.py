@@ -13,6 +13,23 @@ def normalise_mac(text: str) -> str | None:
     return re.sub(r"[:-]", "", text).lower()
 
 
+def is_device_mac(mac: str) -> bool:
+    """Whether a normalised MAC (12 lower-case hex digits) can name one device.
+
+    All zeros is the placeholder in vendors' common file names (Poly's
+    `000000000000.cfg`), and a group bit (the first octet odd: multicast, and
+    ff:ff:ff:ff:ff:ff broadcast) never belongs to one network card (IEEE 802,
+    section 8.2); neither is ever recorded as a device.
+    """
+    return mac != "0" * 12 and not int(mac[:2], 16) & 1
+
+
+def device_mac(text: str) -> str | None:
+    """`text` normalised if it is a MAC one device can have (see is_device_mac), else None."""
+    mac = normalise_mac(text)
+    return mac if mac is not None and is_device_mac(mac) else None
+
+
 @dataclass(frozen=True)
 class Device:
     """A device as identified from one request; any field may be unknown."""

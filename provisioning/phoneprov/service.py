@@ -21,7 +21,7 @@ from vaxelbox.site import Site
 from phoneprov.book import DeviceBook, Enrolled, Sighting
 from phoneprov.budget import MissBudget
 from phoneprov.context import Appliance, Credentials, build_context
-from phoneprov.device import Device
+from phoneprov.device import Device, is_device_mac
 from phoneprov.digest import DigestAuth
 from phoneprov.identify import AssignedVendor, Identification, identify
 from phoneprov.render import Renderer, TemplateError
@@ -83,13 +83,27 @@ class ProvisioningService:
         site = self.site()
         assigned = AssignedVendor({p.mac: p.vendor for p in site.phones})
         found = identify(request.user_agent, request.path, self.vendors, assigned)
+        if found.device.vendor is None:
+            return self._unknown_vendor(request, found, now)
         if found.rule is None:
+            if found.documented:  # the vendor's devices ask for it at every boot: not an attack
+                log.info("file not served", path=request.path, vendor=found.device.vendor)
+                return NOT_FOUND
             return self._miss(request, "unknown-file")
         if found.rule.kind == "common":
             if found.device.mac is not None:  # the User-Agent named it: worth listing for the installer
                 self._record(request, found, now)
             return self._render(request, site, found, bootstrap=True)
         return self._device_file(request, site, found, now)
+
+    def _unknown_vendor(self, request: HttpRequest, found: Identification, now: float) -> HttpReply:
+        """No evidence names a vendor: never a file (a guess could send one vendor's secrets to
+        another's phone). A MAC in the name is recorded with the User-Agent, so `vaxelbox phones`
+        shows the device and the installer can name its vendor."""
+        if found.device.mac is not None:
+            self._record(request, found, now)
+            log.info("device of unknown vendor", mac=found.device.mac, user_agent=request.user_agent)
+        return self._miss(request, "unknown-vendor")
 
     def _device_file(self, request: HttpRequest, site: Site, found: Identification, now: float) -> HttpReply:
         mac = found.file_mac
@@ -170,7 +184,8 @@ class ProvisioningService:
             found.device if found.rule.kind == "device" else Device(None, found.device.vendor, None, None)
         )
         phone = site.phone(device.mac) if device.mac and not bootstrap else None
-        context = build_context(site, device, phone, self.appliance, found.groups, credentials)
+        dect = self._is_dect(site, found)
+        context = build_context(site, device, phone, self.appliance, found.groups, credentials, dect)
         try:
             text = self.renderer.render(found.device.vendor, found.rule, context)
         except TemplateError as exc:
@@ -186,9 +201,18 @@ class ProvisioningService:
         )
         return HttpReply(200, text.encode("utf-8"), found.rule.content_type)
 
+    def _is_dect(self, site: Site, found: Identification) -> bool:
+        """Whether the model (the User-Agent's, else the site's) is one of the vendor's DECT bases."""
+        assert found.device.vendor is not None
+        model = found.device.model
+        if model is None and found.device.mac is not None and (phone := site.phone(found.device.mac)):
+            model = phone.model
+        return self.vendors[found.device.vendor].is_dect(model)
+
     def _record(self, request: HttpRequest, found: Identification, now: float) -> bool:
         device = found.device
-        assert device.mac is not None
+        if device.mac is None or not is_device_mac(device.mac):
+            return False  # identify yields no phantom (all zeros, multicast); this keeps it so
         sighting = Sighting(
             device.mac,
             device.vendor,

@@ -60,6 +60,10 @@ class Vendor:
     files: tuple[FileRule, ...]
     pnp: Pnp | None
     dhcp: DhcpHint
+    # Files the vendor's devices request at boot that we do not serve (logs, overrides, firmware):
+    # a 404, never a miss (see service.py).
+    unserved: tuple[re.Pattern[str], ...] = ()
+    dect_models: re.Pattern[str] | None = None  # models that are DECT bases
 
     def rule_for(self, path: str) -> tuple[FileRule, re.Match[str]] | None:
         """The rule whose pattern matches `path` (or its last part: devices prefix directories)."""
@@ -69,6 +73,15 @@ class Vendor:
                 if match := rule.match(candidate):
                     return rule, match
         return None
+
+    def documents(self, path: str) -> bool:
+        """Whether `path` (or its last part) is a file this vendor's devices ask for, served or not."""
+        names = {path, path.rsplit("/", 1)[-1]}
+        served = self.rule_for(path) is not None
+        return served or any(p.fullmatch(name) for p in self.unserved for name in names)
+
+    def is_dect(self, model: str | None) -> bool:
+        return bool(model and self.dect_models and self.dect_models.fullmatch(model))
 
 
 @cache
@@ -87,6 +100,8 @@ def _load(path: Path) -> Vendor:
             files=tuple(_file_rule(f) for f in data["files"]),
             pnp=_pnp(data.get("pnp")),
             dhcp=DhcpHint(**{k: data.get("dhcp", {}).get(k, "") for k in DhcpHint.__dataclass_fields__}),
+            unserved=tuple(re.compile(p) for p in data.get("unserved", [])),
+            dect_models=re.compile(data["dect_models"]) if "dect_models" in data else None,
         )
     except (KeyError, TypeError, ValueError, re.error, tomllib.TOMLDecodeError) as exc:
         raise VendorDataError(f"{path}: {exc!r}") from None

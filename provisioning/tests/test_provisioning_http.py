@@ -211,3 +211,79 @@ def test_installer_supplied_certificate_replaces_the_site_ca(tmp_path, demo_text
         assert status == 200
     finally:
         running.agent.stop()
+
+
+EDGE_E450 = "FileTransport PolyEdge-Edge_E450-UA/8.2.1.0321 Type/Application"
+
+
+def test_poly_edge_e450_is_poly_end_to_end_and_no_phantom_is_recorded(appliance):
+    """Issue 14's input: before, Fanvil's <mac>.cfg pattern took the E450, 000000000000.cfg recorded
+    a phantom device, `phones assign` wrote "fanvil" into the site and the Poly got a Fanvil file
+    with the user's SIP password."""
+    mac = "482567e45001"
+    status, body, _ = appliance.curl("http", f"{mac}.cfg", EDGE_E450)
+    assert status == 200
+    assert b"<APPLICATION" in body  # Poly's master file, not Fanvil's <sysConf>
+    assert b"sysConf" not in body
+    status, body, _ = appliance.curl("http", "000000000000.cfg", EDGE_E450)
+    assert (status, b"<APPLICATION" in body) == (200, True)
+    listed = {row["mac"]: row for row in json.loads(appliance.vaxelbox("phones", "--json"))}
+    assert "00:00:00:00:00:00" not in listed
+    assert (listed["48:25:67:e4:50:01"]["vendor"], listed["48:25:67:e4:50:01"]["model"]) == (
+        "poly",
+        "Edge_E450",
+    )
+    appliance.vaxelbox("phones", "assign", "48:25:67:e4:50:01", "fredrik")
+    site = Store(appliance.data).sites.active()
+    assert site is not None
+    assert parse_site(site.source, "site").phone(mac).vendor == "poly"
+    appliance.vaxelbox("enrol", "open", "--mac", "48:25:67:e4:50:01")
+    status, body, _ = appliance.curl("https", f"{mac}-vaxelbox.cfg", EDGE_E450)
+    assert status == 200
+    assert b"<polycomConfig>" in body
+    assert appliance.site.user("fredrik").sip.password.get_secret_value().encode() in body
+
+
+def test_a_device_of_unknown_vendor_gets_404_is_listed_and_served_once_named(appliance):
+    mac, ua = "a0b1c2d3e4f5", "Acme-Phone/2.0 (unknown firmware)"
+    appliance.vaxelbox("enrol", "open")
+    for path in (f"{mac}.cfg", f"{mac}.xml", f"cfg{mac}.xml"):
+        status, body, _ = appliance.curl("https", path, ua)
+        assert status == 404, path
+    out = appliance.vaxelbox("phones")
+    assert "Vendor unknown (1)" in out
+    assert "a0:b1:c2:d3:e4:f5  User-Agent: Acme-Phone/2.0 (unknown firmware)" in out
+    listed = {row["mac"]: row for row in json.loads(appliance.vaxelbox("phones", "--json"))}
+    assert listed["a0:b1:c2:d3:e4:f5"]["vendor"] is None
+    assert listed["a0:b1:c2:d3:e4:f5"]["user_agent"] == ua
+    out = appliance.vaxelbox("phones", "assign", "a0:b1:c2:d3:e4:f5", "fredrik")
+    assert "Its vendor is unknown, so it gets no file" in out
+    status, _, _ = appliance.curl("https", f"{mac}.cfg", ua)
+    assert status == 404  # assigned, window open, still nothing: nobody said which vendor
+    appliance.vaxelbox("phones", "assign", "a0:b1:c2:d3:e4:f5", "fredrik", "--vendor", "yealink")
+    status, body, _ = appliance.curl("https", f"{mac}.cfg", ua)
+    assert status == 200
+    assert body.startswith(b"#!version:1.0.0.1")
+    assert appliance.site.user("fredrik").sip.password.get_secret_value().encode() in body
+
+
+def test_phantom_macs_are_refused_by_the_installers_commands(appliance):
+    for phantom in ("00:00:00:00:00:00", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff"):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vaxelbox",
+                "phones",
+                "assign",
+                phantom,
+                "fredrik",
+                "--data",
+                str(appliance.data),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, phantom
+        assert "names no device" in result.stderr
