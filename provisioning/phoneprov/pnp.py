@@ -21,7 +21,7 @@ from vaxelbox.sip.syntax import parse_params
 from vaxelbox.sip.uri import SipUri
 
 from phoneprov.budget import MissBudget
-from phoneprov.device import normalise_mac
+from phoneprov.device import device_mac
 from phoneprov.vendors import Vendor
 
 log = structlog.get_logger("phoneprov.pnp")
@@ -144,7 +144,7 @@ def _mac_of(request: Request) -> str | None:
     uri = request.uri
     user = unquote(uri.user or "") if isinstance(uri, SipUri) else ""
     found = re.fullmatch(r"(?i)mac:?([0-9a-f]{12})", user)
-    return normalise_mac(found.group(1)) if found else None
+    return device_mac(found.group(1)) if found else None  # never a phantom (all zeros, multicast)
 
 
 def _response_address(request: Request, source: Address) -> Address:

@@ -61,3 +61,56 @@ DEMO_PHONES = [
         ("elin", "fredrik"),
     ),
 ]
+
+
+# Each vendor's boot as its documentation lists the requests (method, path; {mac} lower-case,
+# {MAC} upper-case), whether we serve the file or not. Sources: Poly UC Software Administrator
+# Guide (updater pass, then application pass: master, application image and its version,
+# overrides GET and PUT, licence, web settings, directories, log uploads); Yealink Auto
+# Provisioning Guide (boot files, common, MAC, MAC-local and contact files); snom "Auto
+# provisioning" (model file, then the device's); Grandstream Administration Guide (cfg<mac>.xml,
+# cfg<mac>, cfg<model>.xml, cfg.xml); Fanvil and Gigaset (their one device file).
+BOOTS: dict[str, list[tuple[str, str]]] = {
+    "poly": [
+        ("GET", "{mac}.cfg"),
+        ("GET", "000000000000.cfg"),
+        ("GET", "3111-48450-001.sip.ld"),
+        ("GET", "sip.ld"),
+        ("GET", "sip.ver"),
+        ("PUT", "{mac}-boot.log"),
+        ("GET", "{mac}.cfg"),
+        ("GET", "{mac}-vaxelbox.cfg"),
+        ("GET", "{mac}-license.cfg"),
+        ("GET", "{mac}-phone.cfg"),
+        ("PUT", "{mac}-phone.cfg"),
+        ("GET", "{mac}-web.cfg"),
+        ("GET", "{mac}-directory.xml"),
+        ("GET", "000000000000-directory.xml"),
+        ("GET", "{mac}-calls.xml"),
+        ("PUT", "{mac}-app.log"),
+    ],
+    "yealink": [
+        ("GET", "{mac}.boot"),
+        ("GET", "y000000000000.boot"),
+        ("GET", "y000000000000.cfg"),
+        ("GET", "{mac}.cfg"),
+        ("GET", "{mac}-local.cfg"),
+        ("GET", "{mac}-contact.xml"),
+    ],
+    "snom": [("GET", "snomD785.htm"), ("GET", "snomD785-{MAC}.htm")],
+    "grandstream": [
+        ("GET", "cfg{mac}.xml"),
+        ("GET", "cfg{mac}"),
+        ("GET", "cfggxp2170.xml"),
+        ("GET", "cfg.xml"),
+    ],
+    "fanvil": [("GET", "{mac}.cfg")],
+    "gigaset": [("GET", "{mac}.xml")],
+}
+
+
+def boot(phone: DemoPhone) -> list[tuple[str, str]]:
+    """The phone's documented boot requests with its MAC filled in."""
+    return [
+        (method, path.format(mac=phone.mac, MAC=phone.mac.upper())) for method, path in BOOTS[phone.vendor]
+    ]
