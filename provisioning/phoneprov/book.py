@@ -1,43 +1,15 @@
 """What provisioning remembers: devices seen, the enrolment window, devices enrolled.
 
-The agent keeps it in its store (`vaxelbox.store.devices`); this protocol is
+The agent keeps it in its store (`vaxelbox.store.devices`, which also defines the
+records: the store is the lower layer and must not import phoneprov); this protocol is
 all the provisioning service needs of it.
 """
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from vaxelbox.store.devices import Enrolled, Enrolment, Sighting
 
-@dataclass(frozen=True)
-class Sighting:
-    mac: str
-    vendor: str | None
-    model: str | None
-    firmware: str | None
-    ip: str
-    user_agent: str
-    file: str
-    at: float
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    """An enrolment window the installer opened: for every assigned MAC, or only for `macs`."""
-
-    until: float
-    macs: frozenset[str] | None = None
-
-    def admits(self, mac: str, now: float) -> bool:
-        return now < self.until and (self.macs is None or mac in self.macs)
-
-
-@dataclass(frozen=True)
-class Enrolled:
-    """A device that received its configuration; it proves itself with `credential` from now on."""
-
-    credential: str
-    at: float
-    ip: str
+__all__ = ["DeviceBook", "Enrolled", "Enrolment", "Sighting"]
 
 
 class DeviceBook(Protocol):

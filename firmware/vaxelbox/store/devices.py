@@ -1,7 +1,9 @@
 """Devices provisioning has seen, the enrolment window, and each enrolled device's credential.
 
 Implements phoneprov's DeviceBook. The credential is a secret: it lives only
-here (0600 database) and in the device's own configuration file.
+here (0600 database) and in the device's own configuration file. The records
+(Sighting, Enrolment, Enrolled) are defined here, the lower layer, and phoneprov
+uses them: the store imports nothing of phoneprov.
 """
 
 import json
@@ -9,12 +11,42 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from phoneprov.book import Enrolled, Enrolment, Sighting
-
 if TYPE_CHECKING:
     from vaxelbox.store.database import Store
 
 MAX_UNENROLLED = 2000  # devices never enrolled are forgotten oldest first beyond this
+
+
+@dataclass(frozen=True)
+class Sighting:
+    mac: str
+    vendor: str | None
+    model: str | None
+    firmware: str | None
+    ip: str
+    user_agent: str
+    file: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """An enrolment window the installer opened: for every assigned MAC, or only for `macs`."""
+
+    until: float
+    macs: frozenset[str] | None = None
+
+    def admits(self, mac: str, now: float) -> bool:
+        return now < self.until and (self.macs is None or mac in self.macs)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """A device that received its configuration; it proves itself with `credential` from now on."""
+
+    credential: str
+    at: float
+    ip: str
 
 
 @dataclass(frozen=True)
