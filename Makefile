@@ -17,7 +17,21 @@ NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
 	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
 
-.PHONY: setup run demo-call test test-debs lint format clean schemas bench hil
+.PHONY: setup run demo-call test test-debs lint format clean schemas bench hil companion
+
+# Real MicroPython (the WebAssembly port from npm, run by Debian's Node) for the companion's tests.
+MCU_BENCH := firmware/tests/mcu/node_modules/.package-lock.json
+$(MCU_BENCH): firmware/tests/mcu/package-lock.json
+	@command -v node >/dev/null || { $(NEED_DEBS) nodejs; }
+	@command -v npm >/dev/null || { $(NEED_DEBS) npm; }
+	cd firmware/tests/mcu && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+# The companion microcontroller's file set for BOARD (mpy-cross), in build/companion/, e.g.
+# make companion BOARD=boards/rpi-4b.yaml. Deploy it
+# with mpremote (README, "The companion").
+companion: setup
+	$(BIN)/python -m vaxelbox.hw.companion_build $(BOARD) build/companion --mpy
 
 setup: $(STAMP)
 
@@ -29,6 +43,10 @@ $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# labgrid's pyserial fork and pyserial install the same `serial` package; the fork (pyserial
+	@# 3.5 with labgrid's RFC 2217 fixes) must own it, whichever pip installed last.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+	  "pyserial-labgrid==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("pyserial-labgrid"))')"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # The agent on the embedded demo office (or pass ARGS="--site my-site.toml"). Its state lives in
@@ -56,7 +74,7 @@ demo-call:
 
 # The whole suite: lint, then every test (nothing is skipped for a missing tool), then the HIL
 # suite against the simulated board.
-test: setup lint test-debs
+test: setup lint test-debs $(MCU_BENCH)
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory hil
 
@@ -66,7 +84,7 @@ test: setup lint test-debs
 BOARD ?= boards/simboard.yaml
 SUITES ?= 1 2 3 4 5 6 7
 HIL_RESULTS ?= hil-results
-hil: setup test-debs
+hil: setup test-debs $(MCU_BENCH)
 	@mkdir -p $(HIL_RESULTS)
 	$(BIN)/python hil-tests/environment.py $(BOARD) $(HIL_RESULTS)/environment.yaml
 	$(BIN)/pytest $(foreach n,$(SUITES),hil-tests/test_$(n)_*.py) -c hil-tests/pytest.ini --board $(BOARD) \

@@ -35,6 +35,7 @@ from vaxelbox.agent.sdnotify import SystemdNotifier
 from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.edge.health import Change, CloudHealth, CloudProber
 from vaxelbox.edge.service import Edge, EdgeSettings
+from vaxelbox.hw.board_services import BoardServices
 from vaxelbox.presence.server import PresenceServer
 from vaxelbox.problems import read_config
 from vaxelbox.routing.mode import ModeChange
@@ -77,6 +78,7 @@ class Agent:
         self.local: LocalMode | None = None
         self.presence: PresenceServer | None = None
         self.health = CloudHealth()
+        self.board_services: BoardServices | None = None  # companion MCU, /dev/watchdog
         self._store: Store | None = None
         self._stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
@@ -329,13 +331,20 @@ class Agent:
         self.notifier.notify(STATUS=self._status())
         if self.management is not None:
             self.management.push("status", "mode")
+        if self.board_services is not None:
+            self.board_services.state_changed()
 
     def _mode_changed(self, change: ModeChange) -> None:
         self.notifier.notify(STATUS=self._status())
         if self.management is not None:
             self.management.push("status", "mode")
+        if self.board_services is not None:
+            self.board_services.state_changed()
 
     def _add_services(self) -> None:
+        if self.options.board is not None:
+            self.board_services = BoardServices(self, self.options.board)
+            self.board_services.add_to(self.supervisor)
         interval = self.notifier.watchdog_interval()
         if interval:
             self.supervisor.add("systemd-watchdog", lambda: self._ping_systemd(interval))

@@ -90,6 +90,7 @@ class ManagementBackend:
         devices = self.store.devices.all()
         errors = [r for r in (self._log_ring.records if self._log_ring else []) if r.get("level") == "error"]
         mode = self.mode()
+        board = agent.board_services
         return {
             "cloud": agent.health.state.value,
             "mode": mode["mode"],
@@ -107,7 +108,9 @@ class ManagementBackend:
             "last_errors": [{"at": r.get("timestamp"), "event": r.get("event")} for r in errors[-5:]],
             # The appliance's footprint on the cloud (edge.upstream.Upstream.footprint), for support.
             "cloud_traffic": agent.edge.upstream.footprint() if agent.edge and agent.edge.upstream else None,
-            "alarms": _auth_alarms(agent, site, devices),
+            "alarms": _auth_alarms(agent, site, devices) + (board.alarms() if board else []),
+            # The companion microcontroller's link and telemetry (vaxelbox.hw.companion), or None.
+            "companion": board.companion.status() if board and board.companion else None,
         }
 
     def site(self) -> dict[str, Any]:

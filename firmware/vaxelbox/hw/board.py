@@ -54,6 +54,36 @@ class InputButton(_Part):
     key: str = Field(pattern=r"^KEY_[A-Z0-9_]+$")
 
 
+class CompanionPins(_Part):
+    """The companion MCU's GPIO numbers (e.g. GP2 of a Raspberry Pi Pico is 2)."""
+
+    uart_tx: int = Field(ge=0, description="MCU TX, wired to the board's RX")
+    uart_rx: int = Field(ge=0, description="MCU RX, wired to the board's TX")
+    power: int = Field(ge=0, description="Drives the board's power switch (high = on)")
+    green: int = Field(ge=0)
+    amber: int = Field(ge=0)
+    blue: int = Field(ge=0)
+    red: int = Field(ge=0)
+    button: int = Field(ge=0, description="The front button, to ground (internal pull-up)")
+
+
+class Companion(_Part):
+    """The companion microcontroller: the board's watchdog, its LEDs and its button (README)."""
+
+    device: str = Field(description="The board's UART the companion is wired to, e.g. /dev/ttyAMA1")
+    baud: int = 115200
+    mcu: str = Field("Raspberry Pi Pico (RP2040)", description="What the companion is")
+    uart: int = Field(0, ge=0, description="The MCU's UART number")
+    heartbeat_timeout: int = Field(
+        30, ge=3, le=600, description="Seconds without the agent's heartbeat before a power cycle"
+    )
+    boot_grace: int = Field(
+        180, ge=10, le=3600, description="Seconds after power-on or a reset for the first heartbeat"
+    )
+    max_resets: int = Field(3, ge=1, le=20, description="Power cycles in a row before the safe state")
+    pins: CompanionPins
+
+
 class Storage(_Part):
     data_dir: Path = Path("/var/lib/vaxelbox")
     log_dir: Path = Path("/var/log/vaxelbox")
@@ -82,7 +112,7 @@ class Board(_Part):
     button: Annotated[GpioButton | InputButton, Field(discriminator="kind")] | None = None
     storage: Storage = Storage()
     power: Annotated[ManualPower | CommandPower, Field(discriminator="kind")] = ManualPower(kind="manual")
-    companion: Console | None = Field(None, description="Serial link to the companion MCU")
+    companion: Companion | None = Field(None, description="The companion MCU, if the board has one")
 
     @property
     def wan_interface(self) -> str:
