@@ -1,5 +1,7 @@
 """The binding mirror: what the registrar's 200 says, kept, expired, and surviving a restart."""
 
+import logging
+
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.sip.message import Request, Response, parse_message
 from vaxelbox.sip.transport import Flow
@@ -81,3 +83,32 @@ def test_the_mirror_survives_a_restart_through_the_store(tmp_path):
     (binding,) = again.all()
     assert binding.remote == ("192.0.2.50", 5062)
     assert binding.contact == "sip:101@192.0.2.50:5062"
+
+
+def test_a_registrar_echoing_the_contact_in_another_spelling_keeps_the_binding():
+    """RFC 3261 §19.1.4: host case, IPv6 compression and `transport=UDP` do not make another URI
+    (issue 13's inputs); the mirror used to drop these bindings."""
+    flow = PhoneFlow(("192.0.2.1", 5060), ("192.0.2.50", 5062))
+    for sent, echoed in [
+        ("<sip:101@phone-a.example.com:5062>", "<sip:101@PHONE-A.Example.COM:5062>"),
+        ("<sip:101@[2001:db8::a]:5062>", "<sip:101@[2001:DB8:0:0::A]:5062>"),
+        ("<sip:101@192.0.2.50:5062;transport=udp>", "<sip:101@192.0.2.50:5062;transport=UDP>"),
+    ]:
+        mirror = BindingMirror()
+        mirror.update(register(3600, sent), ok(f"Contact: {echoed};expires=600\r\n"), flow)
+        (binding,) = mirror.all()
+        assert 595 <= binding.expires_in() <= 600, (sent, echoed)
+
+
+def test_a_contact_the_200_does_not_list_follows_the_register_and_is_logged(caplog):
+    """§10.2.4: a 200 without our contact (only entries we cannot parse) keeps the binding for the
+    Expires the REGISTER asked, with a log line; the unreadable entries are named in the log."""
+    caplog.set_level(logging.INFO, logger="vaxelbox.edge.bindings")
+    flow = PhoneFlow(("192.0.2.1", 5060), ("192.0.2.50", 5062))
+    mirror = BindingMirror()
+    mirror.update(register(300), ok("Contact: <sip:GW#5550199#0046855501@192.0.2.44>;expires=300\r\n"), flow)
+    (binding,) = mirror.all()
+    assert 295 <= binding.expires_in() <= 300
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "GW#5550199#0046855501" in logged
+    assert "does not list sip:101@192.0.2.50:5062" in logged

@@ -92,6 +92,23 @@ def test_forwarded_copy_has_our_via_on_top_double_record_route_and_one_hop_less(
     assert original.max_forwards == 70  # the original is untouched
 
 
+def test_a_strict_next_hop_gets_the_request_uri_and_the_old_one_goes_last_in_route():
+    """Issue 13: the cloud's 200 carried a Record-Route without ;lr above ours, and the phone's ACK
+    and BYE went out loose-routed, so the strict hop dropped them (§16.6 step 6)."""
+    bye = invite(
+        "Route: <sip:192.0.2.1;lr>\r\nRoute: <sip:sbc.example.net>\r\nRoute: <sip:core.example.net;lr>\r\n",
+        uri="sip:201@192.0.2.20:5060",
+    )
+    preprocess_routes(bye, lambda uri: (uri.host, uri.port or 5060) == OURS)
+    copy = forward_copy(bye, Via("UDP", *OURS, {"branch": new_branch(bye)}))
+    assert str(copy.uri) == "sip:sbc.example.net"
+    assert copy.get_all("Route") == ["<sip:core.example.net;lr>", "<sip:201@192.0.2.20:5060>"]
+    loose = invite("Route: <sip:core.example.net;lr>\r\n", uri="sip:201@192.0.2.20:5060")
+    kept = forward_copy(loose, Via("UDP", *OURS, {"branch": new_branch(loose)}))
+    assert str(kept.uri) == "sip:201@192.0.2.20:5060"
+    assert kept.get_all("Route") == ["<sip:core.example.net;lr>"]
+
+
 def test_cancel_for_a_branch():
     original = invite("Route: <sip:sbc.example.net;lr>\r\n")
     cancel = cancel_for(original)

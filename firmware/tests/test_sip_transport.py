@@ -82,7 +82,8 @@ async def test_unknown_version_gets_505(udp_layer):
     assert reply.startswith(b"SIP/2.0 505 ")
 
 
-async def test_malformed_response_and_garbage_are_dropped_silently(udp_layer):
+async def test_malformed_response_and_garbage_are_dropped_silently(udp_layer, caplog):
+    """Silently toward the peer; the log says why a response was dropped (issue 13)."""
     layer, address, recorder = udp_layer
     with udp_client() as client:
         client.sendto(b"SIP/2.0 2000 OK\r\nVia: SIP/2.0/UDP x\r\n\r\n", address)
@@ -95,6 +96,8 @@ async def test_malformed_response_and_garbage_are_dropped_silently(udp_layer):
     assert layer.stats["dropped_responses"] == 1
     assert layer.stats["bad_requests"] == 1  # garbage without a Via: counted, not answered
     assert len(recorder.messages) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "response dropped" in r.getMessage()]
+    assert "status code" in line
 
 
 async def test_oversize_datagram_gets_513():

@@ -125,7 +125,7 @@ class AuthGuard:
     def hold(self, context: RequestContext) -> Next:
         """Answer a held phone's request here with 403; let everything else go on."""
         request = context.request
-        if context.side != "lan" or request.method in NOT_HELD or request.to.tag is not None:
+        if context.side != "lan" or request.method in NOT_HELD or request.to_tag is not None:
             return Next.CONTINUE
         key = _key(context)
         record = self._records.get(key)

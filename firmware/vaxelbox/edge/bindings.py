@@ -1,21 +1,24 @@
 """The binding mirror: every phone registration the cloud accepted, with the flow it came on.
 
-The cloud's 200 to a REGISTER is the truth: the mirror keeps exactly the
-contacts it lists for the registering phone, with their expiry, and drops
-them on expiry or de-registration. It lives in memory for lookups on every
+The cloud's 200 to a REGISTER is the truth: the mirror keeps the contacts it
+lists for the registering phone, with their expiry (those it does not list,
+as the REGISTER asked), and drops them on expiry or de-registration. It lives in memory for lookups on every
 request, and is written to the store in batches so it survives a restart
 (local mode, later, authenticates and routes from it).
 """
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 
 from vaxelbox.sip.address import Address
 from vaxelbox.sip.message import Request, Response
 from vaxelbox.sip.transport import Flow
-from vaxelbox.sip.uri import SipUri, Uri
+from vaxelbox.sip.uri import SipUri, Uri, parse_uri, uri_equal
 from vaxelbox.store import Store
+
+log = logging.getLogger("vaxelbox.edge.bindings")
 
 DEFAULT_EXPIRES = 3600
 
@@ -55,21 +58,39 @@ class BindingMirror:
         return sorted(self._bindings.values(), key=lambda b: (b.aor, b.contact))
 
     def update(self, request: Request, response: Response, flow: Flow) -> None:
-        """Mirror what the registrar's 200 says about the contacts this REGISTER carried."""
+        """Mirror what the registrar's 200 says about the contacts this REGISTER carried.
+
+        The 200's contacts are matched to the REGISTER's as RFC 3261 §19.1.4 compares URIs (a
+        registrar may write the host in other case, IPv6 compressed, `transport=UDP`); entries that
+        do not parse (another device's binding in a spelling we cannot read) are skipped. A contact
+        the 200 does not list is kept as the REGISTER asked (its expires, §10.2.4), and logged."""
         aor = aor_of(request)
         now = time.time()
         default = _int(response.get("Expires")) or _int(request.get("Expires")) or DEFAULT_EXPIRES
-        granted = {bare_uri(a.uri): a for a in response.contacts}
-        written = {bare_uri(a.uri): a for a in request.contacts}
+        granted, unreadable = response.contacts_lenient()
+        if unreadable:
+            log.info("registrar's 200 for %s lists contacts we cannot parse: %s", aor, "; ".join(unreadable))
+        asked = request.contacts
+        written = {bare_uri(a.uri): a for a in asked}
         if (request.get("Contact") or "").strip() == "*":
             sent = [contact for (a, contact) in self._bindings if a == aor]
         else:
-            sent = [bare_uri(a.uri) for a in request.contacts]
+            sent = [bare_uri(a.uri) for a in asked]
         for contact in sent:
-            address = granted.get(contact)
-            expires = _int(address.params.get("expires")) if address else 0
-            if address is not None and expires is None:
-                expires = default
+            address = next((g for g in granted if uri_equal(g.uri, parse_uri(contact))), None)
+            if address is None:
+                expires = _asked_expires(written.get(contact), request)
+                if expires:
+                    log.info(
+                        "registrar's 200 for %s does not list %s: kept for %s s as asked",
+                        aor,
+                        contact,
+                        expires,
+                    )
+            else:
+                expires = _int(address.params.get("expires"))
+                if expires is None:
+                    expires = default
             key = (aor, contact)
             if not expires:
                 self._drop(key)
@@ -222,6 +243,14 @@ def bare_uri(uri: Uri) -> str:
 def _without_expires(address: Address) -> str:
     params = {k: v for k, v in address.params.items() if k.lower() != "expires"}
     return str(Address(address.uri, address.display, params))
+
+
+def _asked_expires(address: Address | None, request: Request) -> int:
+    """The seconds a REGISTER asked for one of its contacts (its expires, else the Expires header)."""
+    asked = _int(address.params.get("expires")) if address is not None else None
+    if asked is None:
+        asked = _int(request.get("Expires"))
+    return DEFAULT_EXPIRES if asked is None else asked
 
 
 def _int(text: str | None) -> int | None:

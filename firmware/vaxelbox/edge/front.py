@@ -59,7 +59,7 @@ class RouteToken:
 
     def __call__(self, context: RequestContext) -> Next:
         context.token_target = self.read(context.request, beyond_cloud=False)
-        if context.request.to.tag is not None or context.request.method == "ACK":
+        if context.request.to_tag is not None or context.request.method == "ACK":
             context.far_target = self.read(context.request, beyond_cloud=True)
         preprocess_routes(context.request, self.is_ours)
         return Next.CONTINUE

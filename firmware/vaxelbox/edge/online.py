@@ -61,7 +61,7 @@ def between_phones(context: RequestContext) -> Next:
     its route set names only us, and the last of our entries names the far phone's flow. (A dialog
     through the cloud names the cloud after our first entry, so no token is read and it goes on.)"""
     request = context.request
-    if context.side != "lan" or context.token_target is None or request.to.tag is None:
+    if context.side != "lan" or context.token_target is None or request.to_tag is None:
         return Next.CONTINUE
     context.targets = [Target("lan", context.token_target, label="far end of the dialog")]
     context.route = "in-dialog, phone to phone"

@@ -217,7 +217,7 @@ class EdgeRelay:
         request = context.request
         if request.method == "BYE":
             self.call_table.ended(request.call_id)
-        elif request.method == "INVITE" and request.to.tag is None and context.response is None:
+        elif request.method == "INVITE" and request.to_tag is None and context.response is None:
             self.call_table.started(request, context.mode.value, context.route, context.caller)
 
     def _fork(self, context: RequestContext) -> None:
@@ -247,7 +247,7 @@ class EdgeRelay:
             observer.answered(context, response)
         if response.status < 200:
             return
-        if context.request.method == "INVITE" and context.request.to.tag is None:
+        if context.request.method == "INVITE" and context.request.to_tag is None:
             if response.status < 300:
                 self.call_table.answered(context.request.call_id)
             else:
@@ -312,13 +312,13 @@ class EdgeRelay:
         return forward_copy(request, Via(flow.transport.upper(), host, port, params))
 
     def _forward_stray_response(self, response: Response) -> None:
-        top = response.vias[0] if response.vias else None
-        if top is None or (top.host, top.port or 5060) not in self._ours:
+        top = response.top_via
+        if (top.host, top.port or 5060) not in self._ours:
             return
         upstream = strip_top_via(response)
-        if not upstream.vias:
+        if upstream.get("Via") is None:
             return
-        via = upstream.vias[0]
+        via = upstream.top_via
         host = via.params.get("received") or via.host
         port = int(via.params.get("rport") or via.port or 5060)
         flow = self.flow_of(via.transport.lower(), (host, port))

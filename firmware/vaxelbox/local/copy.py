@@ -35,7 +35,7 @@ class CopyConfirmedCodes:
         request = context.request
         if response is None or not 200 <= response.status < 300 or target.side != "wan":
             return
-        if request.method != "INVITE" or request.to.tag is not None or context.side != "lan":
+        if request.method != "INVITE" or request.to_tag is not None or context.side != "lan":
             return
         try:
             code = parse_code(dialled(request))

@@ -54,7 +54,7 @@ class InDialog:
 
     def __call__(self, context: RequestContext) -> Next:
         request = context.request
-        if request.to.tag is None:
+        if request.to_tag is None:
             return Next.CONTINUE
         if context.far_target is not None:
             context.targets = [Target("lan", context.far_target, label="far end of the dialog")]
@@ -187,7 +187,7 @@ class StarCodes:
 
     def __call__(self, context: RequestContext) -> Next:
         request = context.request
-        if request.method != "INVITE" or request.to.tag is not None or context.caller is None:
+        if request.method != "INVITE" or request.to_tag is not None or context.caller is None:
             return Next.CONTINUE
         try:
             code = parse_code(dialled(request))

@@ -167,7 +167,7 @@ def authenticate_call(request: Request, auth: SipDigest, site: Site) -> User | R
         request.method, request.uri, request.get_all("Proxy-Authorization"), password_of(site)
     )
     if verdict.username is None:
-        via = request.vias[0]
+        via = request.top_via
         _log_failure(request, verdict, via.params.get("received") or via.host)
         return challenge(request, 407, auth, verdict.stale)
     caller = user_for_aor(site, _user_part(request.from_.uri))

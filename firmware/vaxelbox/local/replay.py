@@ -321,7 +321,7 @@ class ReplayPlan:
         """A 2xx: ACK it (every time it comes), hang up (once per dialog), and, if it answers the
         current attempt, the entry is replayed."""
         steps = Steps(ack=ack_for_2xx(invite, response, self.wan))
-        dialog = (invite.call_id, response.to.tag or "")
+        dialog = (invite.call_id, response.to_tag or "")
         if dialog not in self._hung_up:
             self._hung_up.add(dialog)
             steps.requests.append(bye_for(invite, response, self.wan))
@@ -439,7 +439,7 @@ def _in_dialog(method: str, invite: Request, response: Response, wan: tuple[str,
     2xx's Contact, else the INVITE's Request-URI), Route the reversed Record-Route."""
     target: Uri = response.contacts[0].uri if response.contacts else invite.uri
     headers = [
-        _via(invite.vias[0].transport, wan),
+        _via(invite.top_via.transport, wan),
         Header("Max-Forwards", "70"),
         *[Header("Route", str(route)) for route in reversed(response.record_routes)],
         Header("From", invite.get("From") or ""),

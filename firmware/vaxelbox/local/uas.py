@@ -50,7 +50,7 @@ class Confirmations:
     def on_ack(self, ack: Request) -> bool:
         """The phone's ACK for one of our 2xx: send the BYE. Whether the ACK was ours."""
         confirmed = self._waiting.get(ack.call_id)
-        if confirmed is None or ack.to.tag != confirmed.local_tag:
+        if confirmed is None or ack.to_tag != confirmed.local_tag:
             return False
         del self._waiting[ack.call_id]
         self.stack.send_request(self._bye(confirmed), confirmed.flow, _ignore, lambda: None)

@@ -74,7 +74,7 @@ class OfficeCalls:
             user = self.caller_of(context, None)
             if user is not None and not self._legs.get((request.call_id, "initiator")):
                 remote = Party(str(request.to.uri), _display(request.to.display))
-                self._start(user, request, "initiator", remote, LineState.TRYING, request.from_.tag)
+                self._start(user, request, "initiator", remote, LineState.TRYING, request.from_tag)
 
     def branch(self, context: RequestContext, target: Target, response: Response | None) -> None:
         request = context.request
@@ -86,7 +86,7 @@ class OfficeCalls:
         legs = self._legs.get((request.call_id, "recipient"), [])
         leg = next((leg for leg in legs if leg.user == user), None)
         status = 408 if response is None else response.status
-        tag = None if response is None else response.to.tag
+        tag = None if response is None else response.to_tag
         if leg is None:
             if status >= 300:
                 return  # never rang: nothing to show
@@ -110,9 +110,9 @@ class OfficeCalls:
         if not _initial_invite(request) or context.side != "lan":
             return
         for leg in self._legs.get((request.call_id, "initiator"), []):
-            state = state_of(response.status, response.to.tag)
+            state = state_of(response.status, response.to_tag)
             reason = _reason(response.status) if state is LineState.TERMINATED else None
-            self._move(leg, state, remote_tag=response.to.tag, reason=reason)
+            self._move(leg, state, remote_tag=response.to_tag, reason=reason)
 
     def ended(self, call_id: str, reason: str) -> None:
         """The call is over for everyone in it (a BYE from either side)."""
@@ -135,7 +135,7 @@ class OfficeCalls:
             self._drop_oldest()
         dialog = LineDialog(
             dialog_id(request.call_id, direction), state, request.call_id, local_tag,
-            request.from_.tag if direction == "recipient" else None, direction, Party(self.aor(user)), remote,
+            request.from_tag if direction == "recipient" else None, direction, Party(self.aor(user)), remote,
         )  # fmt: skip
         leg = _Leg(user, dialog)
         self._legs.setdefault((request.call_id, direction), []).append(leg)
@@ -168,7 +168,7 @@ class OfficeCalls:
 
 
 def _initial_invite(request: Request) -> bool:
-    return request.method == "INVITE" and request.to.tag is None
+    return request.method == "INVITE" and request.to_tag is None
 
 
 def _display(display: str | None) -> str | None:

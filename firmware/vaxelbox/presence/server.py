@@ -128,7 +128,7 @@ class PresenceServer:
             context.response = make_response(request, 489, "Bad Event")
             context.response.add("Allow-Events", ", ".join(EVENTS))
             return Next.STOP
-        if request.to.tag is not None:
+        if request.to_tag is not None:
             if self.notifier.find(request) is None and not local:
                 return Next.CONTINUE  # a subscription the cloud holds (made before we served presence)
             return self._answer(context, self._resource(request.to.uri))

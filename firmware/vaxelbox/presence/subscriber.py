@@ -300,10 +300,10 @@ class UpstreamSubscription:
     def _matches(self, notify: Request) -> bool:
         """Ours: our Call-ID and From tag, and the dialog's remote tag (or, before any dialog,
         our new subscription still out, RFC 6665 §4.1.2.4)."""
-        if not self.call_id or notify.call_id != self.call_id or notify.to.tag != self._from_tag:
+        if not self.call_id or notify.call_id != self.call_id or notify.to_tag != self._from_tag:
             return False
         if self.dialog is not None:
-            return self.dialog.remote_tag in (None, notify.from_.tag)
+            return self.dialog.remote_tag in (None, notify.from_tag)
         return self._pending is not None and self._kind == "initial"
 
     def _dialog_for(self, notify: Request) -> Response | None:

@@ -126,7 +126,7 @@ class Notifier:
         """Answer a SUBSCRIBE for `resource` that came in over (`transport`, `remote`). `contact` is
         our Contact (URI or name-addr). Returns the response and, with a 2xx, the subscription the
         caller must NOTIFY now (terminated already after Expires 0); None with an error response."""
-        if request.to.tag is None:
+        if request.to_tag is None:
             return self._new(request, resource, transport, remote, contact, now)
         return self._in_dialog(request, transport, remote, contact, now)
 
@@ -164,7 +164,7 @@ class Notifier:
     def _in_dialog(
         self, request: Request, transport: str, remote: tuple[str, int], contact: str, now: float
     ) -> tuple[Response, WatcherSubscription | None]:
-        sub = self._subs.get((request.call_id, request.to.tag or "", request.from_.tag))
+        sub = self._subs.get((request.call_id, request.to_tag or "", request.from_tag))
         if sub is None or parse_event(request.get("Event")) != (sub.event, sub.event_id):
             return make_response(request, 481, "Subscription Does Not Exist"), None
         last = sub.dialog.remote_cseq
@@ -260,7 +260,7 @@ class Notifier:
 
     def find(self, request: Request) -> WatcherSubscription | None:
         """The live subscription an in-dialog SUBSCRIBE belongs to, if it is one of ours."""
-        return self._subs.get((request.call_id, request.to.tag or "", request.from_.tag))
+        return self._subs.get((request.call_id, request.to_tag or "", request.from_tag))
 
     def watchers(self, resource: str | None = None) -> list[WatcherSubscription]:
         """Live subscriptions, all or those to `resource`."""

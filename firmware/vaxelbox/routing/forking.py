@@ -89,7 +89,7 @@ class Forking:
         A LAN-side URI names its phone's flow, so the last of our Route entries an in-dialog request
         carries names the flow it must leave on (see `edge.front.RouteToken`)."""
         request = context.request
-        if request.method not in DIALOG_CREATING or request.to.tag is not None:
+        if request.method not in DIALOG_CREATING or request.to_tag is not None:
             return ()
         return (self._our_uri(target.side, flow), self._our_uri(context.side, context.flow))
 

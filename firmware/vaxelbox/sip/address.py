@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from vaxelbox.sip.errors import SipSyntaxError
-from vaxelbox.sip.syntax import format_params, has_lws, is_token, parse_params, quoted_string_end, split_list
+from vaxelbox.sip.syntax import format_params, has_lws, parse_params, quoted_string_end, split_list
 from vaxelbox.sip.uri import SipUri, Uri, parse_uri
 
 
@@ -41,9 +41,11 @@ def parse_address(text: str) -> Address:
         return _name_addr(display, rest)
     bracket = text.find("<")
     if bracket >= 0:
+        # Liberal in what we accept: RFC 3261 wants a display name that is not all tokens quoted,
+        # but PBXs write `Åsa Öberg <sip:...>` unquoted; it is kept as written, never interpreted.
         display = text[:bracket].strip() or None
-        if display and not all(is_token(word) for word in display.split()):
-            raise SipSyntaxError("a display name with special characters must be quoted")
+        if display and '"' in display:
+            raise SipSyntaxError("a stray quote in the display name")
         return _name_addr(display, text[bracket:])
     return _addr_spec(text)
 

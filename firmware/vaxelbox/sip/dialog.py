@@ -49,7 +49,7 @@ class Dialog:
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
-            remote_tag=request.from_.tag,
+            remote_tag=request.from_tag,
             local_uri=_without_tag(request.to),
             remote_uri=_without_tag(request.from_),
             remote_target=_target(request),
@@ -68,7 +68,7 @@ class Dialog:
             remote, routes, remote_cseq = answer.to, answer.record_routes[::-1], None
         return cls(
             call_id=request.call_id,
-            local_tag=request.from_.tag or "",
+            local_tag=request.from_tag or "",
             remote_tag=remote.tag,
             local_uri=_without_tag(request.from_),
             remote_uri=_without_tag(request.to),

@@ -1,10 +1,18 @@
 """SIP requests and responses: parse, validate, edit, serialise (RFC 3261 §7, §20; RFC 4475).
 
 A message keeps every header line as it arrived and writes it back byte for
-byte unless it was changed, so unknown headers pass through untouched. The
-headers a proxy relies on (Via, From, To, Call-ID, CSeq, Max-Forwards,
-Contact, Route) are validated on parse: a request with a malformed one is
-refused with a 400 that says which, a response is dropped.
+byte unless it was changed, so unknown headers pass through untouched.
+
+What every message needs on the forwarding path is validated on parse: the
+start line, the top Via, Call-ID, CSeq, the From and To tags, Max-Forwards
+and Content-Length. A request with a malformed one is refused with a 400
+that says which; a response is dropped (and logged). Everything else (the
+rest of the Vias, the From and To URIs and display names, Contact, Route,
+Record-Route, and every other header) is parsed only when something asks
+for it: a proxy does not refuse a message for a field it does not use (RFC
+3261 §16.3 step 1), and a field it never reads is relayed byte for byte. A
+field found malformed when it is read raises SipSyntaxError then; the
+transaction layer answers that request 400 (or drops that response) too.
 """
 
 import re
@@ -14,7 +22,7 @@ from vaxelbox.sip.address import Address, parse_address, parse_address_list
 from vaxelbox.sip.errors import SipParseError, SipSyntaxError
 from vaxelbox.sip.syntax import is_token, split_list
 from vaxelbox.sip.uri import SipUri, Uri, parse_uri
-from vaxelbox.sip.via import Via, parse_via_list
+from vaxelbox.sip.via import Via, parse_via, parse_via_list
 
 CRLF = "\r\n"
 MAX_CSEQ = 2**32 - 1
@@ -28,18 +36,16 @@ COMPACT = {
     "y": "Identity", "n": "Identity-Info",
 }  # fmt: skip
 SINGLE_VALUED = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
-_DATE = re.compile(
-    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-    r"\d{4} \d{2}:\d{2}:\d{2} GMT"
-)
 _VERSION = re.compile(r"SIP/\d+\.\d+", re.I)
 _FOLD = re.compile(r"\r\n[ \t]+")
 _LINE_END = re.compile(r"\r\n(?![ \t])")  # a line starting with SP or HTAB continues the last one
-# Header key -> the cached property holding its parsed form.
+# Header key -> the cached properties holding its parsed forms.
 _PARSED_FROM = {
-    "via": "vias", "from": "from_", "to": "to", "call-id": "call_id", "cseq": "cseq",
-    "contact": "contacts", "route": "routes", "record-route": "record_routes", "max-forwards": "max_forwards",
+    "via": ("vias", "top_via"), "from": ("from_", "from_tag"), "to": ("to", "to_tag"),
+    "call-id": ("call_id",), "cseq": ("cseq",), "contact": ("contacts",), "route": ("routes",),
+    "record-route": ("record_routes",), "max-forwards": ("max_forwards",),
 }  # fmt: skip
+_TAG = re.compile(r";\s*tag\s*=\s*([^;,\s]+)", re.I)
 
 
 def header_key(name: str) -> str:
@@ -91,6 +97,27 @@ class Message:
         return [via for value in self.get_all("Via") for via in parse_via_list(value)]
 
     @cached_property
+    def top_via(self) -> Via:
+        """The first Via value, parsed alone (the rest stay text until `vias` is read)."""
+        first = self.get("Via")
+        if first is None:
+            raise SipSyntaxError("missing Via")
+        values = split_list(first)
+        if not values or not values[0].strip():
+            raise SipSyntaxError("malformed Via")
+        return parse_via(values[0])
+
+    @cached_property
+    def from_tag(self) -> str | None:
+        """The From tag, read without parsing the rest of the header (its display name may be
+        anything a peer wrote: the proxy does not use it)."""
+        return header_tag(self._required("From"))
+
+    @cached_property
+    def to_tag(self) -> str | None:
+        return header_tag(self._required("To"))
+
+    @cached_property
     def from_(self) -> Address:
         return parse_address(self._required("From"))
 
@@ -121,6 +148,21 @@ class Message:
         if [v.strip() for v in values] == ["*"]:
             return []
         return [address for value in values for address in parse_address_list(value)]
+
+    def contacts_lenient(self) -> tuple[list[Address], list[str]]:
+        """Every Contact value parsed on its own: (those that parse, the text of those that do
+        not). For reading what a peer lists without letting one odd entry hide the others (a
+        registrar's 200 listing another device's binding written as `sip:GW#555...@...`)."""
+        parsed, bad = [], []
+        for value in self.get_all("Contact"):
+            if value.strip() == "*":
+                continue
+            for element in split_list(value):
+                try:
+                    parsed.append(parse_address(element))
+                except SipSyntaxError:
+                    bad.append(element.strip())
+        return parsed, bad
 
     @cached_property
     def routes(self) -> list[Address]:
@@ -188,8 +230,8 @@ class Message:
         return value
 
     def _forget(self, key: str) -> None:
-        """Drop the parsed form of a header that was edited."""
-        if attribute := _PARSED_FROM.get(key):
+        """Drop the parsed forms of a header that was edited."""
+        for attribute in _PARSED_FROM.get(key, ()):
             self.__dict__.pop(attribute, None)
 
 
@@ -308,21 +350,26 @@ def _body(message: Message, data: bytes, start: int) -> bytes:
     return data[start : start + length]
 
 
+def header_tag(value: str) -> str | None:
+    """The tag parameter of a From or To value, or None. The header's parameters follow the URI's
+    closing '>' (name-addr) or its first ';' (addr-spec, §20.10)."""
+    close = value.rfind(">")
+    params = value[close + 1 :] if close >= 0 else value[value.find(";") :] if ";" in value else ""
+    found = _TAG.search(params)
+    return found.group(1) if found else None
+
+
 def _validate(message: Request | Response) -> None:
-    """Parse every header a proxy relies on, so a bad one fails here and not mid-transaction."""
+    """Check what the forwarding path needs, so a bad one fails here and not mid-transaction."""
+    counts: dict[str, int] = {}
+    for header in message.headers:
+        counts[header.key] = counts.get(header.key, 0) + 1
     for key in SINGLE_VALUED:
-        if sum(1 for h in message.headers if h.key == key) > 1:
+        if counts.get(key, 0) > 1:
             raise SipSyntaxError(f"more than one {key} header")
-    if not message.vias:
-        raise SipSyntaxError("missing Via")
-    _ = message.from_, message.to, message.call_id, message.contacts
+    _ = message.top_via, message.from_tag, message.to_tag, message.call_id
     _, method = message.cseq
     if isinstance(message, Request):
         if method != message.method:
             raise SipSyntaxError("CSeq method does not match the request method")
-        _ = message.max_forwards, message.routes
-        if message.get_all("Contact") and not message.contacts and message.method != "REGISTER":
-            raise SipSyntaxError("Contact: * outside REGISTER")
-    date = message.get("Date")
-    if date is not None and not _DATE.fullmatch(date):
-        raise SipSyntaxError("malformed Date (RFC 1123 form in GMT)")
+        _ = message.max_forwards

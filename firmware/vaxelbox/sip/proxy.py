@@ -15,7 +15,7 @@ from typing import Literal
 
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.responses import make_response
-from vaxelbox.sip.uri import Uri
+from vaxelbox.sip.uri import SipUri, Uri
 from vaxelbox.sip.via import MAGIC_COOKIE, Via
 
 DEFAULT_MAX_FORWARDS = 70
@@ -39,12 +39,12 @@ def check_request(request: Request, our_sent_by: set[str]) -> Response | None:
 
 def loop_hash(request: Request) -> str:
     """§16.6 item 8: what identifies this request's path, so a request coming back is seen as a loop."""
-    top = request.vias[0]
+    top = request.top_via
     material = "|".join(
         (
             str(request.uri),
-            request.from_.tag or "",
-            request.to.tag or "",
+            request.from_tag or "",
+            request.to_tag or "",
             request.call_id,
             str(request.cseq[0]),
             top.branch or top.sent_by,
@@ -88,7 +88,22 @@ def forward_copy(
     for uri in reversed(record_route):
         copy.add("Record-Route", f"<{uri}>", first=True)
     copy.add("Via", str(via), first=True)
+    strict_route(copy)
     return copy
+
+
+def strict_route(request: Request) -> None:
+    """§16.6 step 6: when the next hop (the first Route left after ours were popped) is a strict
+    router (no `lr`), it becomes the Request-URI and the old Request-URI goes last in Route, as a
+    strict router expects (§16.12); a loose next hop leaves the request as it is."""
+    if request.get("Route") is None:
+        return
+    first = request.routes[0]
+    if not isinstance(first.uri, SipUri) or "lr" in first.uri.params:
+        return
+    request.pop_first_value("Route")
+    request.add("Route", f"<{request.uri}>")
+    request.uri = first.uri
 
 
 def strip_top_via(response: Response) -> Response:
@@ -243,7 +258,7 @@ class ProxyCall:
 def cancel_for(branch_request: Request) -> Request:
     """§9.1: the CANCEL for a forwarded INVITE: same Request-URI, top Via, Route, Call-ID, CSeq number."""
     keep = ("from", "to", "call-id", "route", "max-forwards")
-    headers = [Header("Via", str(branch_request.vias[0]))]
+    headers = [Header("Via", str(branch_request.top_via))]
     headers += [Header(h.name, h.value, h.raw) for h in branch_request.headers if h.key in keep]
     headers.append(Header("CSeq", f"{branch_request.cseq[0]} CANCEL"))
     return Request("CANCEL", branch_request.uri, headers)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.message import Request, Response
 from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.transaction import (
@@ -23,6 +24,7 @@ from vaxelbox.sip.transaction import (
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     StartTimer,
+    State,
     StopTimer,
     Terminated,
     TimedOut,
@@ -149,7 +151,10 @@ class SipStack:
 
     def _stray(self, message: Request | Response, flow: Flow) -> None:
         if self.user is not None:
-            self.user.on_stray(message, flow)
+            try:
+                self.user.on_stray(message, flow)
+            except SipSyntaxError as error:
+                self._malformed(message, error, None)
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -181,11 +186,29 @@ class SipStack:
         self._run(running, running.machine.on_timer(name))
 
     def _to_user(self, running: Running, message: Request | Response) -> None:
-        if isinstance(message, Response):
-            if running.on_response is not None:
-                running.on_response(message)
-        elif self.user is not None:
-            self.user.on_request(running, message)
+        try:
+            if isinstance(message, Response):
+                if running.on_response is not None:
+                    running.on_response(message)
+            elif self.user is not None:
+                self.user.on_request(running, message)
+        except SipSyntaxError as error:
+            self._malformed(message, error, running)
+
+    def _malformed(self, message: Request | Response, error: SipSyntaxError, running: Running | None) -> None:
+        """A field found malformed only when the user read it (see sip.message): a request still
+        waiting for its final response gets a 400 saying which; anything else is dropped, logged."""
+        self.transports.stats["malformed"] += 1
+        machine = running.machine if running is not None else None
+        if (
+            isinstance(message, Request)
+            and isinstance(machine, ServerInviteTransaction | ServerNonInviteTransaction)
+            and machine.state in (State.TRYING, State.PROCEEDING)
+        ):
+            log.info("400 to %s %s: %s", message.method, message.call_id, error)
+            self.respond(running, make_response(message, 400, f"Bad Request ({error})"))  # type: ignore[arg-type]
+        else:
+            log.warning("dropped %r from the processing: %s", message, error)
 
     def _forget(self, running: Running) -> None:
         for handle in running.timers.values():

@@ -288,7 +288,7 @@ def ack_for(invite: Request, response: Response) -> Request:
     headers = [Header(h.name, h.value, h.raw) for h in invite.headers if h.key in keep]
     # Only the top Via: the ACK goes exactly where the INVITE went.
     via_index = next(i for i, h in enumerate(headers) if h.key == "via")
-    top_via = invite.vias[0]
+    top_via = invite.top_via
     headers = [h for h in headers if h.key != "via"]
     headers.insert(via_index, Header("Via", str(top_via)))
     headers.append(Header("To", response.get("To") or ""))
@@ -301,7 +301,7 @@ def ack_for(invite: Request, response: Response) -> Request:
 
 def client_key(message: Request | Response) -> tuple[str, str]:
     """§17.1.3: a response matches the client transaction with its top branch and CSeq method."""
-    branch = message.vias[0].branch or ""
+    branch = message.top_via.branch or ""
     method = message.method if isinstance(message, Request) else message.cseq[1]
     return branch, method
 
@@ -312,7 +312,7 @@ def server_key(request: Request) -> tuple[str, ...]:
     Requests from RFC 2543 peers (no magic cookie) fall back to the older
     rule: Request-URI, From tag, Call-ID, CSeq number and top Via.
     """
-    via = request.vias[0]
+    via = request.top_via
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch or ""
     if branch.startswith("z9hG4bK") and len(branch) > len("z9hG4bK"):
@@ -320,7 +320,7 @@ def server_key(request: Request) -> tuple[str, ...]:
     return (
         "rfc2543",
         str(request.uri),
-        request.from_.tag or "",
+        request.from_tag or "",
         request.call_id,
         str(request.cseq[0]),
         str(via),

@@ -176,6 +176,7 @@ class TransportLayer:
         self._servers: list[asyncio.Server] = []
         self._streams: dict[tuple[str, HostPort], StreamFlow] = {}
         self._connecting: dict[tuple[str, HostPort], asyncio.Future[StreamFlow]] = {}
+        self._drop_logged_at, self._drops_unlogged = -1.0e9, 0
 
     # -- listening --------------------------------------------------------------------------------
 
@@ -293,11 +294,24 @@ class TransportLayer:
     def _refuse(self, data: bytes, flow: Flow, error: SipParseError) -> None:
         if not error.is_request or data.startswith(b"SIP/"):
             self.stats["dropped_responses"] += 1
+            self._log_dropped(flow, error.reason)
             return
         self.stats["bad_requests"] += 1
         reply = error_response_for_raw(data, error.status, error.reason)
         if reply is not None:
             flow.send(reply)
+
+    def _log_dropped(self, flow: Flow, reason: str) -> None:
+        """One line per dropped response, at most one a second (a flood must not flood the log)."""
+        now = time.monotonic()
+        self._drops_unlogged += 1
+        if now - self._drop_logged_at < 1.0:
+            return
+        log.warning(
+            "response dropped: from=%s:%s reason=%s (%d since the last line)",
+            *flow.remote, reason, self._drops_unlogged,
+        )  # fmt: skip
+        self._drop_logged_at, self._drops_unlogged = now, 0
 
     def _flow_opened(self, flow: StreamFlow) -> None:
         self._streams[(flow.transport, flow.remote)] = flow
@@ -310,7 +324,7 @@ class TransportLayer:
 
 def stamp_received(request: Request, flow: Flow) -> None:
     """§18.2.1 and RFC 3581: note where the request really came from in its top Via."""
-    via = request.vias[0]
+    via = request.top_via
     host, port = flow.remote
     changed = False
     if via.host != host:

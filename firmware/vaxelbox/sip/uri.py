@@ -133,3 +133,41 @@ def _ipv6(text: str) -> str:
     except ValueError:
         raise SipSyntaxError(f"malformed IPv6 reference [{text[:40]}]") from None
     return candidate
+
+
+# §19.1.4: these URI parameters must match when either URI has them; others only when both do.
+_ALWAYS_COMPARED = ("user", "ttl", "method", "maddr")
+
+
+def uri_equal(a: Uri, b: Uri) -> bool:
+    """RFC 3261 §19.1.4 URI equality: scheme and host case-insensitive (IPv6 as addresses, so
+    `[2001:DB8:0:0::A]` equals `[2001:db8::a]`), user and password case-sensitive after %-escapes
+    are undone, a default port not equal to an absent one, parameters compared case-insensitively
+    (user, ttl, method and maddr whenever either URI has them, others when both do), headers ignored
+    here (contacts never differ by them). Other schemes compare as text, scheme case-insensitive."""
+    if isinstance(a, AbsoluteUri) or isinstance(b, AbsoluteUri):
+        return (
+            isinstance(a, AbsoluteUri)
+            and isinstance(b, AbsoluteUri)
+            and (a.scheme.lower(), a.rest) == (b.scheme.lower(), b.rest)
+        )
+    same = (a.scheme, _unescaped(a.user), _unescaped(a.password), a.port, _host_key(a.host)) == (
+        b.scheme, _unescaped(b.user), _unescaped(b.password), b.port, _host_key(b.host),
+    )  # fmt: skip
+    compared = [
+        n for n in {*a.params, *b.params} if n in _ALWAYS_COMPARED or (n in a.params and n in b.params)
+    ]
+    return same and all((a.params.get(n) or "").lower() == (b.params.get(n) or "").lower() for n in compared)
+
+
+def _unescaped(text: str | None) -> str | None:
+    return None if text is None else re.sub(_ESCAPED, lambda m: chr(int(m.group(0)[1:], 16)), text)
+
+
+def _host_key(host: str) -> str:
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            return host.lower()
+    return host.lower()
