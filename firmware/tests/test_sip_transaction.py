@@ -2,6 +2,7 @@
 
 import pytest
 from fake_clock import Driver
+from vaxelbox.sip.errors import LocalProtocolError
 from vaxelbox.sip.message import Request, Response, parse_message
 from vaxelbox.sip.transaction import (
     ClientInviteTransaction,
@@ -245,7 +246,8 @@ def test_server_non_invite_absorbs_in_trying_and_replays_the_final_until_j():
     clock.run(tx.respond(response_to(req, 200)))
     clock.run(tx.on_request(req))
     assert clock.sent_at() == [0, 0]
-    clock.run(tx.respond(response_to(req, 500)))  # a second final is ignored
+    with pytest.raises(LocalProtocolError, match="500 to REGISTER"):  # a second final: our bug, loud
+        tx.respond(response_to(req, 500))
     assert clock.sent_at() == [0, 0]
     clock.advance(32.1)
     assert tx.terminated
@@ -284,3 +286,17 @@ def test_rfc2543_requests_fall_back_to_the_old_matching_rule(branch):
     assert key[0] == "rfc2543"
     assert server_key(request("ACK", branch=branch)) == key
     assert server_key(request("INVITE", branch=branch, cseq=2)) != key
+
+
+def test_a_second_final_to_an_invite_is_our_bug_and_raises():
+    """Issue 13: misuse was silent (`[]`); with two routing policies a double response must be seen."""
+    req = request("INVITE")
+    tx = ServerInviteTransaction(req, reliable=True, timers=TIMERS)
+    tx.start()
+    tx.respond(response_to(req, 486))
+    with pytest.raises(LocalProtocolError, match="180 to INVITE"):
+        tx.respond(response_to(req, 180))
+    accepted = ServerInviteTransaction(req, reliable=True, timers=TIMERS)
+    accepted.start()
+    accepted.respond(response_to(req, 200))
+    assert accepted.respond(response_to(req, 200))  # the user's own 2xx retransmission is fine

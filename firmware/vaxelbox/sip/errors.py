@@ -18,3 +18,9 @@ class SipParseError(ValueError):
         self.reason = reason
         self.is_request = is_request
         self.status = status
+
+
+class LocalProtocolError(RuntimeError):
+    """Our own misuse of the protocol machinery (as h11 has it): a response where the transaction
+    can no longer send one, a second final response. A bug here, never the peer's fault: raised,
+    not swallowed, so it is seen (the peer's errors stay counted and answered)."""

@@ -13,6 +13,7 @@ retransmission timers are never started and the waiting timers are zero.
 from dataclasses import dataclass
 from enum import StrEnum
 
+from vaxelbox.sip.errors import LocalProtocolError
 from vaxelbox.sip.message import Header, Request, Response
 
 
@@ -223,7 +224,9 @@ class ServerInviteTransaction(Transaction):
         if self.state is State.ACCEPTED and 200 <= status < 300:
             return [Send(response)]  # the user retransmits its 2xx itself
         if self.state is not State.PROCEEDING:
-            return []
+            raise LocalProtocolError(
+                f"{status} to {self.request.method} {self.request.call_id} in state {self.state}"
+            )
         self.last_response = response
         if status < 200:
             return [Send(response)]
@@ -264,7 +267,9 @@ class ServerNonInviteTransaction(Transaction):
 
     def respond(self, response: Response) -> list[Action]:
         if self.state not in (State.TRYING, State.PROCEEDING):
-            return []
+            raise LocalProtocolError(
+                f"{response.status} to {self.request.method} {self.request.call_id} in state {self.state}"
+            )
         self.last_response = response
         if response.status < 200:
             self.state = State.PROCEEDING
