@@ -53,7 +53,8 @@ class Edge:
         return self.relay.addresses
 
     async def maintain(self, interval: float = 1.0) -> None:
-        """Expire bindings, persist the mirror, keep upstream connections alive. Runs until cancelled."""
+        """Expire bindings, persist the mirror, keep upstream connections alive (a ping every 30 s;
+        a connection whose pong does not come is closed, RFC 5626 §4.4.1). Runs until cancelled."""
         ticks = 0
         while True:
             await asyncio.sleep(interval)
@@ -62,6 +63,7 @@ class Edge:
             ticks += 1
             if ticks % 30 == 0:
                 self.transports.ping_outbound()
+            self.transports.check_pongs()
 
     async def stop(self) -> None:
         await self.transports.close()

@@ -37,6 +37,9 @@ class Limits:
     rate: float = 200.0  # messages per second per source address, sustained; 0 = no limit
     burst: float = 400.0
     tracked_sources: int = 10_000  # bounded memory under a spoofed-source flood
+    pong_timeout: float = 10.0  # seconds a ping on our own connection waits for its pong (RFC 5626 §4.4.1)
+    keepalive_idle: int = 30  # seconds of silence before TCP probes a phone's connection
+    keepalive_probes: int = 3  # unanswered TCP probes, 5 s apart, before the connection is dead
 
 
 class Flow:
@@ -90,6 +93,7 @@ class StreamFlow(Flow, asyncio.Protocol):
         self._layer = layer
         self._framer = StreamFramer(layer.limits.max_message)
         self._connection: asyncio.Transport | None = None
+        self.ping_sent: float | None = None  # monotonic: our ping still waiting for its pong
 
     @property
     def alive(self) -> bool:
@@ -99,10 +103,13 @@ class StreamFlow(Flow, asyncio.Protocol):
         self._connection = cast(asyncio.Transport, transport)
         self.local = transport.get_extra_info("sockname")[:2]
         self.remote = transport.get_extra_info("peername")[:2]
+        if not self.outbound:
+            _keepalive(transport.get_extra_info("socket"), self._layer.limits)
         self._layer._flow_opened(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
+        self.ping_sent = None  # anything from the peer proves the connection alive, a pong above all
         for event in self._framer.feed(data):
             if isinstance(event, Frame):
                 self._layer._received(event.data, self)
@@ -114,7 +121,15 @@ class StreamFlow(Flow, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connection = None
+        if exc is not None:  # not a close of ours or the peer's: a reset, a keepalive timeout
+            log.info("connection lost: %s %s:%s: %s", self.transport, *self.remote, exc)
         self._layer._flow_closed(self)
+
+    def ping(self) -> None:
+        """A CRLFCRLF keepalive (RFC 5626 §4.4.1); `ping_sent` holds until the pong (or any data)."""
+        if self.ping_sent is None:
+            self.ping_sent = time.monotonic()
+        self.send(b"\r\n\r\n")
 
     def send(self, data: bytes) -> None:
         if self._connection is not None:
@@ -167,6 +182,7 @@ class TransportLayer:
     def __init__(self, on_message: MessageHandler, limits: Limits | None = None) -> None:
         self.on_message = on_message
         self.on_flow_closed: Callable[[Flow], None] = lambda flow: None
+        self.on_flow_failed: Callable[[Flow], None] = lambda flow: None  # no pong on our connection
         # Sources exempt from the per-source limit (the cloud carries a whole office's traffic).
         self.trusted: Callable[[str], bool] = lambda address: False
         self.limits = limits or Limits()
@@ -261,8 +277,27 @@ class TransportLayer:
         """Send a CRLFCRLF keepalive (RFC 5626 §4.4.1) on every connection we opened."""
         flows = [f for f in self._streams.values() if f.outbound and f.alive]
         for flow in flows:
-            flow.send(b"\r\n\r\n")
+            flow.ping()
         return len(flows)
+
+    def check_pongs(self, now: float | None = None) -> list[StreamFlow]:
+        """Close every connection of ours whose ping got no pong within `pong_timeout` (RFC 5626
+        §4.4.1: the flow has failed); each is logged, counted and told to `on_flow_failed`."""
+        now = time.monotonic() if now is None else now
+        failed = [
+            f for f in self._streams.values()
+            if f.ping_sent is not None and now - f.ping_sent > self.limits.pong_timeout
+        ]  # fmt: skip
+        for flow in failed:
+            self.stats["pong_missing"] += 1
+            log.warning(
+                "no pong from %s %s:%s within %.0f s: connection closed (RFC 5626 §4.4.1)",
+                flow.transport, *flow.remote, self.limits.pong_timeout,
+            )  # fmt: skip
+            flow.ping_sent = None
+            flow.close()
+            self.on_flow_failed(flow)
+        return failed
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -337,3 +372,16 @@ def stamp_received(request: Request, flow: Flow) -> None:
     if changed:
         request.pop_first_value("Via")
         request.add("Via", str(via), first=True)
+
+
+def _keepalive(sock: socket.socket | None, limits: Limits) -> None:
+    """TCP keepalive on a connection a phone opened: a phone gone behind a NAT is found dead within
+    idle + 5 s x probes (45 s by default) and its flow closed, rather than kept "live" for ever.
+    (RFC 5626 pings are the client's to send; phones that never ping still get this.)"""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", limits.keepalive_idle), ("TCP_KEEPINTVL", 5),
+                          ("TCP_KEEPCNT", limits.keepalive_probes)):  # fmt: skip
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
