@@ -1,7 +1,9 @@
 """The office's own view of its calls (presence.calls), without sockets: what the relay reports
 becomes each office user's dialog, in the order a busy lamp must show it."""
 
-from vaxelbox.presence.calls import OfficeCalls, dialog_id, state_of
+import time
+
+from vaxelbox.presence.calls import MAX_AGE, OfficeCalls, dialog_id, state_of
 from vaxelbox.presence.model import LineDialog, LineState
 from vaxelbox.routing.chain import RequestContext, Target
 from vaxelbox.routing.mode import Mode
@@ -154,3 +156,16 @@ def test_in_dialog_and_other_requests_are_ignored():
         context(reinvite, side="wan"), branch_to(PHONE_102, "bjorn"), response(reinvite, 200, "t102")
     )
     assert view.seen == []
+
+
+def test_a_call_whose_bye_was_lost_goes_dark_after_the_longest_call():
+    """A stuck busy lamp: the BYE never crossed the appliance; after MAX_AGE the leg ends."""
+    view, request = View(), invite()
+    ctx = context(request)
+    view.calls.request(ctx)
+    view.calls.answered(ctx, response(request, 200, "t102"))
+    view.calls.expire(time.monotonic() + 60)
+    assert view.states("anna") == ["trying", "confirmed"]
+    view.calls.expire(time.monotonic() + MAX_AGE + 1)
+    assert view.states("anna") == ["trying", "confirmed", "terminated"]
+    assert view.seen[-1][1].reason == "timeout"

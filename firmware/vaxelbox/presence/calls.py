@@ -15,6 +15,7 @@ Pure: no I/O. Dialogs go to `on_dialog(user, dialog)` (the presence cache) as th
 """
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -24,13 +25,15 @@ from vaxelbox.sip.message import Request, Response
 
 UserOf = Callable[[RequestContext, Target | None], str | None]  # the office user of a leg, or None
 OnDialog = Callable[[str, LineDialog], None]
-MAX_LEGS = 4000  # a bound on memory whatever peers send; a lost BYE leaves a leg until the bound
+MAX_LEGS = 4000  # a bound on memory whatever peers send
+MAX_AGE = 12 * 3600.0  # seconds: a call older than this lost its BYE (as routing.calls assumes)
 
 
 @dataclass
 class _Leg:
     user: str
     dialog: LineDialog
+    started: float  # monotonic s
     branches: dict[int, LineState] = field(default_factory=dict)  # recipient: per forked branch
 
 
@@ -114,6 +117,12 @@ class OfficeCalls:
             reason = _reason(response.status) if state is LineState.TERMINATED else None
             self._move(leg, state, remote_tag=response.to_tag, reason=reason)
 
+    def expire(self, now: float) -> None:
+        """End the legs older than MAX_AGE: their BYE was lost, and a lamp must not stay lit."""
+        for legs in list(self._legs.values()):
+            for leg in [leg for leg in legs if now - leg.started > MAX_AGE]:
+                self._move(leg, LineState.TERMINATED, reason="timeout")
+
     def ended(self, call_id: str, reason: str) -> None:
         """The call is over for everyone in it (a BYE from either side)."""
         for direction in ("initiator", "recipient"):
@@ -137,7 +146,7 @@ class OfficeCalls:
             dialog_id(request.call_id, direction), state, request.call_id, local_tag,
             request.from_tag if direction == "recipient" else None, direction, Party(self.aor(user)), remote,
         )  # fmt: skip
-        leg = _Leg(user, dialog)
+        leg = _Leg(user, dialog, time.monotonic())
         self._legs.setdefault((request.call_id, direction), []).append(leg)
         self.on_dialog(user, dialog)
         return leg

@@ -440,6 +440,7 @@ class PresenceServer:
         now = self.clock()
         for sub in self.notifier.expire(now):
             self._notify(sub, "timeout")
+        self.office.expire(now)
         before = {user_id: self.cache.dialogs(user_id) for user_id in self.notifier.resources()}
         for user_id in self.cache.expire(now):
             self._fan_out(user_id, _ended(before.get(user_id, []), self.cache.dialogs(user_id)))
