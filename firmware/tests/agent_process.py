@@ -32,7 +32,7 @@ def loopback_network(*args: str) -> list[str]:
         ]
     if "--cloud" not in args:
         extra += ["--cloud", f"sip:127.0.0.3:{free_port('127.0.0.3')};transport=tcp"]
-    for flag in ("--http-port", "--https-port", "--coap-port"):
+    for flag in ("--http-port", "--https-port", "--coap-port", "--lan-tls-port"):
         if flag not in args:
             extra += [flag, str(free_port("127.0.0.1"))]
     return extra

@@ -57,6 +57,9 @@ def run(
     ] = None,
     board: Annotated[Path | None, typer.Option(help="Board file, e.g. boards/rpi-4b.yaml")] = None,
     lan: Annotated[str | None, typer.Option(help="LAN address HOST:PORT (default: board's LAN)")] = None,
+    lan_tls_port: Annotated[
+        int | None, typer.Option(help="SIP over TLS for phones, on the LAN host (default: LAN port + 1)")
+    ] = None,
     cloud: Annotated[str | None, typer.Option(help="Cloud proxy SIP URI, overriding the site's")] = None,
     wan: Annotated[
         str | None, typer.Option(help="WAN address HOST:PORT the cloud reaches (default: board's WAN)")
@@ -97,6 +100,7 @@ def run(
             https_certificate=https_cert,
             https_key=https_key,
             coap_port=coap_port,
+            lan_tls_port=lan_tls_port,
             firmware_key=fw_key or _installed_firmware_key(options),
         )
         with registered(options.data_dir) as unregistered:  # so `vaxelbox phones` finds this agent's data

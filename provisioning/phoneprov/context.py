@@ -27,9 +27,10 @@ class Appliance:
     """Where the phones reach the appliance."""
 
     lan_host: str
-    sip_port: int
+    sip_port: int  # UDP and TCP
     http_port: int
     https_port: int
+    sip_tls_port: int = 5061  # SIP over TLS (phone_transport = "tls")
 
     def base(self, scheme: str) -> str:
         host = f"[{self.lan_host}]" if ":" in self.lan_host else self.lan_host
@@ -52,9 +53,11 @@ def build_context(
     groups: dict[str, str],
     credentials: Credentials | None = None,
     dect: bool = False,
+    ca_pem: str = "",
 ) -> dict[str, Any]:
     """The context for one file. `phone` None (or no credentials given) renders the bootstrap.
-    `dect`: the device's model is a DECT base (the site's `type` decides when it assigns one)."""
+    `dect`: the device's model is a DECT base (the site's `type` decides when it assigns one).
+    `ca_pem`: the site CA's certificate (PEM, public), for vendors that take it inline."""
     prov = site.provisioning
     full = phone is not None and credentials is not None
     tz = zone_rule(site.site.timezone)
@@ -68,7 +71,11 @@ def build_context(
         "keys": _keys(site, phone) if full else [],
         "pickup_prefix": prov.pickup_prefix,
         "servers": [
-            {"host": appliance.lan_host, "port": appliance.sip_port, "transport": prov.phone_transport},
+            {
+                "host": appliance.lan_host,
+                "port": _sip_port(appliance, prov.phone_transport),
+                "transport": prov.phone_transport,
+            },
             {"host": cloud_host, "port": cloud_port, "transport": cloud_transport},
         ],
         "timers": {
@@ -88,8 +95,13 @@ def build_context(
             "username": credentials.username if full and credentials else None,
             "password": credentials.password if full and credentials else None,
             "ca_url": appliance.base("http") + "/ca.pem",
+            "ca_pem": ca_pem,
         },
     }
+
+
+def _sip_port(appliance: Appliance, transport: str) -> int:
+    return appliance.sip_tls_port if transport == "tls" else appliance.sip_port
 
 
 def _device(device: Device, phone: Phone | None, dect: bool) -> dict[str, Any]:

@@ -185,7 +185,9 @@ class ProvisioningService:
         )
         phone = site.phone(device.mac) if device.mac and not bootstrap else None
         dect = self._is_dect(site, found)
-        context = build_context(site, device, phone, self.appliance, found.groups, credentials, dect)
+        context = build_context(
+            site, device, phone, self.appliance, found.groups, credentials, dect, self.ca_pem.decode()
+        )
         try:
             text = self.renderer.render(found.device.vendor, found.rule, context)
         except TemplateError as exc:

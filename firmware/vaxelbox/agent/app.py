@@ -30,11 +30,11 @@ from vaxelbox.agent.local_mode import LocalMode
 from vaxelbox.agent.logs import LogRing, Redactor, get_logger, terminal
 from vaxelbox.agent.management import Management
 from vaxelbox.agent.options import RunOptions
-from vaxelbox.agent.provisioning import Provisioning
+from vaxelbox.agent.provisioning import Provisioning, site_identity
 from vaxelbox.agent.sdnotify import SystemdNotifier
 from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.edge.health import Change, CloudHealth, CloudProber
-from vaxelbox.edge.service import Edge, EdgeSettings
+from vaxelbox.edge.service import Edge, EdgeSettings, phone_tls_context
 from vaxelbox.hw.board_services import BoardServices
 from vaxelbox.presence.server import PresenceServer
 from vaxelbox.problems import read_config
@@ -231,12 +231,15 @@ class Agent:
         """Bind the SIP sockets before READY, so READY means the phones can be served."""
         assert self.active
         options = self.options
+        identity = await asyncio.to_thread(site_identity, options)  # RSA keys the first time: ~0.1 s
         settings = EdgeSettings(
             lan=(options.lan.host, options.lan.port),
             wan=(options.wan.host, options.wan.port),
             proxies=cloud_proxies(self.active.site, options.cloud_override),
             tls=ssl.create_default_context(),
             limits=Limits(rate=options.rate_limit, burst=2 * options.rate_limit),
+            lan_tls=phone_tls_context(identity.certificate, identity.key),
+            lan_tls_port=options.lan_tls.port,
         )
         edge = Edge(settings, self.store)
         try:

@@ -47,6 +47,7 @@ class Port:
 def sip_ports(options: RunOptions) -> list[Port]:
     return [
         Port("SIP for phones (LAN)", options.lan.host, options.lan.port, ("udp", "tcp"), "--lan"),
+        Port("SIP over TLS for phones", options.lan.host, options.lan_tls.port, ("tcp",), "--lan-tls-port"),
         Port("SIP for the cloud (WAN)", options.wan.host, options.wan.port, ("udp", "tcp"), "--wan"),
     ]
 

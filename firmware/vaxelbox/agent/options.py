@@ -48,7 +48,13 @@ class RunOptions:
     https_certificate: Path | None = None  # the installer's own (chain, then key); default: the site CA's
     https_key: Path | None = None
     coap_port: int = 5683  # management (CoAP over UDP and TCP, OSCORE)
+    lan_tls_port: int | None = None  # SIP over TLS for phones; None: the LAN port + 1 (5061 beside 5060)
     firmware_key: Path | None = None  # Ed25519 public key (PEM) firmware bundles must be signed with
+
+    @property
+    def lan_tls(self) -> HostPort:
+        """Where phones reach us over TLS: the LAN host, on 5061 by default (RFC 3261 §26.2.2)."""
+        return HostPort(self.lan.host, self.lan_tls_port or self.lan.port + 1)
 
     @classmethod
     def resolve(

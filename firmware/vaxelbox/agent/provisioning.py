@@ -24,7 +24,16 @@ log = get_logger("vaxelbox.provisioning")
 
 
 def appliance_of(options: RunOptions) -> Appliance:
-    return Appliance(options.lan.host, options.lan.port, options.http_port, options.https_port)
+    return Appliance(
+        options.lan.host, options.lan.port, options.http_port, options.https_port, options.lan_tls.port
+    )
+
+
+def site_identity(options: RunOptions) -> ServerIdentity:
+    """The site CA (created once in <data>/pki) and its certificate for the LAN address: what HTTPS
+    provisioning presents by default and SIP over TLS for phones presents always (phones are given
+    this CA, /ca.pem, whatever certificate HTTPS uses)."""
+    return ensure_site_pki(options.data_dir / "pki", options.lan.host)
 
 
 def template_overrides(data_dir: Path) -> Path:
@@ -83,7 +92,7 @@ class Provisioning:
         options = self.options
         if options.https_certificate and options.https_key:
             return ServerIdentity(options.https_certificate, options.https_key, options.https_certificate)
-        return ensure_site_pki(options.data_dir / "pki", options.lan.host)
+        return site_identity(options)
 
     def _pnp_admits(self, mac: str) -> bool:
         """Answer PnP for assigned MACs, and for any MAC while an enrolment window admits it."""

@@ -101,7 +101,7 @@ class EdgeRelay:
         self.execute_plan: PlanExecutor | None = None
         self.confirmations: Confirmer | None = None  # answers star codes in local mode (local.uas)
         self.is_trunk: Callable[[str], bool] = lambda address: False  # the fallback trunk's addresses
-        self._ours = {addresses.lan, addresses.wan}
+        self._ours = {addresses.lan, addresses.wan, *([addresses.lan_tls] if addresses.lan_tls else [])}
         self._tasks: set[asyncio.Task[None]] = set()
         self.services: list[Processor] = []  # the edge's own services, before the mode gate (presence)
         self.observers: list[CallObserver] = []
@@ -305,7 +305,7 @@ class EdgeRelay:
     # -- stateless forwarding ---------------------------------------------------------------------
 
     def _stateless_copy(self, request: Request, flow: Flow, side: Side) -> Request:
-        host, port = self.addresses.lan if side == "lan" else self.addresses.wan
+        host, port = self.addresses.local(side, flow.transport)
         params: dict[str, str | None] = {"branch": new_branch(request), "rport": None}
         if side == "wan" and flow.reliable:
             params["alias"] = None
@@ -355,7 +355,9 @@ class EdgeRelay:
         return self.addresses.side_of(flow)
 
     def is_ours(self, uri: Uri) -> bool:
-        return isinstance(uri, SipUri) and (uri.host, uri.port or 5060) in self._ours
+        if not isinstance(uri, SipUri):
+            return False
+        return (uri.host, uri.port or (5061 if uri.scheme == "sips" else 5060)) in self._ours
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -3,6 +3,7 @@
 import asyncio
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.relay import EdgeAddresses, EdgeRelay
@@ -13,6 +14,19 @@ from vaxelbox.sip.transport import Limits, TransportLayer
 from vaxelbox.store import Store
 
 
+def phone_tls_context(certificate_chain: Path, key: Path) -> ssl.SSLContext:
+    """The LAN side's TLS server context: our certificate chain (PEM: server certificate, then the
+    site CA's) and its key. TLS 1.2 at least (RFC 8996 retires 1.0 and 1.1; every phone sold since
+    about 2016 speaks 1.2). No client certificate is asked for: phones usually have none but their
+    vendor's, which proves a model, not an office; a phone proves itself with SIP digest.
+    Raises OSError/ssl.SSLError when the files are missing or do not match."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(certificate_chain, key)
+    return context
+
+
 @dataclass(frozen=True)
 class EdgeSettings:
     lan: tuple[str, int]
@@ -20,7 +34,11 @@ class EdgeSettings:
     proxies: list[str]  # the cloud's proxy URIs, in order
     timers: TimerSettings = field(default_factory=TimerSettings)
     limits: Limits = field(default_factory=Limits)
-    tls: ssl.SSLContext | None = field(default=None, compare=False)
+    tls: ssl.SSLContext | None = field(default=None, compare=False)  # checks the cloud's certificate
+    # Phones over TLS (RFC 5630): the server context (the site CA's certificate) and its port on the
+    # LAN host; none: no TLS listener.
+    lan_tls: ssl.SSLContext | None = field(default=None, compare=False)
+    lan_tls_port: int = 5061
 
 
 class Edge:
@@ -38,14 +56,21 @@ class Edge:
         wan_host, wan_port = self.settings.wan
         lan = await self.transports.listen_udp(lan_host, lan_port)
         await self.transports.listen_stream(lan_host, lan[1])
+        lan_tls = None
+        if self.settings.lan_tls is not None:
+            lan_tls = await self.transports.listen_stream(
+                lan_host, self.settings.lan_tls_port, self.settings.lan_tls
+            )
         wan = await self.transports.listen_udp(wan_host, wan_port)
         await self.transports.listen_stream(wan_host, wan[1])
-        addresses = EdgeAddresses(lan, wan)
+        addresses = EdgeAddresses(lan, wan, lan_tls)
         self.upstream = Upstream(self.transports, self.settings.proxies, wan, self.settings.tls)
         await self.upstream.resolve()
         self.transports.trusted = self.upstream.is_cloud
         self.relay = EdgeRelay(self.stack, addresses, self.upstream, self.bindings)
         self.listening = [f"sip lan udp+tcp {lan[0]}:{lan[1]}", f"sip wan udp+tcp {wan[0]}:{wan[1]}"]
+        if lan_tls is not None:
+            self.listening.insert(1, f"sip lan tls {lan_tls[0]}:{lan_tls[1]}")
 
     @property
     def addresses(self) -> EdgeAddresses:

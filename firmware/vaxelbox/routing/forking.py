@@ -34,16 +34,30 @@ Scheduler = Callable[[float, Callable[[], None]], Cancellable]  # (delay s, call
 
 @dataclass(frozen=True, slots=True)
 class EdgeAddresses:
-    lan: tuple[str, int]  # where the phones reach us
+    lan: tuple[str, int]  # where the phones reach us (UDP and TCP)
     wan: tuple[str, int]  # where the cloud reaches us
+    lan_tls: tuple[str, int] | None = None  # where phones reach us over TLS, if we listen there
 
-    def uri(self, side: Side, transport: str, user: str | None = None) -> str:
-        host, port = self.lan if side == "lan" else self.wan
+    def local(self, side: Side, transport: str) -> tuple[str, int]:
+        """Our (host, port) as a peer on `side` over `transport` sees it (for Via and our URIs)."""
+        if side == "lan" and transport == "tls" and self.lan_tls is not None:
+            return self.lan_tls
+        return self.lan if side == "lan" else self.wan
+
+    def uri(self, side: Side, transport: str, user: str | None = None, secure: bool = False) -> str:
+        """Our loose-routing URI on `side`. Over TLS the port is the TLS listener's. `secure` gives
+        `sips:` (RFC 3261 §16.6 step 4: a dialog set up with a SIPS URI is record-routed with one);
+        otherwise a TLS hop says `transport=tls`, deprecated by RFC 3261 §26.2.2 but what phones and
+        Kamailio understand for a `sip:` dialog carried over TLS (RFC 5630 §3.1.2: last-hop TLS)."""
+        host, port = self.local(side, transport)
         host = f"[{host}]" if ":" in host else host
-        return f"sip:{user + '@' if user else ''}{host}:{port};transport={transport};lr"
+        userinfo = user + "@" if user else ""
+        if secure:
+            return f"sips:{userinfo}{host}:{port};lr"
+        return f"sip:{userinfo}{host}:{port};transport={transport};lr"
 
     def side_of(self, flow: Flow) -> Side:
-        return "lan" if tuple(flow.local) == self.lan else "wan"
+        return "lan" if tuple(flow.local) in (self.lan, self.lan_tls) else "wan"
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,7 @@ class Forking:
     def copy_for(self, context: RequestContext, target: Target, flow: Flow) -> Request:
         """The request as it leaves on `flow` toward `target`: Via, Record-Route, Path."""
         request = context.request
-        host, port = self.addresses.lan if target.side == "lan" else self.addresses.wan
+        host, port = self.addresses.local(target.side, flow.transport)
         params: dict[str, str | None] = {"branch": new_branch(request), "rport": None}
         if target.side == "wan" and flow.reliable:
             params["alias"] = None  # RFC 5923: the cloud may send its requests back on this connection
@@ -91,11 +105,21 @@ class Forking:
         request = context.request
         if request.method not in DIALOG_CREATING or request.to_tag is not None:
             return ()
-        return (self._our_uri(target.side, flow), self._our_uri(context.side, context.flow))
+        secure = _is_sips(request)
+        return (
+            self._our_uri(target.side, flow, secure),
+            self._our_uri(context.side, context.flow, secure),
+        )
 
-    def _our_uri(self, side: Side, flow: Flow) -> str:
+    def _our_uri(self, side: Side, flow: Flow, secure: bool = False) -> str:
         token = make_token(flow.transport, *flow.remote) if side == "lan" else None
-        return self.addresses.uri(side, flow.transport, token)
+        return self.addresses.uri(side, flow.transport, token, secure and flow.transport == "tls")
+
+
+def _is_sips(request: Request) -> bool:
+    """RFC 3261 §16.6 step 4: the Request-URI or the first Route left for the next hop is SIPS."""
+    uri = request.routes[0].uri if request.routes else request.uri
+    return getattr(request.uri, "scheme", "") == "sips" or getattr(uri, "scheme", "") == "sips"
 
 
 class Fork:

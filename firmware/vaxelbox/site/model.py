@@ -117,7 +117,11 @@ class Provisioning(_Part):
     admin_password: Password | None = Field(
         None, description="Phones' web-UI admin password; without it the web UI stays locked"
     )
-    phone_transport: Literal["udp", "tcp"] = Field("udp", description="Phones to the appliance")
+    phone_transport: Literal["udp", "tcp", "tls"] = Field(
+        "udp",
+        description="Phones to the appliance; tls: port 5061, the site CA's certificate (see "
+        "provisioning/README.md for which vendors trust it by URL)",
+    )
     phone_fallback: ProxyUri | None = Field(
         None,
         description="Where phones register when the appliance itself is down (default: the first "
