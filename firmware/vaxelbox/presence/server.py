@@ -165,7 +165,11 @@ class PresenceServer:
         if not isinstance(uri, SipUri) or not uri.user:
             return None
         site, host = self.site(), uri.host.lower()
-        if host != site.cloud.domain.lower() and (uri.host, uri.port or 5060) != self.addresses.lan:
+        ours = (self.addresses.lan, self.addresses.lan_tls)
+        if (
+            host != site.cloud.domain.lower()
+            and (uri.host, uri.port or (5061 if uri.scheme == "sips" else 5060)) not in ours
+        ):
             return None
         name = unquote(uri.user)
         return next((u for u in site.users if name in (u.extension, u.sip.user)), None)
@@ -249,13 +253,15 @@ class PresenceServer:
             return
         version = sub.version
         body, kind = self._document(sub, version, ended, trim=False)
-        via = Via(flow.transport.upper(), *self.addresses.lan, {"branch": _branch(), "rport": None})
+        local = self.addresses.local("lan", flow.transport)
+        via = Via(flow.transport.upper(), *local, {"branch": _branch(), "rport": None})
         notify = self.notifier.notify(sub, body, kind, via, self.clock(), reason)
         if len(notify.to_bytes()) > UDP_LIMIT and not flow.reliable:
             stream = self._stream_flow(sub)
             if stream is not None:
                 flow = stream
-                notify.replace("Via", str(Via(stream.transport.upper(), *self.addresses.lan, via.params)))
+                local = self.addresses.local("lan", stream.transport)
+                notify.replace("Via", str(Via(stream.transport.upper(), *local, via.params)))
             else:
                 notify.body, _ = self._document(sub, version, ended, trim=True)
         self._dirty.add(sub.id)
