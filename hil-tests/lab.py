@@ -6,7 +6,9 @@ Kamailio in `cloud`) and torn down afterwards, even when a test fails. A real
 board's lab is described by environment variables: HIL_LAN_HOST (this host's
 address on the board's LAN), HIL_BOARD_LAN (the board's), and for the relay
 and WAN suites HIL_CLOUD (host:port of a Kamailio the board reaches) and
-HIL_WAN_CUT / HIL_WAN_RESTORE (shell commands that pull and replug the WAN).
+HIL_WAN_CUT / HIL_WAN_RESTORE (shell commands that pull and replug the WAN); for the companion
+suite HIL_LEDS (prints its LEDs) and HIL_BUTTON_DOWN / HIL_BUTTON_UP (press, release its button).
+The simulated board's companion is read and pressed through its files (simboard.peripherals).
 
 `lab_problems` checks all of that once, before anything runs, so a lab that
 is not ready gets one message naming every missing piece.
@@ -44,7 +46,12 @@ VARIABLES: dict[tuple[str, ...], str] = {
     ("HIL_CLOUD",): "a Kamailio the board's site points at, e.g. HIL_CLOUD=192.168.60.5:5060",
     ("HIL_WAN_CUT", "HIL_WAN_RESTORE"): "shell commands that pull and replug the board's WAN "
     "(e.g. a managed switch's port down, up)",
+    ("HIL_LEDS",): "a shell command that prints the companion's LEDs as green=1 amber=0 blue=0 red=0 "
+    "(e.g. a GPIO board reading the LED lines)",
+    ("HIL_BUTTON_DOWN", "HIL_BUTTON_UP"): "shell commands that press and release the companion's "
+    "button (e.g. a relay across it)",
 }
+LEDS = ("green", "amber", "blue", "red")  # the companion's, as its pins are named
 CONSOLE_CONNECT_TIMEOUT = 3.0  # seconds, for a serial server (HIL_CONSOLE)
 
 
@@ -59,6 +66,10 @@ class Lab:
     wan_cut: list[str] = field(default_factory=list)
     wan_restore: list[str] = field(default_factory=list)
     kamailio: Any = None
+    companion_dir: Path | None = None  # the simulated companion's pins (simboard.peripherals)
+    leds_command: list[str] = field(default_factory=list)
+    button_down: list[str] = field(default_factory=list)
+    button_up: list[str] = field(default_factory=list)
 
     def on_lan(self, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.lan_namespace, *argv] if self.lan_namespace else list(argv)
@@ -86,6 +97,60 @@ class Lab:
         if not argv:
             raise AssertionError(f"this lab cannot do that: set {name} (a shell command)")
         subprocess.run(argv, check=True, capture_output=True)
+
+    def leds(self) -> dict[str, int]:
+        """The companion's LEDs now, 0 or 1 each (LEDS): the simulated companion's last output
+        levels, or what HIL_LEDS prints. Raises AssertionError when this lab cannot see them."""
+        if self.companion_dir is not None:
+            levels = dict.fromkeys(LEDS, 0)
+            for line in (self.companion_dir / "events").read_text().splitlines():
+                _at, name, level = line.split()
+                if name in levels:
+                    levels[name] = int(level)
+            return levels
+        if not self.leds_command:
+            raise AssertionError("this lab cannot see the companion's LEDs: set HIL_LEDS (a shell command)")
+        printed = subprocess.run(self.leds_command, check=True, capture_output=True, text=True, timeout=10)
+        levels = dict(item.split("=", 1) for item in printed.stdout.split())
+        return {name: int(levels[name]) for name in LEDS}
+
+    def press_button(self, seconds: float) -> None:
+        """Hold the companion's button down for `seconds`."""
+        if self.companion_dir is not None:
+            (self.companion_dir / "button").touch()
+            time.sleep(seconds)
+            (self.companion_dir / "button").unlink()
+            return
+        self._command(self.button_down, "HIL_BUTTON_DOWN")
+        time.sleep(seconds)
+        self._command(self.button_up, "HIL_BUTTON_UP")
+
+    def companion_noise(self, data: bytes) -> bool:
+        """Make the companion's line to the board carry `data` (line noise) once; False where this
+        lab cannot (a real companion's UART is not ours to write to)."""
+        if self.companion_dir is None:
+            return False
+        (self.companion_dir / "noise").write_bytes(data)
+        return True
+
+    def companion_power_events(self) -> list[tuple[float, int]] | None:
+        """(epoch seconds, level) of each change of the companion's power pin; None where this lab
+        cannot see it (a real board: its console shows the boot instead)."""
+        if self.companion_dir is None:
+            return None
+        found = []
+        for line in (self.companion_dir / "events").read_text().splitlines():
+            at, name, level = line.split()
+            if name == "power":
+                found.append((int(at) / 1000, int(level)))
+        return found
+
+    def watchdog_pets(self) -> int | None:
+        """How often the board has petted its watchdog; None where this lab cannot count (a real
+        board's watchdog is in its SoC). The simulated board's stand-in counts them."""
+        if self.companion_dir is None:
+            return None
+        return int(json.loads((RUN_DIR / "watchdog.json").read_text())["pets"])
 
     def console_tail(self, lines: int) -> str:
         if self.console_file and self.console_file.exists():
@@ -197,6 +262,7 @@ def simulated_lab(workdir: Path) -> Iterator[Lab]:
             wan_cut=["ip", "-n", WAN.far_namespace, "link", "set", WAN.far_side, "down"],
             wan_restore=["ip", "-n", WAN.far_namespace, "link", "set", WAN.far_side, "up"],
             kamailio=kamailio,
+            companion_dir=RUN_DIR / "companion",
         )
     finally:
         if kamailio is not None:
@@ -215,10 +281,18 @@ def real_lab(board: Board) -> Lab:
         cloud=(host, int(port or 5060)) if cloud else None,
         log_file=None,
         console_file=None,
-        wan_cut=os.environ.get("HIL_WAN_CUT", "").split() and ["sh", "-c", os.environ["HIL_WAN_CUT"]],
-        wan_restore=os.environ.get("HIL_WAN_RESTORE", "").split()
-        and ["sh", "-c", os.environ["HIL_WAN_RESTORE"]],
+        wan_cut=_shell_command("HIL_WAN_CUT"),
+        wan_restore=_shell_command("HIL_WAN_RESTORE"),
+        leds_command=_shell_command("HIL_LEDS"),
+        button_down=_shell_command("HIL_BUTTON_DOWN"),
+        button_up=_shell_command("HIL_BUTTON_UP"),
     )
+
+
+def _shell_command(name: str) -> list[str]:
+    """The argv that runs variable `name`'s shell command, or [] when it is not set."""
+    value = os.environ.get(name, "").strip()
+    return ["sh", "-c", value] if value else []
 
 
 def lab_problems(

@@ -67,6 +67,27 @@ class VaxelboxStrategy(Strategy):
             self.wait_for_agent()
         self.status = status
 
+    def reconnect(self, within: float = 60) -> None:
+        """Back to "agent running" after the board reset itself (its watchdog or its companion cut
+        the power), without switching the lab's power: the console is opened again (a simulated
+        board's UART is a new pty after a power cycle), the shell logs in, the agent is waited for.
+        Raises StrategyError when the console and a login do not come back within `within` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            self.target.deactivate(self.shell)
+            self.target.deactivate(self.console)
+            try:  # the old pty may still be there, closing: then reading it fails, and we retry
+                self.target.activate(self.console)
+                self.clear_console()
+                self.target.activate(self.shell)
+                break
+            except Exception as exc:  # labgrid's and pyserial's errors alike: the board is still off
+                if time.monotonic() > deadline:
+                    raise StrategyError(f"the console did not come back within {within} s: {exc}") from exc
+                time.sleep(0.5)
+        self.status = Status.shell
+        self.transition(Status.agent)
+
     def clear_console(self, quiet: float = 0.5, limit: float = 20) -> None:
         """Read and drop what the console says until it has been quiet for `quiet` seconds."""
         deadline = time.monotonic() + limit

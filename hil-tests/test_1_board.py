@@ -1,6 +1,8 @@
-"""Suite 1, the board: console, login, versions, both NICs up with their addresses, watchdog."""
+"""Suite 1, the board: console, login, versions, both NICs up with their addresses, the watchdog
+device there and petted."""
 
 import re
+import time
 
 import pytest
 from simboard.topology import LAN, WAN
@@ -29,8 +31,15 @@ def test_both_interfaces_up_with_addresses(shell, board, lab):
     assert " UP " in f" {lines[0]} ", f"WAN {wan} is not up: {lines}"
 
 
-def test_watchdog_device_present(shell, board):
+def test_watchdog_device_present_and_petted(shell, board, lab):
     if board.watchdog is None:
-        pytest.skip(f"board {board.name} has no watchdog in its board file (the simulated board has none)")
+        pytest.skip(f"board {board.name} has no watchdog in its board file")
     _, _, code = shell.run(f"test -c {board.watchdog.device}")
     assert code == 0, f"{board.watchdog.device} is not a character device on the board"
+    # Someone pets it: the agent (it says so in its log) or systemd, which then holds it open.
+    opened = lab.agent_events(shell, "watchdog open") or lab.agent_events(shell, "watchdog left to systemd")
+    assert opened, f"the agent neither opened {board.watchdog.device} nor left it to systemd"
+    pets = lab.watchdog_pets()
+    if pets is not None:  # the simulated board's stand-in counts them: one every third of the timeout
+        time.sleep(board.watchdog.timeout / 3 + 1)
+        assert lab.watchdog_pets() > pets, f"{board.watchdog.device} was not petted"

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SIMBOARD = [sys.executable, str(ROOT / "hil-tests" / "simboard" / "__main__.py")]
 SIM_RUN_DIR = Path("/run/vaxelbox-simboard")
 SIM_NAMESPACES = ("edge", "lan", "cloud")
-SHORT = 30  # lines: the whole output of a run that stops up front (it was 388 before)
+SHORT = 34  # lines: the whole output of a run that stops up front (it was 388 before); one per problem
 
 
 def make_hil(board: Path | str, results: Path, *settings: str) -> list[str]:
@@ -73,7 +73,8 @@ def test_unconfigured_lab_gets_one_short_message(tmp_path, closed_port):
     assert status != 0, output
     assert len(lines) < SHORT, output
     assert output.count("is not ready") == 1, output
-    for name in ("HIL_LAN_HOST", "HIL_BOARD_LAN", "HIL_CLOUD", "HIL_WAN_CUT", "HIL_WAN_RESTORE"):
+    for name in ("HIL_LAN_HOST", "HIL_BOARD_LAN", "HIL_CLOUD", "HIL_WAN_CUT", "HIL_WAN_RESTORE", "HIL_LEDS",
+                 "HIL_BUTTON_DOWN", "HIL_BUTTON_UP"):  # fmt: skip
         assert output.count(f"{name} ") == 1, f"{name} should be named once:\n{output}"
     assert "the serial server does not answer" in output, output
     assert "a person switches it" in output, output
@@ -84,7 +85,7 @@ def test_unconfigured_lab_gets_one_short_message(tmp_path, closed_port):
     assert "is not ready" in (tmp_path / "report.md").read_text()
     shown = (ROOT / "README.md").read_text().split("## Prove a board works")[1]
     shown_lines = [line for line in shown.splitlines() if line.startswith("- HIL_")]
-    assert len(shown_lines) == 4, shown_lines  # the README shows this run's message
+    assert len(shown_lines) == 6, shown_lines  # the README shows this run's message
     for line in shown_lines:
         assert line in lines, f"README shows {line!r}; the run said:\n{output}"
 
@@ -96,6 +97,9 @@ def test_manual_power_without_a_terminal_fails_once_up_front(tmp_path, serial_se
         HIL_CLOUD="127.0.0.3:5060",
         HIL_WAN_CUT="true",
         HIL_WAN_RESTORE="true",
+        HIL_LEDS="echo green=1 amber=0 blue=0 red=0",
+        HIL_BUTTON_DOWN="true",
+        HIL_BUTTON_UP="true",
         HIL_CONSOLE=f"rfc2217://127.0.0.1:{serial_server}",
     )
     status, lines = run_make(make_hil("boards/rpi-4b.yaml", tmp_path), lab)

@@ -137,6 +137,7 @@ class Board:
             os.kill(self.shell_pid, signal.SIGKILL)
         if self.agent and self.agent.poll() is None:
             self.agent.terminate()
+            self.agent.send_signal(signal.SIGCONT)  # a stopped (hung) agent must see it too
             try:
                 self.agent.wait(10)
             except subprocess.TimeoutExpired:
