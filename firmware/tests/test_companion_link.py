@@ -8,6 +8,7 @@ files and an event log (sim.mjs). The agent runs on a board file naming lo and t
 import os
 import signal
 import subprocess
+import sys
 import time
 import tty
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from agent_process import AgentProcess
+from peers import free_port
 from test_companion_mcu import MCU, node_bench
 from vaxelbox.hw.board import load_board
 from vaxelbox.hw.companion_build import lay_out
@@ -170,6 +172,62 @@ def test_a_missing_companion_is_a_fault_not_a_crash(tmp_path):
         assert "missing" in fault["fault"]
     finally:
         assert agent.stop() == 0
+
+
+def vaxelctl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """vaxelctl as an installer runs it, in an 80-column terminal."""
+    code = "from vaxelctl.cli import main; main()"
+    env = {**os.environ, "VAXELCTL_CONFIG": str(config), "COLUMNS": "80"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def paired(tmp_path: Path, port: int) -> Path:
+    """A laptop paired with the agent on 127.0.0.1:`port`: its vaxelctl config directory."""
+    code = subprocess.run(
+        [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(tmp_path / "data")],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    config = tmp_path / "laptop"
+    result = vaxelctl(config, "pair", f"127.0.0.1:{port}", "--code", code, "--name", "Lisa")
+    assert result.returncode == 0, result.stderr
+    return config
+
+
+def test_status_shows_the_companions_telemetry_in_80_columns(tmp_path, companion):
+    port = free_port("127.0.0.1")
+    agent = AgentProcess(tmp_path, "--board", str(tmp_path / "board.yaml"), "--coap-port", str(port))
+    try:
+        agent.wait_event("companion ok", timeout=30)
+        result = vaxelctl(paired(tmp_path, port), "status")
+    finally:
+        agent.stop()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()[1:]  # the headline is wrapped by the terminal, as before
+    assert all(len(line) <= 80 for line in lines), result.stdout
+    shown = " ".join(line.strip() for line in lines)
+    assert "companion ok: supply 4.99 V, 27.6 °C, 0 board resets, 0 bad frames" in shown, result.stdout
+
+
+def test_status_names_a_missing_companion_in_80_columns(tmp_path):
+    port = free_port("127.0.0.1")
+    device = "/dev/ttyVXB-unplugged"  # a board's UART that is not there (short: a tmp path is 80 wide)
+    assert not Path(device).exists()
+    agent = AgentProcess(tmp_path, "--board", str(board_file(tmp_path, device)), "--coap-port", str(port))
+    try:
+        agent.wait_event("companion fault", timeout=30)
+        result = vaxelctl(paired(tmp_path, port), "status")
+    finally:
+        agent.stop()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()[1:]  # the headline is wrapped by the terminal, as before
+    assert all(len(line) <= 80 for line in lines), result.stdout
+    shown = " ".join(line.strip() for line in lines)
+    assert f"alarm: companion on {device} since " in shown, result.stdout
+    assert ": missing: cannot open" in shown, result.stdout
+    assert "{" not in result.stdout, result.stdout  # no raw dict
+    assert "companion fault: no telemetry yet" in shown, result.stdout
 
 
 def test_labgrid_and_the_agent_share_one_serial_package():

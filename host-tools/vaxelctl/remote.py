@@ -8,6 +8,7 @@ import json
 import platform
 import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -348,7 +349,9 @@ def status(appliance: ApplianceOption = None, watch: bool = False, as_json: Json
         for error in state["last_errors"]:
             out.print(f"  error at {error['at']}: {error['event']}")
         for alarm in state.get("alarms", []):  # an older appliance has none
-            out.print(_alarm_line(alarm), highlight=False)
+            out.print(_fitted(_alarm_line(alarm)), highlight=False)
+        if state.get("companion"):  # a board with a companion microcontroller
+            out.print(_fitted(_companion_line(state["companion"])), highlight=False)
 
     if watch:
         run(lambda: _watch(appliance, "status", show))
@@ -357,13 +360,43 @@ def status(appliance: ApplianceOption = None, watch: bool = False, as_json: Json
 
 
 def _alarm_line(alarm: dict[str, Any]) -> str:
-    """One alarm of vaxelctl status; an auth-held phone names its address, MAC, user and the hold."""
+    """One alarm of vaxelctl status; an auth-held phone names its address, MAC, user and the hold, a
+    companion its device and fault; another kind (a newer appliance's) its fields, key: value."""
+    if alarm.get("kind") == "companion":
+        return f"  alarm: companion on {alarm['device']} since {alarm['since']}: {alarm['fault']}"
     if alarm.get("kind") != "auth-held":
-        return f"  alarm: {alarm}"
+        fields = ", ".join(f"{key}: {value}" for key, value in alarm.items() if key != "kind")
+        return f"  alarm: {alarm.get('kind', 'unknown')}: {fields}"
     mac = f" (MAC {alarm['mac']})" if alarm.get("mac") else ""
     return (
         f"  alarm: phone {alarm['phone']}{mac} of user {alarm['user']} held until {alarm['until']}:"
         f" the cloud refused its password too often ({alarm['suppressed']} attempts answered here)"
+    )
+
+
+def _fitted(line: str) -> str:
+    """`line` (indented by two) wrapped at the terminal's width, continued four spaces in; a word
+    longer than a line (a device path) is never broken."""
+    return textwrap.fill(
+        line.strip(), width=max(out.width, 40), initial_indent="  ", subsequent_indent="    ",
+        break_long_words=False, break_on_hyphens=False,
+    )  # fmt: skip
+
+
+def _companion_line(companion: dict[str, Any]) -> str:
+    """The companion microcontroller's state and telemetry (vaxelbox.hw.companion's status), e.g.
+    "  companion ok: supply 4.99 V, 27.6 °C, 0 board resets, 0 bad frames"."""
+    telemetry = companion.get("telemetry")
+    if telemetry is None:
+        return f"  companion {companion['state']}: no telemetry yet"
+    resets = telemetry["board_resets"]
+    last = f" (last: {telemetry['last_reset_reason']})" if resets else ""
+    bad = telemetry["frames_corrupt"] + telemetry["frames_unknown"]
+    safe = "; safe state: it resets the board no more" if telemetry["safe_state"] else ""
+    return (
+        f"  companion {companion['state']}: supply {telemetry['supply_v']:.2f} V, "
+        f"{telemetry['temperature_c']:.1f} °C, {resets} board reset{'s' * (resets != 1)}{last}, "
+        f"{bad} bad frame{'s' * (bad != 1)}{safe}"
     )
 
 
