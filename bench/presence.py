@@ -11,8 +11,9 @@ pua_dialoginfo over dlg_manage). For a subject:
   share memory, and its shared-memory pool's use; an RSS of one process for an agent);
 - one call to one watched user (sipp phones: answer.xml rings, answers; register_call.xml calls
   and hangs up after 300 ms), and for each state, the time from its trigger to the first and to
-  the last NOTIFY among that user's watchers: early after the callee's 180, confirmed after its
-  200, terminated after the caller's BYE (times from sipp's message logs and this process, on
+  the last NOTIFY among that user's watchers: early after the caller's INVITE (the first cause:
+  a lamp may light from the cloud's "early" before the callee's 180 is logged), confirmed after
+  the callee's 200, terminated after the caller's BYE (times from sipp's message logs and this process, on
   the same clock).
 
 The second subject is the appliance: Kamailio (presence=True, the same users) plays the cloud and
@@ -313,7 +314,9 @@ async def call(
     caller_log = next(anna.workdir.glob("*_messages.log"))
     assert callee_log is not None
     return {
-        "early": first_event(callee_log, "sent", "SIP/2.0 180"),
+        # Early from the caller's INVITE, the first cause there is: the lamp may light from the
+        # cloud's own "early" before the callee's 180 is even logged (sipp stamps it after sending).
+        "early": first_event(caller_log, "sent", "INVITE "),
         "confirmed": first_event(callee_log, "sent", "SIP/2.0 200"),
         "terminated": first_event(caller_log, "sent", "BYE "),
     }
@@ -580,7 +583,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
         f"Command: `{r['command']}`. Loopback only.",
         f"{r['watchers']} watchers (Event: dialog, {r['sockets']} UDP sockets) of {r['users']} users, "
         f"subscribing at {r['rate']:g}/s; then one call to one user, whose {r['watchers'] // r['users']} "
-        "watchers are timed from each state's trigger (early: the callee's 180; confirmed: its 200; "
+        "watchers are timed from each state's trigger (early: the caller's INVITE; confirmed: the callee's 200; "
         "terminated: the caller's BYE) to their NOTIFY.",
         "",
         "The appliance: `vaxelbox run` (a site with the same users) in front of Kamailio with presence "
