@@ -15,32 +15,14 @@ says so.
 import json
 import os
 from dataclasses import asdict, dataclass
-from enum import IntEnum
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vaxelbox.bundle import BundleError, BundleVerifier, load_public_key
 from vaxelbox.mgmt.security import write_private
+from vaxelbox.update.lwm2m import Result, State
 
-
-class State(IntEnum):  # LwM2M /5/0/3
-    IDLE = 0
-    DOWNLOADING = 1
-    DOWNLOADED = 2
-    UPDATING = 3
-
-
-class Result(IntEnum):  # LwM2M /5/0/5
-    INITIAL = 0
-    SUCCESS = 1
-    NOT_ENOUGH_SPACE = 2
-    OUT_OF_MEMORY = 3
-    CONNECTION_LOST = 4
-    INTEGRITY_FAILURE = 5
-    UNSUPPORTED_PACKAGE = 6
-    INVALID_URI = 7
-    UPDATE_FAILED = 8
-    UNSUPPORTED_PROTOCOL = 9
+__all__ = ["Result", "State"]  # re-exported: callers import them from here too
 
 
 class UpdateRefused(ValueError):
