@@ -82,7 +82,7 @@ test: setup lint test-debs $(MCU_BENCH)
 # SUITES picks suites by number (e.g. SUITES="1 2 3"); the lab's HIL_* variables may be given here too.
 # Writes $(HIL_RESULTS)/junit.xml and report.md (console and agent log on failure).
 BOARD ?= boards/simboard.yaml
-SUITES ?= 1 2 3 4 5 6 7 8
+SUITES ?= 1 2 3 4 5 6 7 8 9
 HIL_RESULTS ?= hil-results
 hil: setup test-debs $(MCU_BENCH)
 	@mkdir -p $(HIL_RESULTS)

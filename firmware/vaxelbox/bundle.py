@@ -36,15 +36,18 @@ class Header:
     version: str
     size: int
     sha256: str
+    boards: tuple[str, ...] = ()  # the board files' names it is for; () in bundles made before boards
 
 
-def pack(image: BinaryIO, out: BinaryIO, version: str, key: Ed25519PrivateKey) -> Header:
-    """Write a signed bundle of `image` (read twice: hash, then copy) to `out`."""
+def pack(
+    image: BinaryIO, out: BinaryIO, version: str, key: Ed25519PrivateKey, boards: tuple[str, ...] = ()
+) -> Header:
+    """Write a signed bundle of `image` (read twice: hash, then copy) to `out`, for `boards`."""
     digest, size = hashlib.sha256(), 0
     while chunk := image.read(1 << 20):
         digest.update(chunk)
         size += len(chunk)
-    header = Header(version, size, digest.hexdigest())
+    header = Header(version, size, digest.hexdigest(), tuple(boards))
     signed = _signed_part(header)
     out.write(signed + key.sign(signed))
     image.seek(0)
@@ -54,7 +57,10 @@ def pack(image: BinaryIO, out: BinaryIO, version: str, key: Ed25519PrivateKey) -
 
 
 def _signed_part(header: Header) -> bytes:
-    body = json.dumps({"version": header.version, "size": header.size, "sha256": header.sha256}).encode()
+    fields: dict[str, object] = {"version": header.version, "size": header.size, "sha256": header.sha256}
+    if header.boards:  # signed with the rest; absent in older bundles, whose signatures still verify
+        fields["boards"] = list(header.boards)
+    body = json.dumps(fields).encode()
     return MAGIC + struct.pack(">I", len(body)) + body
 
 
@@ -107,8 +113,7 @@ class BundleVerifier:
             self._key.verify(prefix[end : end + SIGNATURE_SIZE], prefix[:end])
         except InvalidSignature:
             raise BundleError("the bundle's signature does not verify with the appliance's key") from None
-        fields = json.loads(prefix[len(MAGIC) + 4 : end])
-        self.header = Header(str(fields["version"]), int(fields["size"]), str(fields["sha256"]))
+        self.header = _header(json.loads(prefix[len(MAGIC) + 4 : end]))
         self._prefix = b""
         return prefix[end + SIGNATURE_SIZE :]
 
@@ -123,10 +128,26 @@ def read_header(file: BinaryIO) -> Header:
     if length > MAX_HEADER:
         raise BundleError("bundle header too long", unsupported=True)
     try:
-        fields = json.loads(file.read(length))
-        return Header(str(fields["version"]), int(fields["size"]), str(fields["sha256"]))
+        return _header(json.loads(file.read(length)))
     except (ValueError, KeyError, TypeError):
         raise BundleError("the bundle's header is not readable", unsupported=True) from None
+
+
+def _header(fields: dict[str, object]) -> Header:
+    """The header's JSON object as a Header; raises KeyError, TypeError or ValueError."""
+    boards = fields.get("boards") or []
+    if not isinstance(boards, list):
+        raise TypeError("boards is not a list")
+    return Header(
+        str(fields["version"]), int(fields["size"]), str(fields["sha256"]), tuple(str(b) for b in boards)
+    )  # type: ignore[call-overload]
+
+
+def image_offset(file: BinaryIO) -> int:
+    """Where the image starts in the bundle `file` (after header and signature); not verified."""
+    start = file.read(len(MAGIC) + 4)
+    (length,) = struct.unpack(">I", start[len(MAGIC) :])
+    return len(MAGIC) + 4 + length + SIGNATURE_SIZE
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

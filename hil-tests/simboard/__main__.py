@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vaxelbox.site import demo_site_text
 
-from simboard import power, topology
+from simboard import power, slots, topology
 from simboard.topology import RUN_DIR
 
 PERIPHERALS_PID = RUN_DIR / "peripherals.pid"
@@ -33,6 +33,7 @@ def up() -> None:
     for sub in ("data", "log", "leds"):
         (RUN_DIR / sub).mkdir()
     (RUN_DIR / "site.toml").write_text(demo_site_text())
+    slots.install_first()
     power.SWITCHES["lab"].write_text("off")
     topology.create()
     start_peripherals()

@@ -2,7 +2,8 @@
 
 On power-on it opens a pty (RUN_DIR/console points at the end a console
 adapter would plug into), prints a boot log, starts the agent the way a
-board's init does (inside the `edge` namespace, logging to RUN_DIR/log), and
+board's init does (inside the `edge` namespace, logging to RUN_DIR/log, from
+the A/B slot the selector names, watching a trial: simboard.slots), and
 then plays getty: a login prompt, and for `root` an interactive shell in the
 `edge` namespace, relayed byte for byte like a UART. Everything the console
 shows is also kept in RUN_DIR/console.log for the report.
@@ -14,10 +15,12 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tty
 from pathlib import Path
 
+from simboard import slots
 from simboard.topology import BOARD_NAMESPACE, RUN_DIR, WAN, in_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +61,27 @@ class Board:
             self.write(line.format(kernel=os.uname().release) + "\n")
             time.sleep(0.05)
         self.agent = self.start_agent()
+        threading.Thread(target=self.watch_trial, daemon=True).start()
         self.write("Vaxelbox simulated board, console ttyS0\n")
+
+    def watch_trial(self) -> None:
+        """The init's side of an update: restart into a trial, roll back a crash or a missed deadline."""
+        while self.running:
+            time.sleep(0.5)
+            agent = self.agent
+            if agent is None or not self.running:
+                continue
+            status = agent.poll()
+            if status is not None and slots.after_exit(status) and self.running:
+                self.agent = self.start_agent()
+            elif status is None and slots.past_deadline():
+                agent.terminate()
+                agent.send_signal(signal.SIGCONT)  # a hung (stopped) agent must see it too
+                try:
+                    agent.wait(10)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                self.agent = self.start_agent()
 
     def start_agent(self) -> subprocess.Popen[bytes]:
         (RUN_DIR / "log").mkdir(exist_ok=True)
@@ -68,8 +91,10 @@ class Board:
             "--site", str(RUN_DIR / "site.toml"), "--cloud", f"sip:{WAN.far_address}:5060",
             "--log-format", "json",
         ]  # fmt: skip
+        slot = slots.boot()  # the slot the selector names: a trial's one try, else the primary
+        environment = {**os.environ, "PYTHONPATH": str(slot)}
         agent = subprocess.Popen(
-            in_namespace(BOARD_NAMESPACE, *command), stdout=log, stderr=subprocess.STDOUT
+            in_namespace(BOARD_NAMESPACE, *command), stdout=log, stderr=subprocess.STDOUT, env=environment
         )
         (RUN_DIR / "agent.pid").write_text(str(agent.pid))
         return agent

@@ -244,7 +244,7 @@ def test_fw_status_says_each_thing_once(signed):
     )
     ok(vaxelctl(laptop, "fw", "upload", str(bundle)))
     assert ok(vaxelctl(laptop, "fw", "status")) == (
-        "firmware: version 3.1 verified and staged (1.0 MB); applying it comes with a later version of Vaxelbox\n"
+        "firmware: version 3.1 verified and staged (1.0 MB); vaxelctl fw apply installs it\n"
     )
 
 

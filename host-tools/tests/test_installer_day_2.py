@@ -369,7 +369,7 @@ def test_fw_status_says_applying_a_staged_bundle_comes_later(tmp_path, keys):
         status = ok(vaxelctl(laptop, "fw", "status"))
     finally:
         appliance.stop()
-    later = "; applying it comes with a later version of Vaxelbox"
+    later = "; vaxelctl fw apply installs it"
     assert uploaded.startswith("firmware: version 3.1 verified and staged (1.0 MB in ")
     assert uploaded.endswith(f"){later}\n")
     assert status == f"firmware: version 3.1 verified and staged (1.0 MB){later}\n"

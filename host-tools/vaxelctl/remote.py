@@ -182,6 +182,7 @@ def register(app: typer.Typer) -> None:
     fw_app.callback()(group_options)
     fw_app.command("upload")(fw_upload)
     fw_app.command("status")(fw_status)
+    fw_app.command("apply")(fw_apply)
     fw_app.command("pack")(fw_pack)
     fw_app.command("keygen")(fw_keygen)
     app.add_typer(fw_app, name="fw")
@@ -839,6 +840,16 @@ def fw_status(appliance: ApplianceOption = None, as_json: JsonOption = False) ->
     emit(fw_named(run(lambda: _get(appliance, "fw"))), as_json, _show_fw)
 
 
+def fw_apply(
+    appliance: ApplianceOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Install an older or the same version")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Install the staged bundle into the inactive slot and restart into it; it commits itself
+    once healthy, or the appliance rolls back (see vaxelctl fw status)."""
+    emit(fw_named(_change(appliance, "fw/update", {"force": force})), as_json, _show_fw)
+
+
 def fw_named(state: dict[str, Any]) -> dict[str, Any]:
     """The firmware state with the names of its LwM2M numbers beside them (state_name, result_name)."""
     return {
@@ -850,6 +861,8 @@ def fw_named(state: dict[str, Any]) -> dict[str, Any]:
 
 def _show_fw(state: dict[str, Any]) -> None:
     out.print(f"firmware: {fw_summary(state)}", highlight=False)
+    for name, slot in (state.get("slots") or {}).items():
+        out.print(f"slot {name}: {slot['version'] or '-'} ({slot['state']})", highlight=False)
 
 
 def fw_summary(state: dict[str, Any]) -> str:
@@ -861,13 +874,20 @@ def fw_summary(state: dict[str, Any]) -> str:
     if phase == 1:
         of = f" of {_size(total)}" if total else ""
         return f"receiving {version}: {_size(state['received'])}{of} so far (vaxelctl fw upload resumes it)"
-    if phase == 2:  # LwM2M's Execute /5/0/2 exists (POST fw/update) but refuses until then
+    if phase == 2:
         staged = f"{version} verified and staged ({_size(state['received'])}{took})"
-        return f"{staged}; applying it comes with a later version of Vaxelbox"
+        refused = f"; not applied: {state['reason']}" if result else ""
+        return f"{staged}{refused}; vaxelctl fw apply installs it"
     if phase == 3:
-        return f"updating to {version}"
+        return f"updating to {version}: {state['reason']}"
     if result in (0, 1):
-        return "idle, nothing staged" if result == 0 else "idle; the last update succeeded"
+        if result == 0:
+            return "idle, nothing staged"
+        return (
+            f"idle; the last update succeeded: {state['reason']}"
+            if state.get("reason")
+            else "idle; the last update succeeded"
+        )
     why = f": {state['reason']}" if state.get("reason") else ""
     return f"idle; the last upload failed ({FW_RESULTS.get(result, result)}){why}"
 
@@ -877,12 +897,15 @@ def fw_pack(
     key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM), from vaxelctl fw keygen")],
     version: Annotated[str, typer.Option(help="The image's version")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write")],
+    board: Annotated[
+        list[str] | None, typer.Option(help="A board it is for (its file's name); repeat")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Sign IMAGE into a bundle appliances with the matching public key accept."""
     private = _signing_key(key)
     with files.reading(image, "image") as source, files.writing(output, "bundle", files.PUBLIC) as target:
-        header = pack(source, target, version, private)
+        header = pack(source, target, version, private, tuple(board or ()))
     packed = {"bundle": str(output), "version": header.version, "size": header.size, "sha256": header.sha256}
     emit(
         packed,

@@ -394,6 +394,8 @@ class Agent:
             cloud_state=self.health.state.value,
         )
         self.notifier.notify(READY=1, STATUS=self._status())
+        if self.management is not None:
+            self.management.backend.firmware.healthy()  # a version on trial proved itself: commit it
         if (screen := terminal()) is not None:
             screen.write(ready_summary(self._ready()))
             screen.flush()

@@ -30,6 +30,7 @@ from vaxelbox.site.edit import EditError
 from vaxelbox.site.fields import colon_mac
 from vaxelbox.store import SiteConflict, SiteVersion
 from vaxelbox.store.devices import SeenDevice
+from vaxelbox.update.directories import DirectorySlots
 
 if TYPE_CHECKING:
     from vaxelbox.agent.app import Agent
@@ -64,7 +65,11 @@ class ManagementBackend:
         self.installers = Installers(directory / "installers")
         # The key is read when an upload starts, so one installed while the agent runs counts.
         key = agent.options.firmware_key or agent.options.data_dir / "firmware-signing.pub"
-        self.firmware = FirmwareUpdate(agent.options.data_dir / "firmware", key)
+        board = agent.options.board
+        slot_store = DirectorySlots(board.update.root) if board and board.update else None
+        self.firmware = FirmwareUpdate(
+            agent.options.data_dir / "firmware", key, slot_store, board.name if board else None
+        )
         self._log_ring = log_ring
         self._started = time.monotonic()
 

@@ -89,6 +89,16 @@ class Storage(_Part):
     log_dir: Path = Path("/var/log/vaxelbox")
 
 
+class DirectorySlots(_Part):
+    """A/B slots as two directories and a selector file the board's init reads (the simulated board)."""
+
+    kind: Literal["directories"]
+    root: Path = Field(description="Holds A/, B/ and selector.json")
+    health_deadline: int = Field(
+        120, ge=5, le=3600, description="Seconds for a new version to report healthy before it is rolled back"
+    )
+
+
 class ManualPower(_Part):
     kind: Literal["manual"]
 
@@ -113,6 +123,7 @@ class Board(_Part):
     storage: Storage = Storage()
     power: Annotated[ManualPower | CommandPower, Field(discriminator="kind")] = ManualPower(kind="manual")
     companion: Companion | None = Field(None, description="The companion MCU, if the board has one")
+    update: DirectorySlots | None = Field(None, description="How firmware updates reach the A/B slots")
 
     @property
     def wan_interface(self) -> str:

@@ -2,24 +2,33 @@
 
 Blocks arrive in order and go straight to disk (staging/bundle.part); the
 bundle is verified while it streams (vaxelbox.bundle) and renamed to
-staging/bundle when intact. The state survives a restart: an interrupted
+staging/bundle when intact. Applying it (`update`) drives the A/B slots
+(vaxelbox.update.slots) on a board whose file has an `update` section: checked
+(board, version) before anything is written, the image unpacked into the
+inactive slot, the selector saved, and the agent restarted into the trial; the
+new agent commits itself once ready (`healthy`), and the board's init rolls it
+back otherwise. The state survives a restart: an interrupted
 download resumes where the file ends, but only with the same bundle: the
 sender names its bundle by the image's SHA-256 from the signed header, and a
 block of any other bundle is refused (BundleMismatch), so two bundles are
 never spliced. The signing key is read from its file whenever a download
-starts, so a key installed while the agent runs counts at once. Applying a
-staged bundle comes with the image/update capability; until then `update`
-says so.
-"""
+starts, so a key installed while the agent runs counts at once."""
 
+import asyncio
 import json
 import os
+import signal
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from vaxelbox.bundle import BundleError, BundleVerifier, load_public_key
+from vaxelbox import __version__
+from vaxelbox.bundle import BundleError, BundleVerifier, image_offset, load_public_key, read_header
 from vaxelbox.mgmt.security import write_private
+from vaxelbox.update import slots
+from vaxelbox.update.directories import DirectorySlots
 from vaxelbox.update.lwm2m import Result, State
 
 __all__ = ["Result", "State"]  # re-exported: callers import them from here too
@@ -49,9 +58,24 @@ class Status:
     total: int | None = None  # the whole bundle's length in bytes (header and image), once known
 
 
+def restart_soon(reason: str) -> None:
+    """Stop this agent cleanly in 1 s (after the reply went out); the board's init boots the trial."""
+    asyncio.get_running_loop().call_later(1.0, os.kill, os.getpid(), signal.SIGTERM)
+
+
 class FirmwareUpdate:
-    def __init__(self, directory: Path, key: Path | Ed25519PublicKey | None) -> None:
-        """`key`: the signing key, or the file to read it from when a download starts (PEM)."""
+    def __init__(
+        self,
+        directory: Path,
+        key: Path | Ed25519PublicKey | None,
+        slot_store: DirectorySlots | None = None,
+        board: str | None = None,
+        restart: Callable[[str], None] = restart_soon,
+    ) -> None:
+        """`key`: the signing key, or the file to read it from when a download starts (PEM);
+        `slot_store`, `board`: the board's A/B slots and its name (None: applying is refused);
+        `restart(reason)`: stops this agent so the init boots the slot on trial."""
+        self.slot_store, self._board, self._restart = slot_store, board, restart
         self._directory = directory
         self._directory.mkdir(parents=True, exist_ok=True)
         self._key = key
@@ -60,6 +84,7 @@ class FirmwareUpdate:
         self._state_file = directory / "state.json"
         self.status = self._load()
         self._verifier: BundleVerifier | None = None
+        self._take_outcome()
 
     def write(self, offset: int, data: bytes, last: bool, bundle: str | None = None) -> Status:
         """One block at `offset`. Offset 0 starts a new download; others must continue the file,
@@ -101,11 +126,71 @@ class FirmwareUpdate:
             self._save()
         return self.status
 
-    def update(self) -> Status:
-        """LwM2M Execute /5/0/2: apply the staged bundle."""
+    def update(self, force: bool = False) -> Status:
+        """LwM2M Execute /5/0/2: install the staged bundle into the inactive slot and restart into it.
+        Raises UpdateRefused (nothing staged, no slots, or slots.Refused's reason: another board,
+        a downgrade unless `force`) before the slot is touched; the result says why."""
         if self.status.state != State.DOWNLOADED:
             raise UpdateRefused("nothing staged: upload a bundle first")
-        raise UpdateRefused("applying a staged bundle comes with the image/update capability")
+        if self.slot_store is None or self._board is None:
+            raise UpdateRefused("this board has no update slots (its board file has no `update` section)")
+        with self._staged.open("rb") as file:
+            header = read_header(file)
+        try:
+            bundle = slots.Bundle(header.version, header.boards)
+            step = slots.apply(self.slot_store.load(), bundle, self._board, __version__, force)
+        except slots.Refused as exc:
+            self._become(State.DOWNLOADED, Result(exc.result), str(exc))
+            self._save()
+            raise UpdateRefused(str(exc)) from None
+        for action in step.actions:
+            self._carry_out(action, step)
+        return self.status
+
+    def healthy(self) -> None:
+        """The agent is ready (SIP listening, management reachable): commit a slot on trial."""
+        if self.slot_store is not None:
+            self.slot_store.change(lambda state: slots.healthy(state, time.time()))
+            self._take_outcome()
+
+    def slot_view(self) -> dict[str, object] | None:
+        """Both slots for /fw: {"A": {"version", "state"}, ...}, `state` one of running, trial,
+        bad, standby, empty; None on a board without slots."""
+        if self.slot_store is None:
+            return None
+        state = self.slot_store.load()
+        return {
+            name: {"version": version, "state": _slot_state(state, name)}
+            for name, version in state.versions.items()
+        }
+
+    def _carry_out(self, action: slots.Action, step: slots.Step) -> None:
+        assert self.slot_store is not None
+        if isinstance(action, slots.Install):
+            with self._staged.open("rb") as file:
+                file.seek(image_offset(file))
+                self.slot_store.install(action.slot, file)
+            self.slot_store.save(step.state)  # only once the slot is complete
+            self._become(
+                State.UPDATING, Result.INITIAL, f"installed in slot {action.slot}; restarting into it"
+            )
+            self._save()
+        elif isinstance(action, slots.Restart):
+            self._restart(action.reason)
+
+    def _take_outcome(self) -> None:
+        """After a restart: the trial's end (committed or rolled back) into the LwM2M state."""
+        if self.slot_store is None or self.status.state != State.UPDATING:
+            return
+        state = self.slot_store.load()
+        if state.trial is not None:
+            self._become(
+                State.UPDATING, Result.INITIAL, f"{state.trial.version} on trial in slot {state.trial.slot}"
+            )
+        elif state.outcome is not None:
+            self._staged.unlink(missing_ok=True)
+            self.status = Status(result=state.outcome.result, reason=state.outcome.reason)
+        self._save()
 
     def _start(self) -> None:
         key = self._signing_key()
@@ -182,3 +267,13 @@ class FirmwareUpdate:
 
     def _save(self) -> None:
         write_private(self._state_file, json.dumps(asdict(self.status)))
+
+
+def _slot_state(state: slots.Slots, name: str) -> str:
+    if state.versions.get(name) is None:
+        return "empty"
+    if state.trial is not None and state.trial.slot == name:
+        return "trial"
+    if name == state.booted:
+        return "running"
+    return "bad" if name in state.bad else "standby"

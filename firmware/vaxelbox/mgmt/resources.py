@@ -374,7 +374,8 @@ class FirmwareExecute(Guarded, resource.Resource):
         with Audit(self._backend, request, "fw-apply") as audit:
             audit.what(version=self._backend.firmware.status.version)
             try:
-                self._backend.firmware.update()
+                force = bool(decode(request).get("force")) if request.payload else False
+                self._backend.firmware.update(force=force)
             except UpdateRefused as exc:
                 audit.refused(str(exc))
                 return _refusal(exc)
@@ -392,6 +393,7 @@ def _fw_status(firmware: FirmwareUpdate) -> dict[str, Any]:
         "reason": s.reason,
         "sha256": s.sha256,
         "total": s.total,
+        "slots": firmware.slot_view(),
     }
 
 
