@@ -155,7 +155,7 @@ async def run_step(lab, shell, installer, extensions: dict[str, str], measure, t
     addresses = lab.phone_addresses
     a_address, b_address = addresses[0], addresses[1 % len(addresses)]
     resource = f"sip:{CALLEE}@{DOMAIN}"  # B's address of record: what the board subscribes to upstream
-    failback_window = 2  # seconds: presence.server.failback_spread for one watched user
+    failback_window = 2  # seconds: presence.cloud.failback_spread for one watched user
     started: list[Phone] = []
 
     async def lan_phone(scenario: str, user: str, address: str, **kwargs: Any) -> Phone:

@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass, field
 
 from vaxelbox.edge.bindings import BindingMirror
+from vaxelbox.presence.cloud import failback_spread
 from vaxelbox.presence.model import LineDialog, LineState, Party
-from vaxelbox.presence.server import PresenceServer, failback_spread
+from vaxelbox.presence.server import PresenceServer
 from vaxelbox.routing.chain import Next, RequestContext
 from vaxelbox.routing.forking import EdgeAddresses
 from vaxelbox.routing.mode import Mode
@@ -174,7 +175,7 @@ async def test_zombie_watcher_ends_at_481_and_the_upstream_subscription_goes_wit
     _, _, answered, _ = next(s for s in office.stack.sent if s[0].method == "NOTIFY")
     answered(_response(office.notifies()[0][0], 481))
     assert office.server.notifier.watchers("bjorn") == []
-    assert "bjorn" not in office.server.upstream
+    assert office.server.cloud.get("bjorn") is None
 
 
 async def test_a_dialog_that_ends_is_sent_once_as_terminated():

@@ -37,9 +37,10 @@ from vaxelbox.local.registrar import aor_for, authenticate_call, user_for_aor
 from vaxelbox.presence import dialog_info
 from vaxelbox.presence.cache import PresenceCache
 from vaxelbox.presence.calls import OfficeCalls
+from vaxelbox.presence.cloud import CloudSubscriptions
 from vaxelbox.presence.model import LineDialog, LineState, Party
 from vaxelbox.presence.pidf import render_pidf
-from vaxelbox.presence.subscriber import Credentials, UpstreamSubscription
+from vaxelbox.presence.subscriber import Credentials
 from vaxelbox.presence.subscription import Notifier, WatcherSubscription, parse_event
 from vaxelbox.routing.chain import Next, RequestContext, Target
 from vaxelbox.routing.forking import EdgeAddresses
@@ -65,8 +66,6 @@ PIDF = "application/pidf+xml"
 UDP_LIMIT = 1300  # RFC 3261 §18.1.1: larger requests need a congestion-controlled transport
 RESTART_MARGIN = 16  # a restart continues versions and CSeqs this far ahead of the last saved
 SAVE_DELAY = 0.2  # seconds: new subscriptions are written together, off the event loop
-RETRY_SPREAD = 60.0  # seconds: a first subscription that found no way to the cloud is retried within
-CONTACT_USER = "presence"  # the user part of our Contact upstream: the cloud's NOTIFYs name it
 
 
 class PresenceServer:
@@ -85,22 +84,21 @@ class PresenceServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stack = stack
+        self.rng = rng or random.Random()
+        self.clock = clock
         self.addresses = addresses
         self.flow_of = flow_of
-        self.cloud = cloud
+        self.cloud = CloudSubscriptions(
+            stack, addresses, cloud, self._subscriber, self._cloud_gone, self.rng, clock
+        )
         self.bindings = bindings
         self.site = site
         self.auth = auth
         self.users = users
         self.watches = watches
-        self.rng = rng or random.Random()
-        self.clock = clock
         self.notifier = Notifier(EVENTS)
         self.cache = PresenceCache()
         self.office = OfficeCalls(self._caller_of, self._callee_of, self._aor, self._office_dialog)
-        self.upstream: dict[str, UpstreamSubscription] = {}  # by watched user id
-        # Dropped in local mode, still held at the cloud: unsubscribed (or reused) at failback.
-        self._parked: dict[str, UpstreamSubscription] = {}
         self.mode = Mode.ONLINE
         self._entitled: dict[str, str] = {}  # watched user id -> the site user we subscribe upstream as
         self._dirty: set[str] = set()  # subscription ids to save
@@ -157,7 +155,7 @@ class PresenceServer:
             asyncio.get_running_loop().call_soon(self._notify, sub)  # after the 200 (RFC 6665 §4.2.1.2)
             self._save_soon()  # a new or ended subscription is on disk within a moment
             if sub.state == "active":
-                self._ensure_upstream(sub.resource)
+                self.cloud.ensure(sub.resource)
         return Next.STOP
 
     def _resource(self, uri: Uri) -> User | None:
@@ -177,26 +175,18 @@ class PresenceServer:
     # -- the cloud's NOTIFYs ---------------------------------------------------------------------------
 
     def _cloud_notify(self, context: RequestContext) -> Next:
-        request = context.request
-        upstream = next((u for u in self.upstream.values() if u.call_id == request.call_id), None)
-        if upstream is None:
-            if _user_part(request.uri) != CONTACT_USER:
-                return Next.CONTINUE  # a phone's own subscription (voicemail): the phone's
-            # One of ours from before a restart, or dropped: 481 ends it at the cloud (no zombies).
-            context.response = make_response(request, 481, "Subscription Does Not Exist")
-            return Next.STOP
-        now = self.clock()
-        response, body = upstream.on_notify(request, now)
-        context.response = response
+        found = self.cloud.on_notify(context.request)
+        if found is None:
+            return Next.CONTINUE  # a phone's own subscription (voicemail): the phone's
+        context.response, user, body = found
         context.route = "presence: the cloud's NOTIFY"
         if body:
             try:
                 info = dialog_info.parse(body)
             except dialog_info.DialogInfoError as exc:
-                log.warning("presence: the cloud's document refused for %s: %s", upstream.resource, exc)
+                log.warning("presence: the cloud's document refused for %s: %s", user, exc)
                 return Next.STOP
-            self._update(upstream.resource, lambda: self.cache.cloud(upstream.resource, info, now))
-        self._cloud_view_gone(upstream)  # a NOTIFY that terminated the subscription
+            self._update(user, lambda: self.cache.cloud(user, info, self.clock()))
         return Next.STOP
 
     # -- the office's own view -----------------------------------------------------------------------
@@ -225,6 +215,17 @@ class PresenceServer:
         """The user's address of record at the cloud (what its phones register): the resource the
         cloud surely knows, whatever extension a BLF key dials."""
         return aor_for(self.site().user(user_id), self.site())
+
+    def _subscriber(self, user_id: str) -> tuple[str, str, Credentials]:
+        """What the cloud subscription to `user_id` names: the user's address of record, and the site
+        credentials of a user entitled to watch it (the first watcher, else a BLF key's owner)."""
+        site = self.site()
+        entitled = site.user(self._entitled.get(user_id) or _blf_owner(site, user_id) or user_id)
+        secret = entitled.sip.password.get_secret_value()
+        return self._aor(user_id), aor_for(entitled, site), Credentials(entitled.sip.user, secret)
+
+    def _cloud_gone(self, user_id: str) -> None:
+        self._update(user_id, lambda: self.cache.cloud_gone(user_id, self.clock()))
 
     # -- watchers -----------------------------------------------------------------------------------
 
@@ -311,135 +312,15 @@ class PresenceServer:
         self._dirty.discard(sub.id)
         self._gone.add(sub.id)
         if not self.notifier.watchers(sub.resource):
-            self._drop_upstream(sub.resource)
-
-    # -- upstream subscriptions -------------------------------------------------------------------------
-
-    def _ensure_upstream(self, user_id: str, spread: float = 0.0) -> None:
-        """One upstream subscription per watched user, made while online: now, or after a pause
-        drawn from [0, spread] seconds."""
-        if user_id in self.upstream or self.mode is Mode.LOCAL:
-            return
-        site = self.site()
-        entitled = site.user(self._entitled.get(user_id) or _blf_owner(site, user_id) or user_id)
-        target = self._aor(user_id)
-        contact = f"<{self.addresses.uri('wan', self._cloud_transport(), CONTACT_USER)}>".replace(";lr", "")
-        upstream = UpstreamSubscription(
-            user_id, target, f"sip:{entitled.sip.user}@{site.cloud.domain}",
-            Credentials(entitled.sip.user, entitled.sip.password.get_secret_value()),
-            contact, self.rng,
-        )  # fmt: skip
-        self.upstream[user_id] = upstream
-        if spread > 0:
-            upstream.resume(self.clock(), spread)  # the tick sends it when due
-        else:
-            self._to_cloud(upstream, lambda via: upstream.start(self.clock(), via))
-
-    def _cloud_transport(self) -> str:
-        target = self.cloud.target
-        return target.transport if target is not None else "udp"
-
-    def _drop_upstream(self, user_id: str) -> None:
-        """Nobody watches `user_id` any more: unsubscribe at the cloud; in local mode, once back."""
-        upstream = self.upstream.pop(user_id, None)
-        if upstream is None:
-            return
-        if self.mode is Mode.LOCAL:
-            self._parked[user_id] = upstream  # the cloud still holds it: ended (or reused) at failback
-        else:
-            self._unsubscribe(upstream)
-
-    def _unsubscribe(self, upstream: UpstreamSubscription) -> None:
-        self._to_cloud(upstream, lambda via: upstream.stop(self.clock(), via), keep=False)
-
-    def _to_cloud(
-        self, upstream: UpstreamSubscription, make: Callable[[Via], Request | None], keep: bool = True
-    ) -> None:
-        """Build a request with `make` for the cloud's flow and send it; answers go back to `upstream`
-        (unless `keep` is False: an unsubscribe, whose answer nobody waits for)."""
-        flow = self.cloud.ready_flow()
-        if flow is None:
-            self._spawn(self._connect_then(upstream, make, keep))
-            return
-        via = Via(flow.transport.upper(), *self.addresses.wan, {"branch": _branch(), "rport": None})
-        request = make(via)
-        if request is None:
-            return
-
-        def current() -> bool:
-            return keep and self.upstream.get(upstream.resource) is upstream
-
-        def answered(response: Response) -> None:
-            if response.status >= 200 and current():
-                self._upstream_answered(upstream, request, response)
-
-        def timed_out() -> None:
-            if current():
-                upstream.on_timeout(request, self.clock())
-                self._cloud_view_gone(upstream)
-
-        self.stack.send_request(request, flow, answered, timed_out)
-
-    async def _connect_then(
-        self, upstream: UpstreamSubscription, make: Callable[[Via], Request | None], keep: bool
-    ) -> None:
-        try:
-            await self.cloud.flow()
-        except OSError as exc:
-            log.info("presence: no way to the cloud for %s: %s", upstream.resource, exc)
-            if keep and upstream.state == "idle":  # never started: try again within the minute
-                upstream.resume(self.clock(), RETRY_SPREAD)
-            return  # a started one retries on its own timers
-        self._to_cloud(upstream, make, keep)
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _upstream_answered(
-        self, upstream: UpstreamSubscription, request: Request, response: Response
-    ) -> None:
-        if response.status >= 300:
-            log.info(
-                "presence: the cloud answered %s %s for %s",
-                response.status,
-                response.reason,
-                upstream.resource,
-            )
-        self._to_cloud(upstream, lambda via: upstream.on_response(request, response, self.clock(), via))
-        self._cloud_view_gone(upstream)
-
-    def _cloud_view_gone(self, upstream: UpstreamSubscription) -> None:
-        """The upstream subscription ended or failed: what the cloud told us may be stale, and the
-        next subscription counts its versions afresh (see cache)."""
-        if upstream.state not in ("active", "subscribing"):
-            self._update(upstream.resource, lambda: self.cache.cloud_gone(upstream.resource, self.clock()))
+            self.cloud.drop(sub.resource)
 
     # -- mode and time ---------------------------------------------------------------------------------
 
     def mode_changed(self, mode: Mode) -> None:
-        """Local: the cloud's subscriptions are gone, lamps follow the office's calls. Online again:
-        every watched user's subscription is re-made, spread over a jittered window."""
-        self.mode, now = mode, self.clock()
-        if mode is Mode.LOCAL:
-            for user_id, upstream in self.upstream.items():
-                upstream.lost(now)
-                self._update(user_id, lambda u=user_id: self.cache.cloud_gone(u, now))
-            return
-        watched, parked = self.notifier.resources(), self._parked
-        self._parked = {}
-        spread = failback_spread(len(watched) + len(parked))
-        for user_id, upstream in parked.items():
-            if user_id in watched and user_id not in self.upstream:
-                self.upstream[user_id] = upstream  # watched again meanwhile: refreshed below
-            else:
-                loop = asyncio.get_running_loop()
-                loop.call_later(self.rng.uniform(0, spread), self._unsubscribe, upstream)
-        for upstream in self.upstream.values():
-            upstream.resume(now, spread)
-        for user_id in watched - set(self.upstream):
-            self._ensure_upstream(user_id, spread)
+        """Local: the cloud's subscriptions are lost, lamps follow the office's calls. Online again:
+        they are refreshed or re-made, spread over a jittered window (presence.cloud)."""
+        self.mode = mode
+        self.cloud.mode_changed(mode, self.notifier.resources())
 
     def tick(self) -> None:
         """Once a second: expiries, refreshes and retries due, activity changes, and the store."""
@@ -450,11 +331,7 @@ class PresenceServer:
         before = {user_id: self.cache.dialogs(user_id) for user_id in self.notifier.resources()}
         for user_id in self.cache.expire(now):
             self._fan_out(user_id, _ended(before.get(user_id, []), self.cache.dialogs(user_id)))
-        if self.mode is Mode.ONLINE:
-            for upstream in list(self.upstream.values()):
-                due = upstream.due()
-                if due is not None and due <= now:
-                    self._to_cloud(upstream, lambda via, u=upstream: u.tick(now, via))
+        self.cloud.tick()
         self._activity_changes()
 
     async def run(self) -> None:
@@ -482,6 +359,11 @@ class PresenceServer:
                 await asyncio.to_thread(self.watches.save, *changes)
 
         self._spawn(save())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def save(self) -> None:
         """Write the subscriptions that changed since the last save, in one transaction."""
@@ -516,7 +398,7 @@ class PresenceServer:
         for sub in subs:
             self._dirty.add(sub.id)
             self._notify(sub)
-            self._ensure_upstream(sub.resource)
+            self.cloud.ensure(sub.resource)
         return len(subs)
 
     def _stored(self, sub: WatcherSubscription) -> StoredWatch:
@@ -546,7 +428,7 @@ class PresenceServer:
             if stored is not None and stored.until is not None and stored.until <= now:
                 stored = None
             profile = next((a for a in user.activities if stored and a.id == stored.activity), None)
-            upstream = self.upstream.get(user.id)
+            upstream = self.cloud.get(user.id)
             rows.append({
                 "user": user.id,
                 "extension": user.extension,
@@ -559,20 +441,10 @@ class PresenceServer:
         return rows
 
 
-def failback_spread(subscriptions: int) -> float:
-    """Seconds over which the upstream subscriptions are re-made after failback: at most 10 per
-    second on average, at least 2 s (the cloud just came back), at most a minute."""
-    return min(60.0, max(2.0, subscriptions / 10))
-
-
 def _ended(before: Sequence[LineDialog], after: Sequence[LineDialog]) -> list[LineDialog]:
     """The dialogs of `before` that `after` no longer lists (by call), as terminated."""
     live = {d.call_id or d.id for d in after}
     return [replace(d, state=LineState.TERMINATED) for d in before if (d.call_id or d.id) not in live]
-
-
-def _user_part(uri: Uri) -> str | None:
-    return uri.user if isinstance(uri, SipUri) else None
 
 
 def _event(request: Request) -> str:
