@@ -13,10 +13,12 @@ from rich.console import Console
 
 from vaxelbox import __version__
 from vaxelbox.agent.app import Agent, StartupError
-from vaxelbox.agent.logs import LogFormat, Redactor, configure_logging, get_logger
+from vaxelbox.agent.logs import LogFormat, LogRing, Redactor, configure_logging, get_logger
 from vaxelbox.agent.options import OptionsError, RunOptions
 from vaxelbox.agent.runtime import registered
 from vaxelbox.cli_activity import activity_app
+from vaxelbox.cli_factory_reset import HELP as FACTORY_RESET_HELP
+from vaxelbox.cli_factory_reset import factory_reset
 from vaxelbox.cli_provisioning import (
     WHICH_STORE,
     BoardOption,
@@ -108,10 +110,21 @@ def run(
                 log.warning(
                     "local commands will not find this agent's data without --data", reason=unregistered
                 )
-            asyncio.run(Agent(options, redactor, log_ring=log_ring).run())
+            _serve(options, redactor, log_ring)
     except (OptionsError, BoardError, StartupError) as exc:
         log.error("cannot start", reason="; ".join(str(exc).splitlines()))  # one event, however long
         raise typer.Exit(EXIT_USAGE) from None
+
+
+def _serve(options: RunOptions, redactor: Redactor, log_ring: LogRing) -> None:
+    """Run the agent until it stops; after a factory reset (it wiped its state and stopped), start
+    it again in this process as on a fresh box: its --site is applied to the empty store."""
+    while True:
+        agent = Agent(options, redactor, log_ring=log_ring)
+        asyncio.run(agent.run())
+        if not agent.factory_reset_done:
+            return
+        get_logger("vaxelbox").warning("agent starting again after the factory reset")
 
 
 def _installed_firmware_key(options: RunOptions) -> Path | None:
@@ -183,6 +196,13 @@ def holidays(year: Annotated[int | None, typer.Argument(help="Default: this year
         for day in swedish_holidays(year)
     ]
     print_table(out, f"Closed days {year}", ["date", "day", "name", "kind"], rows, whole={"date"})
+
+
+app.command(
+    "factory-reset",
+    help=f"{FACTORY_RESET_HELP}{WHICH_STORE}",
+    short_help="Wipe the appliance's state, keep its serial and pairing code (asks first).",
+)(factory_reset)
 
 
 def version_callback(value: bool) -> None:

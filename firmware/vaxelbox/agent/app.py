@@ -26,8 +26,9 @@ from vaxelbox.agent.console import (
     ready_summary,
     sip_ports,
 )
+from vaxelbox.agent.factory_reset import KEPT, WipeError, watch_requests, wipe
 from vaxelbox.agent.local_mode import LocalMode
-from vaxelbox.agent.logs import LogRing, Redactor, get_logger, terminal
+from vaxelbox.agent.logs import LogRing, Redactor, audit, get_logger, terminal
 from vaxelbox.agent.management import Management
 from vaxelbox.agent.options import RunOptions
 from vaxelbox.agent.provisioning import Provisioning, site_identity
@@ -83,6 +84,8 @@ class Agent:
         self._stopping = asyncio.Event()
         self._reloading = asyncio.Lock()
         self._signal_tasks: set[asyncio.Task[bool]] = set()
+        self.factory_reset_by: str | None = None  # who asked for the reset this run ends in
+        self.factory_reset_done = False  # state wiped: `vaxelbox run` starts a fresh agent
 
     @property
     def store(self) -> Store:
@@ -106,7 +109,11 @@ class Agent:
             self._install_signal_handlers()
             self._announce()
             await self._stopping.wait()
-            self.notifier.notify(STOPPING=1, STATUS="stopping")
+            if self.factory_reset_by is None:
+                self.notifier.notify(STOPPING=1, STATUS="stopping")
+            else:  # this process goes on: a fresh agent follows (systemd: reloading, then READY)
+                self.notifier.reloading()
+                self.notifier.notify(STATUS="factory reset")
             log.info("agent stopping")
             await self.supervisor.stop()
         finally:
@@ -118,9 +125,41 @@ class Agent:
                 await self.edge.stop()
             await asyncio.to_thread(self.store.close)
         log.info("agent stopped")
+        if self.factory_reset_by is not None:
+            await asyncio.to_thread(self._wipe, self.factory_reset_by)
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def factory_reset(self, origin: str) -> None:
+        """Wipe this appliance's state and start again as a fresh box: the companion's long press and
+        `vaxelbox factory-reset` (`origin` says which, for the log and the audit). The services stop,
+        the store closes, the state goes (vaxelbox.agent.factory_reset: serial and pairing code stay)
+        and `vaxelbox run` starts a new agent, which applies its --site as on a fresh box."""
+        if self.factory_reset_by is None:
+            log.warning("factory reset: stopping to wipe the state", by=origin)
+            audit("factory-reset", "ok", None, origin, stage="requested")
+            self.factory_reset_by = origin
+        self.stop()
+
+    def _wipe(self, origin: str) -> None:
+        """After the store closed: remove the state, log and audit the outcome (the audit line goes to
+        the log, which the wipe does not touch). A partial wipe is audited as failed; the agent still
+        starts again, on what is left."""
+        data_dir = self.options.data_dir
+        try:
+            removed = wipe(data_dir)
+        except WipeError as exc:
+            log.error(
+                "factory reset incomplete", data_dir=str(data_dir), removed=exc.removed, reason=str(exc)
+            )
+            audit(
+                "factory-reset", "failed", None, origin, stage="wiped", removed=exc.removed, reason=str(exc)
+            )
+        else:
+            log.warning("factory reset done", data_dir=str(data_dir), removed=removed, kept=list(KEPT))
+            audit("factory-reset", "ok", None, origin, stage="wiped", removed=removed, kept=list(KEPT))
+        self.factory_reset_done = True
 
     async def reload(self) -> bool:
         """Apply the site file again (SIGHUP). A bad file is refused and the running site stays."""
@@ -349,6 +388,8 @@ class Agent:
             self.board_services.state_changed()
 
     def _add_services(self) -> None:
+        data_dir = self.options.data_dir  # `vaxelbox factory-reset` asks through a file there
+        self.supervisor.add("factory-reset-requests", lambda: watch_requests(data_dir, self.factory_reset))
         if self.options.board is not None:
             self.board_services = BoardServices(self, self.options.board)
             self.board_services.add_to(self.supervisor)

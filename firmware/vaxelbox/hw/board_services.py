@@ -2,7 +2,8 @@
 
 The companion's LEDs show the agent's real state (cloud and mode, enrolment window, firmware
 update); its button acts through the code paths the command line uses: a short press opens the
-enrolment window for ENROL_MINUTES, as `vaxelbox enrol open` does.
+enrolment window for ENROL_MINUTES, as `vaxelbox enrol open` does; held 10 s it resets the
+appliance to its factory state, as `vaxelbox factory-reset` does (Agent.factory_reset).
 """
 
 import time
@@ -73,7 +74,7 @@ class BoardServices:
             audit("enrol-open", "ok", None, "button", minutes=ENROL_MINUTES, until=window.until)
             self.state_changed()
             return True
-        # A factory reset needs what the appliance does not have yet: refuse it, loudly.
-        log.warning("factory reset requested by the button: refused", reason="not available on this version")
-        audit("factory-reset", "refused", None, "button", reason="not available on this version")
-        return False
+        # Held 10 s: confirmed; the agent stops, wipes its state and starts again as a fresh box.
+        log.warning("factory reset requested by the button: confirmed")
+        self.agent.factory_reset("button")
+        return True
