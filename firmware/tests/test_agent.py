@@ -29,8 +29,11 @@ def test_fresh_agent_runs_the_demo_site_and_stops_on_sigterm(agents, tmp_path):
     assert ready["STATUS"].startswith("site 'Revisionsbyrån Demo AB' version 1, cloud ")
     (announcement,) = agent.events("agent ready")
     lan, wan = announcement["lan"], announcement["wan"]
-    assert announcement["listening"][:2] == [f"sip lan udp+tcp {lan}", f"sip wan udp+tcp {wan}"]
-    assert [a.split()[:2] for a in announcement["listening"][2:]] == [
+    listening = announcement["listening"]
+    assert listening[0] == f"sip lan udp+tcp {lan}"
+    assert listening[1].startswith(f"sip lan tls {lan.rsplit(':', 1)[0]}:")
+    assert listening[2] == f"sip wan udp+tcp {wan}"
+    assert [a.split()[:2] for a in announcement["listening"][3:]] == [
         ["provisioning", "http"],
         ["provisioning", "https"],
         ["management", "coap"],

@@ -307,6 +307,7 @@ def test_a_second_agent_on_the_same_ports_names_them_all_in_one_event(tmp_path):
         first.stop()
     assert reason.startswith(f"SIP for phones (LAN) {flag(network, '--lan')} (udp+tcp) is held"), reason
     for purpose in (
+        "SIP over TLS for phones",
         "SIP for the cloud (WAN)",
         "provisioning HTTP",
         "provisioning HTTPS",
@@ -314,7 +315,7 @@ def test_a_second_agent_on_the_same_ports_names_them_all_in_one_event(tmp_path):
     ):
         assert purpose in reason
     flags = [word for word in suggested(reason).split() if word.startswith("--")]
-    assert flags == ["--lan", "--wan", "--http-port", "--https-port", "--coap-port"]
+    assert flags == ["--lan", "--lan-tls-port", "--wan", "--http-port", "--https-port", "--coap-port"]
 
 
 def make_dry_run(*args: str) -> str:

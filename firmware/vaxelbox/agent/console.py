@@ -150,14 +150,14 @@ class Ready:
 def ready_summary(ready: Ready) -> str:
     """A few lines for a person at a terminal, at most 80 columns where addresses are short."""
     options = ready.options
-    lan, wan = sip_ports(options)
+    lan, tls, wan = sip_ports(options)
     http, https = provisioning_ports(options)
     (coap,) = management_ports(options)
     first, *more = ready.cloud
     cloud = f"{first} (+{len(more)} more)" if more else first
     lines = [
         f"Vaxelbox {ready.version} is ready: site {ready.site!r} version {ready.site_version}.",
-        f"  phones (SIP)      {lan} udp+tcp",
+        f"  phones (SIP)      {lan} udp+tcp, {tls.port} tls",
         f"  cloud side (SIP)  {wan} udp+tcp",
         f"  provisioning      http://{http}  https://{https}",
         f"  management        coap://{coap} udp+tcp (vaxelctl)",
