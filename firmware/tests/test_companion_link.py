@@ -55,13 +55,14 @@ class SimCompanion:
 
 def board_file(tmp_path: Path, uart: str) -> Path:
     """The simulated board's file on this host: lo for both sides, a companion wired as on the
-    Raspberry Pi 4B but on `uart`, no /dev/watchdog, state in tmp_path."""
+    Raspberry Pi 4B but on `uart`, no /dev/watchdog, state and firmware slots in tmp_path."""
     board = yaml.safe_load((BOARDS / "simboard.yaml").read_text())
     board["interfaces"] = {"lan": "lo", "wan": "lo"}
     companion = yaml.safe_load((BOARDS / "rpi-4b.yaml").read_text())["companion"]  # its wiring
     board["companion"] = {**companion, "device": uart, "heartbeat_timeout": HEARTBEAT_TIMEOUT}
     board.pop("watchdog", None)
     board["storage"] = {"data_dir": str(tmp_path / "data"), "log_dir": str(tmp_path / "log")}
+    board["update"] = {**board["update"], "root": str(tmp_path / "slots")}  # not the simboard's /run
     board["leds"]["sysfs"] = str(tmp_path / "leds")
     path = tmp_path / "board.yaml"
     path.write_text(yaml.safe_dump(board))
