@@ -112,6 +112,8 @@ def test_the_companion_answers_with_its_telemetry(lab, installer, companion):
 
 def test_leds_follow_a_wan_cut_and_its_return(lab, installer, companion, short_hold_down, measure):
     assert status(lab, installer)["cloud"] == "up", "the cloud must be up before the cut"
+    ok(lab.vaxelctl(installer, "enrol", "close"))  # an earlier suite may have left it open (blue)
+    wait_for(lambda: looks(lab, BLINK_WINDOW)["blue"] == "off", 10, "blue off with the window closed")
     wait_for(shows(lab, green=1, amber=0), 10, "green steady before the cut")
     assert looks(lab, BLINK_WINDOW) == {"green": "on", "amber": "off", "blue": "off", "red": "off"}
     lab.cut_wan()
