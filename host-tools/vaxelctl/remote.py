@@ -653,7 +653,25 @@ def phones(ctx: typer.Context, appliance: ApplianceOption = None, as_json: JsonO
         return
     rows = run(lambda: _get(appliance, "phones"))
     columns = ["mac", "vendor", "model", "firmware", "ip", "assigned", "enrolled", "last_seen"]
-    emit(rows, as_json, lambda r: table(r, columns, f"Devices seen ({len(r)})"))
+
+    def human(r: list[dict[str, Any]]) -> None:
+        table(r, columns, f"Devices seen ({len(r)})")
+        _unknown_vendors(r)
+
+    emit(rows, as_json, human)
+
+
+def _unknown_vendors(rows: list[dict[str, Any]]) -> None:
+    """Devices no evidence names the vendor of: they get no file until the installer names it."""
+    unknown = [row for row in rows if row.get("vendor") is None]
+    if not unknown:
+        return
+    out.print(
+        f"Vendor unknown ({len(unknown)}), these get no file; name it with: "
+        "vaxelctl phones assign MAC USER --vendor VENDOR"
+    )
+    for row in unknown:
+        out.print(f"  {row['mac']}  User-Agent: {row.get('user_agent') or '(none)'}")
 
 
 def _change(appliance: str | None, path: str, data: dict[str, Any]) -> Any:
@@ -668,15 +686,30 @@ def phones_assign(
     mac: str,
     users: Annotated[list[str], typer.Argument(help="User ids on line 1, 2, ... (DECT: handset 1, 2, ...)")],
     dect: Annotated[bool, typer.Option(help="A DECT base: the users are its handsets")] = False,
+    vendor: Annotated[
+        str | None,
+        typer.Option(
+            help="The device's vendor, when provisioning could not tell it (see vaxelctl phones); "
+            "the appliance names the choices"
+        ),
+    ] = None,
     appliance: ApplianceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Assign a device to users (a new site version, validated on the appliance)."""
-    result = _change(appliance, "phones", {"assign": mac, "users": users, "dect": dect})
+    request: dict[str, Any] = {"assign": mac, "users": users, "dect": dect}
+    if vendor is not None:  # the appliance checks the name: a laptop's list may be older than its own
+        request["vendor"] = vendor
+    result = _change(appliance, "phones", request)
 
     def human(r: dict[str, Any]) -> None:
         done = "is already assigned" if r.get("changed") is False else "assigned"  # False: nothing new
         out.print(f"{r['mac']} {done} to {', '.join(users)} (site version {r['site_version']}).")
+        if r.get("vendor_unknown"):
+            out.print(
+                "Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR "
+                f"({', '.join(r.get('vendors') or [])})."
+            )
         if not r["enrolled"]:
             out.print("It fetches its configuration in the next enrolment window: vaxelctl enrol open")
 

@@ -19,7 +19,15 @@ from zeroconf.asyncio import AsyncZeroconf
 
 from vaxelbox import __version__
 from vaxelbox.agent.logs import LogRing, get_logger
-from vaxelbox.inventory import already_assigned, assign, device_rows, not_in_site, unassign
+from vaxelbox.inventory import (
+    already_assigned,
+    assign,
+    device_rows,
+    not_in_site,
+    seen_device,
+    site_vendor,
+    unassign,
+)
 from vaxelbox.local.registrar import user_for_aor
 from vaxelbox.mgmt.firmware import FirmwareUpdate
 from vaxelbox.mgmt.payload import Conflict, PayloadError, field
@@ -28,6 +36,7 @@ from vaxelbox.mgmt.security import Installers, PairingCredentials, PairingSecret
 from vaxelbox.site import Site, SiteError, parse_site
 from vaxelbox.site.edit import EditError
 from vaxelbox.site.fields import colon_mac
+from vaxelbox.site.model import Vendor
 from vaxelbox.store import SiteConflict, SiteVersion
 from vaxelbox.store.devices import SeenDevice
 from vaxelbox.update.directories import DirectorySlots
@@ -171,10 +180,11 @@ class ManagementBackend:
                 if not users or not all(isinstance(u, str) for u in users):
                     raise PayloadError("users must be a non-empty list of user ids")
                 dect = bool(field(request, "dect", bool, required=False))
-                unchanged = already_assigned(self.store, mac, users, dect)
+                vendor = _vendor(field(request, "vendor", str, required=False))
+                unchanged = already_assigned(self.store, mac, users, dect, vendor)
                 if unchanged is not None:  # again: an identical site version would be noise
                     return self._phone_row(mac, unchanged, changed=False)
-                version = assign(self.store, mac, users, dect)
+                version = assign(self.store, mac, users, dect, vendor)
             elif "unassign" in request:
                 mac = _mac(field(request, "unassign", str))
                 version = unassign(self.store, mac)
@@ -189,11 +199,17 @@ class ManagementBackend:
         return self._phone_row(mac, version, changed=True)
 
     def _phone_row(self, mac: str, version: SiteVersion, changed: bool) -> dict[str, Any]:
+        vendor = site_vendor(self.store, mac)
+        # Seen, yet neither evidence nor the installer named its vendor: it gets no file.
+        unknown = vendor is None and seen_device(self.store, mac) is not None
         return {
             "mac": colon_mac(mac),
             "site_version": version.number,
             "enrolled": self.store.devices.enrolled(mac) is not None,
             "changed": changed,  # False: it was assigned so already; no new site version
+            "vendor": vendor,  # the site's word; None until the device or the installer says
+            "vendor_unknown": unknown,
+            "vendors": [v.value for v in Vendor] if unknown else [],  # what --vendor accepts
         }
 
     def enrolment(self) -> dict[str, Any]:
@@ -315,6 +331,16 @@ def _mac(text: str) -> str:
     if mac is None:
         raise PayloadError(f"{text!r} is not a MAC address")
     return mac
+
+
+def _vendor(name: str | None) -> str | None:
+    """The site's id of the vendor the installer named (any case), or a 4.00 naming the choices."""
+    if name is None:
+        return None
+    choices = [v.value for v in Vendor]
+    if name.strip().lower() not in choices:
+        raise PayloadError(f"unknown vendor {name!r}: choose one of {', '.join(choices)}")
+    return name.strip().lower()
 
 
 class Management:

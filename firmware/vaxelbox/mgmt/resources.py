@@ -246,7 +246,8 @@ class SiteRollback(Guarded, resource.Resource):
 
 
 class Phones(Guarded, resource.Resource):
-    """GET every device seen; POST {assign: MAC, users: [...], dect: bool} or {unassign: MAC}."""
+    """GET every device seen; POST {assign: MAC, users: [...], dect: bool, vendor: str} or
+    {unassign: MAC}."""
 
     rt = RT_PREFIX + "phones"
 
@@ -262,6 +263,8 @@ class Phones(Guarded, resource.Resource):
             body = decode(request)
             if isinstance(body, dict) and isinstance(body.get("assign"), str):
                 audit.what("phones-assign", mac=body["assign"], users=body.get("users"))
+                if body.get("vendor") is not None:  # the installer's word on a device nobody could tell
+                    audit.what(vendor=body["vendor"])
             elif isinstance(body, dict) and isinstance(body.get("unassign"), str):
                 audit.what("phones-unassign", mac=body["unassign"])
             changed = self._backend.change_phones(body, installer_of(request) or "")

@@ -1,0 +1,113 @@
+"""`vaxelctl phones assign MAC USER --vendor VENDOR` over CoAP (issue 14): the installer on a laptop
+names the vendor of a device provisioning could not identify, and from then on the appliance serves
+that vendor's files to it. The real agent on loopback, vaxelctl as the installer runs it, and curl as
+the device, with the User-Agent it really sent."""
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from peers import free_port
+from test_management import Appliance, ok, vaxelctl
+from vaxelbox.site import demo_site_text, parse_site
+
+# A device no vendor rule knows: its firmware fetches with libcurl's default User-Agent, which names
+# neither vendor nor model nor MAC, and its OUI is in no vendor's list. It asks for `<mac>.cfg`,
+# which is Yealink's, Fanvil's and Poly's file name at once, so the name alone decides nothing.
+MAC, UA = "48:25:67:e5:50:01", "curl/7.68.0"
+BARE = MAC.replace(":", "")
+FREDRIK_PASSWORD = parse_site(demo_site_text(), "demo").user("fredrik").sip.password.get_secret_value()
+
+
+class Provisioning:
+    """The agent's provisioning HTTP(S) ports, fetched with curl."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.http, self.https = free_port("127.0.0.1"), free_port("127.0.0.1")
+        self.ca = tmp_path / "ca.pem"
+
+    def flags(self) -> list[str]:
+        return ["--http-port", str(self.http), "--https-port", str(self.https)]
+
+    def fetch_ca(self) -> None:
+        status, body = self.curl("http", "ca.pem", "curl/8")
+        assert status == 200
+        self.ca.write_bytes(body)
+
+    def curl(self, scheme: str, path: str, user_agent: str) -> tuple[int, bytes]:
+        """(status, body) of one GET as the device with `user_agent`."""
+        port = self.https if scheme == "https" else self.http
+        ca = ["--cacert", str(self.ca)] if scheme == "https" else []
+        with tempfile.NamedTemporaryFile() as body:
+            result = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "-o",
+                    body.name,
+                    "-w",
+                    "%{http_code}",
+                    "-A",
+                    user_agent,
+                    *ca,
+                    f"{scheme}://127.0.0.1:{port}/{path}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            return int(result.stdout), Path(body.name).read_bytes()
+
+
+@pytest.fixture
+def office(tmp_path):
+    """(the running appliance's provisioning ports, a paired laptop's vaxelctl config)."""
+    provisioning = Provisioning(tmp_path)
+    appliance = Appliance(tmp_path, *provisioning.flags())
+    try:
+        provisioning.fetch_ca()
+        laptop = tmp_path / "laptop"
+        ok(vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code(), "--name", "Lisa"))
+        yield provisioning, laptop
+    finally:
+        appliance.stop()
+
+
+def test_an_unknown_device_named_by_vaxelctl_gets_that_vendors_file_in_the_window(office):
+    """Before, vaxelctl had no --vendor (usage error, exit 2) and the appliance ignored the field:
+    a device nobody could identify stayed without a file, whatever the installer did on a laptop."""
+    provisioning, laptop = office
+    ok(vaxelctl(laptop, "enrol", "open", "--minutes", "10"))
+    assert provisioning.curl("https", f"{BARE}.cfg", UA)[0] == 404  # no evidence: no file
+    listed = ok(vaxelctl(laptop, "phones"))
+    assert "Vendor unknown (1), these get no file; name it with: vaxelctl phones assign MAC USER " in listed
+    assert f"--vendor VENDOR\n  {MAC}  User-Agent: {UA}\n" in listed
+
+    assigned = ok(vaxelctl(laptop, "phones", "assign", MAC, "fredrik"))
+    assert (
+        "Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR "
+        "(yealink, snom, poly, grandstream, gigaset, fanvil)." in assigned
+    )
+    assert provisioning.curl("https", f"{BARE}-vaxelbox.cfg", UA)[0] == 404  # still nobody said
+
+    wrong = vaxelctl(laptop, "phones", "assign", MAC, "fredrik", "--vendor", "polycom")
+    assert wrong.returncode == 1  # refused by the appliance, as every other refusal
+    assert (
+        "unknown vendor 'polycom': choose one of yealink, snom, poly, grandstream, gigaset, fanvil"
+        in wrong.stderr
+    )
+    named = json.loads(ok(vaxelctl(laptop, "phones", "assign", MAC, "fredrik", "--vendor", "Poly", "--json")))
+    assert (named["vendor"], named["vendor_unknown"], named["changed"]) == ("poly", False, True)
+    again = json.loads(ok(vaxelctl(laptop, "phones", "assign", MAC, "fredrik", "--vendor", "poly", "--json")))
+    assert again["changed"] is False  # the same word twice makes no new site version
+
+    status, body = provisioning.curl("https", f"{BARE}.cfg", UA)
+    assert (status, b"<APPLICATION" in body) == (200, True)  # Poly's master file, no secret
+    status, body = provisioning.curl("https", f"{BARE}-vaxelbox.cfg", UA)
+    assert status == 200
+    assert b"<polycomConfig>" in body
+    assert FREDRIK_PASSWORD.encode() in body  # the user's line, in the enrolment window
+    assert "Vendor unknown" not in ok(vaxelctl(laptop, "phones"))
