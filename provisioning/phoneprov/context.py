@@ -68,6 +68,7 @@ def build_context(
         "match": groups,
         "site": {"name": site.site.name, "language": site.site.language},
         "accounts": _accounts(site, phone) if full else [],
+        "multicell": _multicell(site, phone),
         "keys": _keys(site, phone) if full else [],
         "pickup_prefix": prov.pickup_prefix,
         "servers": [
@@ -118,8 +119,33 @@ def _device(device: Device, phone: Phone | None, dect: bool) -> dict[str, Any]:
 
 
 def _accounts(site: Site, phone: Phone) -> list[dict[str, Any]]:
-    users = phone.lines if phone.type == "desk" else phone.handsets
+    users = phone.lines if phone.type == "desk" else _handsets(site, phone)
     return [_account(site, index, site.user(user_id)) for index, user_id in enumerate(users, 1)]
+
+
+def _handsets(site: Site, phone: Phone) -> list[str]:
+    """A DECT base's handset users. In a snom multicell chain the primary (data master) carries
+    every base's handsets, its own first, and hands them to the others itself; a secondary none."""
+    chain = site.dect_chain()
+    if phone.mac not in {base.mac for base in chain}:
+        return phone.handsets
+    if phone.mac != chain[0].mac:
+        return []
+    return [user for base in chain for user in base.handsets]
+
+
+def _multicell(site: Site, phone: Phone | None) -> dict[str, Any] | None:
+    """The snom multicell chain this base is in (`chain_id`, `primary`: this base is the data
+    master, `bases`: how many, `primary_mac`), or None: no chain, or not a base of it."""
+    chain = site.dect_chain()
+    if phone is None or phone.mac not in {base.mac for base in chain}:
+        return None
+    return {
+        "chain_id": site.provisioning.dect_chain_id,
+        "primary": phone.mac == chain[0].mac,
+        "bases": len(chain),
+        "primary_mac": colon_mac(chain[0].mac),
+    }
 
 
 def _account(site: Site, index: int, user: User) -> dict[str, Any]:

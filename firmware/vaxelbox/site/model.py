@@ -139,6 +139,13 @@ class Provisioning(_Part):
     firmware: dict[str, FirmwareUrl] = Field(
         {}, description='Firmware URL per model, e.g. { T54W = "https://..." }'
     )
+    dect_chain_id: int = Field(
+        512,
+        ge=1,
+        le=99999,
+        description="snom DECT multicell: the chain id the site's snom DECT bases share when there "
+        "are several; the bases use it as a SIP account, so no extension may equal it",
+    )
 
 
 class Phone(_Part):
@@ -152,6 +159,11 @@ class Phone(_Part):
     lines: list[Handle] = Field([], description="Users on the lines, line 1 first (desk)")
     handsets: list[Handle] = Field([], description="User of handset 1, 2, ... (DECT)")
     blf: list[Handle] = Field([], description="Users shown on busy-lamp keys, in key order")
+    primary: bool = Field(
+        False,
+        description="snom DECT multicell: the primary base (data master), whose file carries every "
+        "handset of the site's snom bases; default the first snom DECT base",
+    )
 
     @model_validator(mode="after")
     def _lines_match_type(self) -> "Phone":
@@ -276,6 +288,16 @@ class Site(_Part):
 
     def phone(self, mac: str) -> "Phone | None":
         return next((p for p in self.phones if p.mac == mac), None)
+
+    def dect_chain(self) -> list[Phone]:
+        """The snom DECT bases that form the site's multicell chain, the primary first (the one
+        marked `primary`, else the first in the file), then the others in file order; empty when
+        the site has fewer than two."""
+        bases = [p for p in self.phones if p.type == "dect" and p.vendor == Vendor.SNOM]
+        if len(bases) < 2:
+            return []
+        primary = next((p for p in bases if p.primary), bases[0])
+        return [primary, *(p for p in bases if p is not primary)]
 
     def user(self, user_id: str) -> User:
         return next(u for u in self.users if u.id == user_id)

@@ -16,6 +16,7 @@ def check_references(site: Site) -> list[Problem]:
         *_user_refs(site),
         *_target_refs(site),
         *_forward_loops(site),
+        *_dect_chain(site),
     ]
 
 
@@ -145,3 +146,42 @@ def _forward_loops(site: Site) -> Iterator[Problem]:
         if node == start and not reported.intersection(chain):
             reported.update(chain)
             yield Problem(where[start], "forwarding loop: " + " -> ".join([*chain, start]))
+
+
+def _dect_chain(site: Site) -> Iterator[Problem]:
+    """snom DECT multicell: one primary, on a snom DECT base; the chain id is no extension."""
+    yield from _chain_primaries(site)
+    if site.dect_chain():
+        yield from _chain_id(site)
+
+
+def _chain_primaries(site: Site) -> Iterator[Problem]:
+    first: int | None = None
+    for p, phone in enumerate(site.phones):
+        if not phone.primary:
+            continue
+        if phone.type != "dect" or phone.vendor != "snom":
+            what = (
+                f"{phone.vendor or 'vendor-unknown'} {'DECT base' if phone.type == 'dect' else 'desk phone'}"
+            )
+            message = f"only a snom DECT base can be a multicell primary, not this {what}"
+            yield Problem(("phones", p, "primary"), message)
+        elif first is not None:
+            message = f"phones[{first}] is the chain's primary already: a chain has one"
+            yield Problem(("phones", p, "primary"), message)
+        else:
+            first = p
+
+
+def _chain_id(site: Site) -> Iterator[Problem]:
+    """The bases register the chain id as a SIP account (RTX/snom), so nobody may dial it."""
+    chain_id = str(site.provisioning.dect_chain_id)
+    dialled = [(f"users[{u}]", user.extension) for u, user in enumerate(site.users)]
+    dialled += [(f"groups[{g}]", group.extension) for g, group in enumerate(site.groups)]
+    for where, extension in dialled:
+        if extension == chain_id:
+            message = (
+                f"{chain_id} is {where}.extension too: the snom bases use the chain id as a SIP "
+                "account, so pick a number nobody dials"
+            )
+            yield Problem(("provisioning", "dect_chain_id"), message)
