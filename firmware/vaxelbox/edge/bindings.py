@@ -48,6 +48,9 @@ class BindingMirror:
         # it elsewhere on the phone's behalf (edge/failback.py). In memory only: a restart forgets it.
         self._written: dict[tuple[str, str], str] = {}
         self._dirty: set[tuple[str, str]] = set()
+        # Bindings whose stream flow the network took away (RFC 5626 §4.4.1: the flow failed): not
+        # reachable until the phone registers again, since only its own connection reaches it.
+        self._unreachable: set[tuple[str, str]] = set()
         if store is not None:
             self._load(store)
 
@@ -100,6 +103,7 @@ class BindingMirror:
                     request.get("User-Agent") or "", now,
                 )  # fmt: skip
                 self._flows[key] = flow
+                self._unreachable.discard(key)
                 self._by_contact[contact] = key
                 if contact in written:
                     self._written[key] = _without_expires(written[contact])
@@ -127,6 +131,7 @@ class BindingMirror:
         )
         self._bindings[key] = binding
         self._flows[key] = flow
+        self._unreachable.discard(key)
         self._by_contact[contact] = key
         self._written[key] = _without_expires(address) if address is not None else f"<{contact}>"
         self._dirty.add(key)
@@ -174,6 +179,21 @@ class BindingMirror:
         flow = self._flows.get(key) if key is not None else None
         return flow if flow is not None and flow.alive else None
 
+    def flow_lost(self, flow: Flow) -> list[Binding]:
+        """The network took `flow` away (a phone's connection reset or timed out): its bindings are
+        marked unreachable until they register again; returns them (none for a flow no binding uses)."""
+        keys = [key for key, known in self._flows.items() if known is flow]
+        for key in keys:
+            del self._flows[key]
+            self._unreachable.add(key)
+        return [self._bindings[key] for key in keys if key in self._bindings]
+
+    def unreachable(self, contact: str) -> bool:
+        """Whether the binding of `contact` (a bare URI) lost its flow and has not registered since:
+        nothing but that flow can reach it (a NAT's mapping, a connection only the phone can open)."""
+        key = self._by_contact.get(contact)
+        return key is not None and key in self._unreachable
+
     def expire(self, now: float | None = None) -> list[Binding]:
         now = now or time.time()
         gone = [b for b in self._bindings.values() if b.expires_at <= now]
@@ -184,6 +204,7 @@ class BindingMirror:
     def _drop(self, key: tuple[str, str]) -> None:
         self._bindings.pop(key, None)
         self._flows.pop(key, None)
+        self._unreachable.discard(key)
         self._written.pop(key, None)
         if self._by_contact.get(key[1]) == key:
             del self._by_contact[key[1]]

@@ -30,8 +30,11 @@ class PhoneLocator:
     def __call__(self, request: Request, token_target: Flow | None) -> Flow | None:
         if token_target is not None and token_target.alive:
             return token_target
-        if (flow := self.bindings.flow_for(bare_uri(request.uri))) is not None:
+        contact = bare_uri(request.uri)
+        if (flow := self.bindings.flow_for(contact)) is not None:
             return flow
+        if self.bindings.unreachable(contact):
+            return None  # its connection died: the URI's address (behind a NAT) reaches nobody
         uri = request.routes[0].uri if request.routes else request.uri
         if not isinstance(uri, SipUri):
             return None

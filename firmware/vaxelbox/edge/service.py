@@ -1,6 +1,7 @@
 """The edge assembled: transports on the LAN and WAN sides, the transaction stack, the relay."""
 
 import asyncio
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +11,10 @@ from vaxelbox.edge.relay import EdgeAddresses, EdgeRelay
 from vaxelbox.edge.upstream import Upstream
 from vaxelbox.sip.stack import SipStack
 from vaxelbox.sip.transaction import TimerSettings
-from vaxelbox.sip.transport import Limits, TransportLayer
+from vaxelbox.sip.transport import Flow, Limits, TransportLayer
 from vaxelbox.store import Store
+
+log = logging.getLogger("vaxelbox.edge.service")
 
 
 def phone_tls_context(certificate_chain: Path, key: Path) -> ssl.SSLContext:
@@ -47,6 +50,7 @@ class Edge:
         self.transports = TransportLayer(lambda message, flow: None, settings.limits)
         self.stack = SipStack(self.transports, settings.timers)
         self.bindings = BindingMirror(store)
+        self.transports.on_flow_lost = self._flow_lost
         self.upstream: Upstream | None = None
         self.relay: EdgeRelay | None = None
         self.listening: list[str] = []
@@ -89,6 +93,16 @@ class Edge:
             if ticks % 30 == 0:
                 self.transports.ping_outbound()
             self.transports.check_pongs()
+
+    def _flow_lost(self, flow: Flow, error: Exception) -> None:
+        """A connection the network took away (RFC 5626 §4.4.1: the flow failed): the bindings
+        that lived on it are unreachable until they register again; one line says which."""
+        lost = self.bindings.flow_lost(flow)
+        if lost:
+            log.warning(
+                "flow failed: %r (%s): unreachable until registered again: %s",
+                flow, error, ", ".join(f"{b.aor} at {b.contact}" for b in lost),
+            )  # fmt: skip
 
     async def stop(self) -> None:
         await self.transports.close()

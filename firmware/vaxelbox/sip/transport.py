@@ -39,7 +39,13 @@ class Limits:
     tracked_sources: int = 10_000  # bounded memory under a spoofed-source flood
     pong_timeout: float = 10.0  # seconds a ping on our own connection waits for its pong (RFC 5626 §4.4.1)
     keepalive_idle: int = 30  # seconds of silence before TCP probes a phone's connection
-    keepalive_probes: int = 3  # unanswered TCP probes, 5 s apart, before the connection is dead
+    keepalive_interval: int = 5  # seconds between those probes
+    keepalive_probes: int = 3  # unanswered TCP probes before the connection is dead
+
+    @property
+    def keepalive_window(self) -> int:
+        """Seconds after which a silent phone connection is found dead (idle + interval x probes)."""
+        return self.keepalive_idle + self.keepalive_interval * self.keepalive_probes
 
 
 class Flow:
@@ -122,8 +128,11 @@ class StreamFlow(Flow, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connection = None
         if exc is not None:  # not a close of ours or the peer's: a reset, a keepalive timeout
-            log.info("connection lost: %s %s:%s: %s", self.transport, *self.remote, exc)
+            log.info("connection lost: %r: %s", self, exc)
         self._layer._flow_closed(self)
+        if exc is not None:
+            self._layer.stats["flows_lost"] += 1
+            self._layer.on_flow_lost(self, exc)
 
     def ping(self) -> None:
         """A CRLFCRLF keepalive (RFC 5626 §4.4.1); `ping_sent` holds until the pong (or any data)."""
@@ -183,6 +192,9 @@ class TransportLayer:
         self.on_message = on_message
         self.on_flow_closed: Callable[[Flow], None] = lambda flow: None
         self.on_flow_failed: Callable[[Flow], None] = lambda flow: None  # no pong on our connection
+        # A connection the network took away (reset, TCP keepalive or user timeout: the peer vanished
+        # behind a NAT), told after on_flow_closed, with the error.
+        self.on_flow_lost: Callable[[Flow, Exception], None] = lambda flow, error: None
         # Sources exempt from the per-source limit (the cloud carries a whole office's traffic).
         self.trusted: Callable[[str], bool] = lambda address: False
         self.limits = limits or Limits()
@@ -376,12 +388,19 @@ def stamp_received(request: Request, flow: Flow) -> None:
 
 def _keepalive(sock: socket.socket | None, limits: Limits) -> None:
     """TCP keepalive on a connection a phone opened: a phone gone behind a NAT is found dead within
-    idle + 5 s x probes (45 s by default) and its flow closed, rather than kept "live" for ever.
+    `limits.keepalive_window` (45 s by default) and its flow closed, rather than kept "live" for ever.
+    TCP_USER_TIMEOUT bounds the same window when data of ours is left unacknowledged (a request sent
+    to a phone that has just vanished), where keepalive does not probe.
     (RFC 5626 pings are the client's to send; phones that never ping still get this.)"""
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", limits.keepalive_idle), ("TCP_KEEPINTVL", 5),
-                          ("TCP_KEEPCNT", limits.keepalive_probes)):  # fmt: skip
+    options = (
+        ("TCP_KEEPIDLE", limits.keepalive_idle),
+        ("TCP_KEEPINTVL", limits.keepalive_interval),
+        ("TCP_KEEPCNT", limits.keepalive_probes),
+        ("TCP_USER_TIMEOUT", limits.keepalive_window * 1000),  # milliseconds
+    )
+    for option, value in options:
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
