@@ -116,14 +116,24 @@ class Lab:
 
     def press_button(self, seconds: float) -> None:
         """Hold the companion's button down for `seconds`."""
+        with self.button_held():
+            time.sleep(seconds)
+
+    @contextmanager
+    def button_held(self) -> Iterator[None]:
+        """The companion's button is down inside the block, up again after it (whatever happens)."""
         if self.companion_dir is not None:
             (self.companion_dir / "button").touch()
-            time.sleep(seconds)
-            (self.companion_dir / "button").unlink()
+            try:
+                yield
+            finally:
+                (self.companion_dir / "button").unlink()
             return
         self._command(self.button_down, "HIL_BUTTON_DOWN")
-        time.sleep(seconds)
-        self._command(self.button_up, "HIL_BUTTON_UP")
+        try:
+            yield
+        finally:
+            self._command(self.button_up, "HIL_BUTTON_UP")
 
     def companion_noise(self, data: bytes) -> bool:
         """Make the companion's line to the board carry `data` (line noise) once; False where this

@@ -1,6 +1,7 @@
 """Suite 8, the companion microcontroller: its LEDs follow a WAN cut and its return, its button
-opens the enrolment window, corrupt frames on its line are survived, and a stopped agent gets the
-board power-cycled by it after the board file's heartbeat timeout.
+opens the enrolment window and, held 10 s, resets the appliance to its factory state, corrupt frames
+on its line are survived, and a stopped agent gets the board power-cycled by it after the board
+file's heartbeat timeout.
 
 On the simulated board the companion is the real companion code under MicroPython
 (hil-tests/simboard/peripherals.py): its LEDs and power pin are read from its output log, its
@@ -8,7 +9,8 @@ button is a file, and noise can be put on its line in both directions. On a real
 are read by HIL_LEDS, the button is pressed by HIL_BUTTON_DOWN / HIL_BUTTON_UP, noise goes only
 from the board to the companion, and the reset is seen in the companion's own counters.
 
-The test that stops the agent runs last: it leaves the board rebooted, agent running again.
+The long press leaves a fresh box, paired again with the same code. The test that stops the agent
+runs last: it leaves the board rebooted, agent running again.
 """
 
 import json
@@ -30,6 +32,9 @@ HOLD_DOWN = 5  # s the cloud must answer before failback, for this run (as suite
 LOCAL_WITHIN = 10.0  # s from the WAN cut to amber (the cloud is declared down in ~3 s)
 SAMPLE = 0.1  # s between two looks at the LEDs
 BLINK_WINDOW = 2.5  # s of looking that sees a 1 Hz blink both on and off
+LONG_PRESS = 10.0  # s the button is held for a factory reset (firmware/companion/companion.py)
+FEEDBACK = 2.0  # s from which the red LED warns that holding on resets
+FINE_SAMPLE = 0.03  # s between two looks at a 5 Hz blink
 NOISE = b"\x00garbage VX\x12\x01\x40" + bytes(20)  # a bad frame, cut short, then zeros
 
 
@@ -164,6 +169,45 @@ def test_corrupt_frames_are_survived(lab, installer, shell, companion):
         assert after["link_errors"]["corrupt"] > before["link_errors"]["corrupt"], after
     assert after["telemetry"]["board_resets"] == before["telemetry"]["board_resets"], after
     assert looks(lab, BLINK_WINDOW)["red"] == "off"
+
+
+def test_a_long_press_resets_the_appliance_to_factory_state(
+    lab, installer, running, board, companion, measure
+):
+    """Held 10 s: from 2 s the red LED blinks fast (holding on resets), at 10 s it is steady; the
+    agent confirms, wipes its state and starts again as a fresh box, so the laptop must pair again
+    (with the board's pairing code, which the reset keeps)."""
+    red: list[tuple[float, int]] = []
+    with lab.button_held():
+        pressed = time.monotonic()
+        while time.monotonic() - pressed < LONG_PRESS + 0.5:
+            red.append((time.monotonic() - pressed, lab.leds()["red"]))
+            time.sleep(FINE_SAMPLE)
+    warned = {level for at, level in red if FEEDBACK + 0.3 < at < LONG_PRESS - 0.3}
+    assert warned == {0, 1}, "the red LED did not blink fast while the button was held"
+    assert {level for at, level in red if at > LONG_PRESS + 0.3} == {1}, "red not steady at 10 s"
+    refused = wait_for(  # 4: the appliance does not know this laptop any more
+        lambda: lab.vaxelctl(installer, "status", "--json").returncode == 4, 20, "pairing kept"
+    )
+    measure("long press released to pairings wiped (factory reset)", f"{refused:.1f} s")
+    lines, _, code = running.shell.run(f"vaxelbox pairing-code --data {board.storage.data_dir}")
+    assert code == 0, lines
+    paired = wait_for(
+        lambda: (
+            lab.vaxelctl(
+                installer, "pair", lab.board_lan, "--code", lines[-1].strip(), "--name", "hil"
+            ).returncode
+            == 0
+        ),
+        30,
+        "the fresh box did not take the same pairing code",
+    )
+    assert paired is not None
+    fresh = status(lab, installer)
+    assert fresh["site_version"] == 1, fresh  # its --site again, as the first version of a fresh box
+    wait_for(
+        lambda: status(lab, installer)["companion"]["state"] == "ok", 15, "companion link after the reset"
+    )
 
 
 def test_a_stopped_agent_gets_the_board_power_cycled(lab, installer, running, board, companion, measure):
