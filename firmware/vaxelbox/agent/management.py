@@ -29,7 +29,7 @@ from vaxelbox.inventory import (
     unassign,
 )
 from vaxelbox.local.registrar import user_for_aor
-from vaxelbox.mgmt.firmware import FirmwareUpdate
+from vaxelbox.mgmt.firmware import FirmwareUpdate, restart_soon
 from vaxelbox.mgmt.payload import Conflict, PayloadError, field
 from vaxelbox.mgmt.resources import Snapshot, build_site
 from vaxelbox.mgmt.security import Installers, PairingCredentials, PairingSecret, write_private
@@ -39,7 +39,8 @@ from vaxelbox.site.fields import colon_mac
 from vaxelbox.site.model import Vendor
 from vaxelbox.store import SiteConflict, SiteVersion
 from vaxelbox.store.devices import SeenDevice
-from vaxelbox.update.directories import DirectorySlots
+from vaxelbox.update import open_slots
+from vaxelbox.update.rauc import RaucSlots
 
 if TYPE_CHECKING:
     from vaxelbox.agent.app import Agent
@@ -75,9 +76,16 @@ class ManagementBackend:
         # The key is read when an upload starts, so one installed while the agent runs counts.
         key = agent.options.firmware_key or agent.options.data_dir / "firmware-signing.pub"
         board = agent.options.board
-        slot_store = DirectorySlots(board.update.root) if board and board.update else None
+        firmware_dir = agent.options.data_dir / "firmware"
+        slot_store = open_slots(board.update, firmware_dir) if board and board.update else None
+        # RAUC's slots are root file systems: trying one means rebooting the board.
+        restart = slot_store.restart if isinstance(slot_store, RaucSlots) else restart_soon
         self.firmware = FirmwareUpdate(
-            agent.options.data_dir / "firmware", key, slot_store, board.name if board else None
+            firmware_dir,
+            key,
+            slot_store,
+            board.name if board else None,
+            restart,
         )
         self._log_ring = log_ring
         self._started = time.monotonic()

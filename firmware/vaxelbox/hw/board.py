@@ -99,6 +99,20 @@ class DirectorySlots(_Part):
     )
 
 
+class RaucSlots(_Part):
+    """A/B root file systems that RAUC installs and its bootloader backend switches (real boards)."""
+
+    kind: Literal["rauc"]
+    system_conf: str = Field(
+        pattern=r"^\S+\.conf$",
+        description="The RAUC system.conf this board ships, relative to the board file "
+        "(installed as /etc/rauc/system.conf; its compatible is the board's name)",
+    )
+    health_deadline: int = Field(
+        120, ge=5, le=3600, description="Seconds for a new version to report healthy before it is rolled back"
+    )
+
+
 class ManualPower(_Part):
     kind: Literal["manual"]
 
@@ -123,7 +137,9 @@ class Board(_Part):
     storage: Storage = Storage()
     power: Annotated[ManualPower | CommandPower, Field(discriminator="kind")] = ManualPower(kind="manual")
     companion: Companion | None = Field(None, description="The companion MCU, if the board has one")
-    update: DirectorySlots | None = Field(None, description="How firmware updates reach the A/B slots")
+    update: Annotated[DirectorySlots | RaucSlots, Field(discriminator="kind")] | None = Field(
+        None, description="How firmware updates reach the A/B slots"
+    )
 
     @property
     def wan_interface(self) -> str:
