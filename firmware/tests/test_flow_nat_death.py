@@ -138,7 +138,7 @@ async def test_a_phone_gone_behind_a_nat_is_found_dead_and_not_called(edge, link
         started = time.monotonic()
         anna = await phone(
             "register_call_480.xml", edge.addresses.lan, "101", tmp_path, callee="102",
-            local=link.edge_address,
+            local=link.edge_address, keys={"scheme": "sip"},
         )  # fmt: skip
         await anna.finish(timeout=15)
         assert time.monotonic() - started < 5  # 480 from us, not a timeout on a dead connection

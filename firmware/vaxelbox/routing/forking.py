@@ -9,6 +9,7 @@ Timer C (§16.6 step 11) and ring timers come from an injected scheduler, so
 tests run them on a fake clock.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,10 +17,20 @@ from typing import Protocol
 from vaxelbox.edge.flowtoken import make_token
 from vaxelbox.routing.chain import RequestContext, ResponseChain, Side, Target
 from vaxelbox.sip.message import Request, Response
-from vaxelbox.sip.proxy import Branch, ProxyCall, cancel_for, forward_copy, new_branch
+from vaxelbox.sip.proxy import (
+    Branch,
+    ProxyCall,
+    cancel_for,
+    forward_copy,
+    needs_tls,
+    new_branch,
+    sips_refusal,
+)
 from vaxelbox.sip.stack import SipStack
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.via import Via
+
+log = logging.getLogger("vaxelbox.routing.forking")
 
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
 TIMER_C = 180.0  # §16.6 step 11: a branch still ringing after this long is cancelled
@@ -76,7 +87,21 @@ class Forking:
         respond: Callable[[Response], None],
         ring_time: float | None = None,
     ) -> "Fork":
-        fork = Fork(self, context, targets, respond, ring_time)
+        allowed = tls_targets(context.request, targets)
+        fork = Fork(self, context, allowed, respond, ring_time)
+        if targets and not allowed:
+            host, port = self.addresses.local(context.side, context.flow.transport)
+            host = f"[{host}]" if ":" in host else host
+            log.warning(
+                "SIPS request refused, not downgraded: %s %s would leave over %s (RFC 5630)",
+                context.request.method, context.request.uri,
+                "/".join(sorted({t.flow.transport if t.flow else "?" for t in targets})),
+            )  # fmt: skip
+            fork.refuse(sips_refusal(context.request, f"{host}:{port}"))
+            return fork
+        if len(allowed) < len(targets):
+            log.info("SIPS request %s: %d of %d targets not over TLS left out", context.request.uri,
+                     len(targets) - len(allowed), len(targets))  # fmt: skip
         fork.start()
         return fork
 
@@ -116,6 +141,14 @@ class Forking:
         return self.addresses.uri(side, flow.transport, token, secure and flow.transport == "tls")
 
 
+def tls_targets(request: Request, targets: list[Target]) -> list[Target]:
+    """The targets `request` may be sent to: all of them, or for a SIPS Request-URI only those
+    reached over TLS (RFC 3261 §26.2.2, RFC 5630: TLS on every hop, never a downgrade)."""
+    if not needs_tls(request):
+        return targets
+    return [t for t in targets if t.flow is not None and t.flow.transport == "tls"]
+
+
 def _is_sips(request: Request) -> bool:
     """RFC 3261 §16.6 step 4: the Request-URI or the first Route left for the next hop is SIPS."""
     uri = request.routes[0].uri if request.routes else request.uri
@@ -149,6 +182,10 @@ class Fork:
         self.call = ProxyCall(context.request, self._send_branch, self._send_cancel, self._respond_upstream)
         self._copies = copies
         self._respond = respond
+
+    def refuse(self, response: Response) -> None:
+        """Answer `response` upstream instead of forwarding to any target."""
+        self.call.refuse(response)
 
     def start(self) -> None:
         if self._ring_time is not None:

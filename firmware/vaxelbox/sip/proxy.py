@@ -37,6 +37,21 @@ def check_request(request: Request, our_sent_by: set[str]) -> Response | None:
     return None
 
 
+def needs_tls(request: Request) -> bool:
+    """RFC 3261 §26.2.2, RFC 5630 §3.1.3: a request whose Request-URI is SIPS may travel only over
+    TLS, on every hop; a proxy must not carry it further over UDP or TCP."""
+    return isinstance(request.uri, SipUri) and request.uri.scheme == "sips"
+
+
+def sips_refusal(request: Request, warn_agent: str) -> Response:
+    """The answer to a SIPS request whose next hop is not TLS, instead of a downgrade: 480 with
+    warn-code 380 "SIPS Not Allowed" (RFC 5630 §5.3 and its warn-code registry), the phrase saying
+    the same on the status line for phones that show it. `warn_agent`: our host:port."""
+    response = make_response(request, 480, "SIPS Not Allowed")
+    response.add("Warning", f'380 {warn_agent} "SIPS Not Allowed"')
+    return response
+
+
 def loop_hash(request: Request) -> str:
     """§16.6 item 8: what identifies this request's path, so a request coming back is seen as a loop."""
     top = request.top_via
@@ -203,6 +218,10 @@ class ProxyCall:
         if branch.final is None:
             branch.final = make_response(branch.request, 408, "Request Timeout")
         self._maybe_finish()
+
+    def refuse(self, response: Response) -> None:
+        """Answer `response` without forwarding anything (a policy ruled out every target)."""
+        self._answer(response)
 
     def ring_timeout(self, branch: Branch) -> None:
         """Sequential forking: this branch rang long enough; cancel it and let the next one ring."""
