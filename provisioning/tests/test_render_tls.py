@@ -7,6 +7,7 @@ checked here is that they land in the file each vendor reads, desk phones and DE
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from phoneprov.context import Appliance, Credentials, build_context
@@ -106,3 +107,70 @@ def test_udp_sites_carry_no_tls_settings(demo_text, phone):
     assert not [p for p in tls_only if re.search(p, text)]
     assert "customCaCert" not in text
     assert "trust_certificates" not in text
+
+
+# How each vendor's file makes the phone trust the site CA (provisioning/README.md, "SIP over TLS"):
+# by URL, inline, or not at all (then the README says how the installer installs it on the device).
+CA_BODY = "MIIBsiteCAAbCd=="  # CA_PEM without its armour lines and line breaks
+
+
+def yealink_trusts(text: str) -> bool:
+    settings = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
+    return (
+        settings.get("static.trusted_certificates.url") == "http://192.0.2.1/ca.pem"
+        and settings.get("static.security.trust_certificates") == "1"
+    )
+
+
+def snom_trusts(text: str) -> bool:
+    root = ET.fromstring(text.encode())
+    return [(c.get("type"), c.text) for c in root.iter("certificate")] == [("base64", CA_BODY)]
+
+
+def poly_trusts(text: str) -> bool:
+    (device,) = ET.fromstring(text.encode()).iter("device")
+    return device.get("device.sec.TLS.customCaCert1") == CA_PEM
+
+
+CA_TRUST = {"yealink": yealink_trusts, "snom": snom_trusts, "poly": poly_trusts}
+INSTALLED_OTHERWISE = ("grandstream", "gigaset", "fanvil")  # no verified file setting
+
+
+def parses(vendor: str, text: str) -> None:
+    """The file is what its vendor's parser reads: XML, or Yealink's `key = value` lines."""
+    if vendor == "yealink":
+        assert text.startswith("#!version:1.0.0.1"), text[:40]
+        lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        assert all(" = " in line for line in lines), [line for line in lines if " = " not in line]
+    else:
+        ET.fromstring(text.encode())
+
+
+@pytest.mark.parametrize("phone", DEMO_PHONES + DECT_BASES, ids=lambda p: f"{p.vendor}-{p.mac}")
+def test_every_vendor_that_can_be_told_by_file_trusts_the_site_ca(tls_site, phone):
+    text = device_file(tls_site, phone)
+    parses(phone.vendor, text)
+    if phone.vendor in INSTALLED_OTHERWISE:
+        assert CA_BODY not in text.replace("\n", "")
+        return
+    assert CA_TRUST[phone.vendor](text), f"{phone.vendor}: the site CA is not trusted by\n{text}"
+
+
+@pytest.mark.parametrize("phone", DEMO_PHONES, ids=lambda p: p.vendor)
+def test_udp_sites_name_no_ca(demo_text, phone):
+    text = device_file(parse_site(demo_text, "demo"), phone)
+    parses(phone.vendor, text)
+    assert phone.vendor not in CA_TRUST or not CA_TRUST[phone.vendor](text)
+
+
+def test_vendors_without_a_file_setting_say_how_to_install_the_ca():
+    """Each vendor whose file cannot carry the CA has its row in the README's TLS table saying where
+    the installer puts it, and every row names the document its setting names rest on."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("How each vendor trusts the site CA:", 1)[1].split("\n\n", 2)[1]
+    rows = {row.split("|")[1].strip().split()[0].lower(): row for row in table.splitlines()[2:]}
+    assert set(rows) == {"yealink", "poly", "snom", "grandstream", "gigaset", "fanvil"}
+    for vendor in INSTALLED_OTHERWISE:
+        assert "web" in rows[vendor].lower(), rows[vendor]
+    for vendor, row in rows.items():
+        assert row.rstrip(" |").rsplit("|", 1)[1].strip(), f"{vendor}: no source named"
