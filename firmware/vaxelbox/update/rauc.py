@@ -8,8 +8,9 @@ its command line (`rauc install`, `rauc status --detailed --output-format=json`,
 `vaxelbox.update.slots.Slots`; the slots are RAUC's bootnames (A, B).
 
 What RAUC does not know is kept beside it in one JSON file (`state_file`, in
-the agent's data directory): the trial in progress, the last outcome, and the
-boot it was written in (the kernel's boot id). At each look at the slots after
+the agent's data directory): the trial in progress, the last outcome, the
+versions seen in each slot (RAUC knows only those it installed), and the boot
+it was written in (the kernel's boot id). At each look at the slots after
 a reboot the agent settles the trial as the simulated board's init does: the
 slot on trial booted -> its one try starts (deadline from the board file); the
 bootloader came back on the other slot, or a second boot happened during the
@@ -26,7 +27,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -202,7 +203,10 @@ class RaucSlots:
         """RAUC's slots with our trial and outcome; the running slot's version is ours."""
         status = self.status()
         kept = self._read()
-        versions = {name: slot.version for name, slot in sorted(status.slots.items())}
+        # RAUC knows the versions it installed; the factory's slot is the one we saw running.
+        versions = {
+            name: slot.version or kept.versions.get(name) for name, slot in sorted(status.slots.items())
+        }
         if status.booted in versions and versions[status.booted] is None:
             versions[status.booted] = __version__
         bad = tuple(name for name, slot in sorted(status.slots.items()) if slot.boot_status == "bad")
@@ -278,11 +282,17 @@ class RaucSlots:
             trial=Trial(**trial) if isinstance(trial, dict) else None,
             outcome=Outcome(**outcome) if isinstance(outcome, dict) else None,
             boot_id=data.get("boot_id"),
+            versions=dict(data.get("versions") or {}),
         )
 
     def _write(self, state: Slots) -> None:
         data = state.to_dict()
-        kept = {"trial": data["trial"], "outcome": data["outcome"], "boot_id": self._boot_id()}
+        kept = {
+            "trial": data["trial"],
+            "outcome": data["outcome"],
+            "boot_id": self._boot_id(),
+            "versions": data["versions"],
+        }
         tmp = self.state_file.with_suffix(".tmp")
         with tmp.open("w") as file:
             json.dump(kept, file)
@@ -303,3 +313,4 @@ class _Kept:
     trial: Trial | None = None
     outcome: Outcome | None = None
     boot_id: str | None = None
+    versions: dict[str, str | None] = field(default_factory=dict)
