@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 # Debian packages the tests use as real peers or tools; missing ones are installed, never skipped.
 TEST_DEBS := systemd make sip-tester kamailio kamailio-tls-modules kamailio-presence-modules curl openssl \
-  iproute2 nftables dnsmasq-base isc-dhcp-server fail2ban
+  iproute2 nftables dnsmasq-base isc-dhcp-server fail2ban \
+  rauc squashfs-tools e2fsprogs libubootenv-tool u-boot-tools dbus-daemon
 
 # `$(NEED_DEBS) pkg...` installs the Debian packages that are missing (needs root).
 NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
@@ -17,7 +18,7 @@ NEED_DEBS = need_debs() { missing=""; for pkg in "$$@"; do \
 	[ -z "$$missing" ] || { echo "installing Debian packages:$$missing"; apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; }; need_debs
 
-.PHONY: setup run demo-call test test-debs lint format clean schemas bench hil companion
+.PHONY: setup run demo-call test test-debs lint format clean schemas bench hil companion image
 
 # Real MicroPython (the WebAssembly port from npm, run by Debian's Node) for the companion's tests.
 MCU_BENCH := firmware/tests/mcu/node_modules/.package-lock.json
@@ -32,6 +33,17 @@ $(MCU_BENCH): firmware/tests/mcu/package-lock.json
 # with mpremote (README, "The companion").
 companion: setup
 	$(BIN)/python -m vaxelbox.hw.companion_build $(BOARD) build/companion --mpy
+
+# The agent for the real boards (README, "Update an appliance"): its wheel set for their Python
+# (dependencies fetched now, none on the board), a manifest, and per board a RAUC bundle and our
+# signed bundle around it, in build/image/; keys made once in build/keys/ (never committed).
+# make image VERSION=0.2.0 [IMAGE_BOARDS="boards/rpi-4b.yaml"] [BASE_ROOTFS=debian-arm64.tar]
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGE_BOARDS ?= boards/rpi-4b.yaml boards/rpi-cm4-dual-nic.yaml boards/nanopi-r5s.yaml
+image: setup
+	@$(NEED_DEBS) rauc squashfs-tools e2fsprogs openssl
+	$(BIN)/python -m vaxelbox.update.image $(IMAGE_BOARDS) --version $(VERSION) --out build/image --keys build/keys \
+	  $(if $(BASE_ROOTFS),--base-rootfs $(BASE_ROOTFS))
 
 setup: $(STAMP)
 
