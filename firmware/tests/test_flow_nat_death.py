@@ -37,14 +37,16 @@ FAST_KEEPALIVE = Limits(keepalive_idle=1, keepalive_interval=1, keepalive_probes
 
 
 @dataclass(frozen=True)
-class PhoneLink:
+class Link:
+    """A namespace joined to this one by a veth pair: our end, its end, its interface."""
+
     namespace: str
-    interface: str  # the phone's end, inside `namespace`
+    interface: str  # the far end, inside `namespace`
     edge_address: str  # our end, in this namespace
-    phone_address: str
+    far_address: str
 
     def cut(self) -> None:
-        """The phone's end goes down: nothing more crosses, and nobody is told."""
+        """The far end goes down: nothing more crosses, and nobody is told."""
         _ip("-n", self.namespace, "link", "set", self.interface, "down")
 
 
@@ -53,23 +55,22 @@ def _ip(*args: str) -> None:
 
 
 @contextmanager
-def phone_link() -> Iterator[PhoneLink]:
-    """A namespace for the phone, joined to this one by a veth pair on a /30 of 198.18.0.0/15
-    chosen by our process id (two runs at once do not collide); removed, pass or fail."""
+def namespace_link(role: str, network: str) -> Iterator[Link]:
+    """A namespace for `role` (a few letters) joined to this one by a veth pair on a /30 of
+    `network` (198.18 or 198.19: 198.18.0.0/15, the benchmarking range) chosen by our process id,
+    so two runs at once do not collide; removed, pass or fail."""
     assert os.geteuid() == 0, "network namespace tests need root (run make test as root)"
     tag = os.getpid() % 16384
-    base = f"198.18.{tag // 64}.{(tag % 64) * 4}"
-    prefix = base.rsplit(".", 1)[0]
-    last = int(base.rsplit(".", 1)[1])
-    link = PhoneLink(f"vx-nat-{tag}", f"vxnatp{tag}", f"{prefix}.{last + 1}", f"{prefix}.{last + 2}")
-    ours = f"vxnate{tag}"
+    prefix, last = f"{network}.{tag // 64}", (tag % 64) * 4
+    link = Link(f"vx-{role}-{tag}", f"vx{role}p{tag}", f"{prefix}.{last + 1}", f"{prefix}.{last + 2}")
+    ours = f"vx{role}e{tag}"
     _ip("netns", "add", link.namespace)
     try:
         _ip("link", "add", ours, "type", "veth", "peer", "name", link.interface, "netns", link.namespace)
         _ip("addr", "add", f"{link.edge_address}/30", "dev", ours)
         _ip("link", "set", ours, "up")
         _ip("-n", link.namespace, "link", "set", "lo", "up")
-        _ip("-n", link.namespace, "addr", "add", f"{link.phone_address}/30", "dev", link.interface)
+        _ip("-n", link.namespace, "addr", "add", f"{link.far_address}/30", "dev", link.interface)
         _ip("-n", link.namespace, "link", "set", link.interface, "up")
         yield link
     finally:
@@ -78,8 +79,8 @@ def phone_link() -> Iterator[PhoneLink]:
 
 
 @pytest.fixture
-def link() -> Iterator[PhoneLink]:
-    with phone_link() as made:
+def link() -> Iterator[Link]:
+    with namespace_link("nat", "198.18") as made:
         yield made
 
 
@@ -109,14 +110,14 @@ async def test_a_phone_gone_behind_a_nat_is_found_dead_and_not_called(edge, link
     aor = f"sip:102@{DOMAIN}"
     bo = await phone(
         "register_wait.xml", edge.addresses.lan, "102", tmp_path, transport="t1",
-        local=link.phone_address, netns=link.namespace, answers="answer.xml", hold=30,
+        local=link.far_address, netns=link.namespace, answers="answer.xml", hold=30,
     )  # fmt: skip
     try:
         await registered(edge, "102")
         ((binding, flow),) = edge.bindings.contacts_of(aor)
         assert isinstance(flow, StreamFlow)  # Bo's own TCP connection, live
         assert flow.alive
-        assert (binding.transport, binding.remote[0]) == ("tcp", link.phone_address)
+        assert (binding.transport, binding.remote[0]) == ("tcp", link.far_address)
 
         link.cut()
         cut = time.monotonic()
@@ -190,3 +191,56 @@ def test_a_contact_without_transport_is_not_tried_over_udp_once_its_connection_d
     mirror.grant(f"sip:102@{DOMAIN}", contact, again, 300, "Yealink SIP-T46U")
     assert not mirror.unreachable(contact)
     assert locate(invite(contact), None) is again
+
+
+# -- the cloud's side: our pings, its pongs (RFC 5626 §4.4.1) ------------------------------------------
+
+
+@pytest.fixture
+def cloud_link() -> Iterator[Link]:
+    with namespace_link("cl", "198.19") as made:
+        yield made
+
+
+async def test_a_cloud_whose_pongs_stop_is_a_health_signal(cloud_link, tmp_path, caplog):
+    """Kamailio (the cloud) in a namespace over TCP answers the edge's pings; its link then goes
+    down silently. The next ping gets no pong: the connection is closed, logged, and the relay's
+    cloud signal says the cloud missed an answer (the agent's health monitor listens to it)."""
+    caplog.set_level(logging.WARNING, logger="vaxelbox.sip.transport")
+    cloud = Kamailio(
+        cloud_link.far_address, 5060, tmp_path / "kamailio", netns=cloud_link.namespace
+    ).start()  # its own namespace: any port is free there
+    edge = Edge(
+        EdgeSettings(
+            lan=("127.0.0.1", 0),
+            wan=(cloud_link.edge_address, 0),
+            proxies=[f"sip:{cloud.address}:{cloud.port};transport=tcp"],
+            limits=Limits(pong_timeout=0.3),
+        )
+    )
+    signals: list[bool] = []
+    try:
+        await edge.start()
+        assert edge.relay is not None
+        assert edge.upstream is not None
+        edge.relay.on_cloud_signal = signals.append
+        flow = await edge.upstream.flow()
+        # A tick every 20 ms: a ping every 30 ticks (0.6 s), pongs checked every tick.
+        maintenance = asyncio.create_task(edge.maintain(interval=0.02))
+        await asyncio.sleep(1.4)  # two pings, two pongs
+        assert flow.alive
+        assert (signals, edge.transports.stats["pong_missing"]) == ([], 0)
+
+        cloud_link.cut()
+        cut = time.monotonic()
+        while flow.alive and time.monotonic() - cut < 3:
+            await asyncio.sleep(0.02)
+        assert not flow.alive, "the silent cloud's connection is still open"
+        assert time.monotonic() - cut < 0.6 + 0.3 + 0.5  # the next ping, its timeout, slack
+        assert signals == [False]
+        assert edge.transports.stats["pong_missing"] == 1
+        assert any(f"no pong from tcp {cloud.address}:{cloud.port}" in r.getMessage() for r in caplog.records)
+        maintenance.cancel()
+    finally:
+        await edge.stop()
+        cloud.stop()

@@ -291,11 +291,7 @@ class Agent:
         assert edge.upstream is not None
         self.edge = edge
         self.health.subscribe(self._cloud_changed)
-        edge.relay.on_cloud_signal = self._cloud_signal
-        upstream = edge.upstream
-        edge.transports.on_flow_failed = lambda flow: (  # no pong on the cloud's connection
-            self._cloud_signal(False) if upstream.is_cloud(flow.remote[0]) else None
-        )
+        edge.relay.on_cloud_signal = self._cloud_signal  # also told when the cloud's pongs stop
         prober = CloudProber(
             edge.stack, edge.upstream, self.health, edge.addresses.wan, self.active.site.cloud.probe_interval
         )

@@ -51,6 +51,7 @@ class Edge:
         self.stack = SipStack(self.transports, settings.timers)
         self.bindings = BindingMirror(store)
         self.transports.on_flow_lost = self._flow_lost
+        self.transports.on_flow_failed = self._flow_failed
         self.upstream: Upstream | None = None
         self.relay: EdgeRelay | None = None
         self.listening: list[str] = []
@@ -93,6 +94,12 @@ class Edge:
             if ticks % 30 == 0:
                 self.transports.ping_outbound()
             self.transports.check_pongs()
+
+    def _flow_failed(self, flow: Flow) -> None:
+        """No pong on one of our connections (RFC 5626 §4.4.1): the cloud's is a health signal,
+        told to the relay's `on_cloud_signal` as a missed answer; another (the trunk's) is not."""
+        if self.relay is not None and self.upstream is not None and self.upstream.is_cloud(flow.remote[0]):
+            self.relay.on_cloud_signal(False)
 
     def _flow_lost(self, flow: Flow, error: Exception) -> None:
         """A connection the network took away (RFC 5626 §4.4.1: the flow failed): the bindings
