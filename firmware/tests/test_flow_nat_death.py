@@ -16,15 +16,17 @@ connection. The cloud side (our pings, its pongs) is in test_flow_liveness.py.
 import asyncio
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import pytest
 from peers import DOMAIN, Kamailio, free_port, phone
 from test_edge_relay import registered
+from test_phone_tls import messages
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.online import PhoneLocator
 from vaxelbox.edge.service import Edge, EdgeSettings
@@ -91,18 +93,27 @@ def kamailio(tmp_path) -> Iterator[Kamailio]:
     cloud.stop()
 
 
-@pytest.fixture
-async def edge(kamailio, link) -> AsyncIterator[Edge]:
+@asynccontextmanager
+async def running_edge(kamailio: Kamailio, link: Link, limits: Limits) -> AsyncIterator[Edge]:
+    """The edge with its LAN side on our end of `link`, the cloud on loopback over TCP."""
     settings = EdgeSettings(
         lan=(link.edge_address, free_port(link.edge_address)),
         wan=("127.0.0.2", 0),
         proxies=[f"sip:{kamailio.address}:{kamailio.port};transport=tcp"],
-        limits=FAST_KEEPALIVE,
+        limits=limits,
     )
     edge = Edge(settings)
     await edge.start()
-    yield edge
-    await edge.stop()
+    try:
+        yield edge
+    finally:
+        await edge.stop()
+
+
+@pytest.fixture
+async def edge(kamailio, link) -> AsyncIterator[Edge]:
+    async with running_edge(kamailio, link, FAST_KEEPALIVE) as running:
+        yield running
 
 
 async def test_a_phone_gone_behind_a_nat_is_found_dead_and_not_called(edge, link, tmp_path, caplog):
@@ -148,6 +159,43 @@ async def test_a_phone_gone_behind_a_nat_is_found_dead_and_not_called(edge, link
             bo.process.kill()
         await bo.process.wait()
     assert "INVITE sip:102" not in "".join(p.read_text() for p in bo.workdir.glob("*_messages.log"))
+
+
+async def test_a_call_sent_to_a_phone_that_just_vanished_fails_within_the_window(kamailio, link, tmp_path):
+    """Bo vanishes and the cloud's call for him comes at once, before keepalive would probe: our
+    INVITE sits unacknowledged on the dead connection, where TCP keepalive never probes.
+    TCP_USER_TIMEOUT closes it within the same window, the INVITE's transaction fails, and the
+    caller hears so in seconds, not after Timer B (32 s) or TCP's retransmissions (about 15 min)."""
+    limits = Limits(keepalive_idle=3, keepalive_interval=1, keepalive_probes=1)  # window 4 s
+    aor = f"sip:102@{DOMAIN}"
+    async with running_edge(kamailio, link, limits) as edge:
+        bo = await phone(
+            "register_wait.xml", edge.addresses.lan, "102", tmp_path, transport="t1",
+            local=link.far_address, netns=link.namespace, answers="answer.xml", hold=30,
+        )  # fmt: skip
+        try:
+            await registered(edge, "102")
+            ((_, flow),) = edge.bindings.contacts_of(aor)
+            assert flow is not None
+            link.cut()
+            started = time.monotonic()
+            anna = await phone(
+                "register_call_fails.xml", edge.addresses.lan, "101", tmp_path, callee="102",
+                local=link.edge_address, keys={"scheme": "sip"},
+            )  # fmt: skip
+            await anna.finish(timeout=20)
+            failed_after = time.monotonic() - started
+        finally:
+            if bo.process.returncode is None:
+                bo.process.kill()
+            await bo.process.wait()
+        assert not flow.alive
+        assert failed_after < limits.keepalive_window + 2, failed_after
+        # The INVITE did go out on the dead connection (a 480 would mean keepalive was first).
+        heads = re.findall(r"^SIP/2.0 ([3-6]\d\d) (.*?)\r?\n\r?\n", messages(anna.workdir), re.M | re.S)
+        finals = [status for status, head in heads if re.search(r"^CSeq: 1 INVITE", head, re.M)]
+        assert finals in (["408"], ["503"]), finals
+        assert edge.bindings.unreachable(edge.bindings.contacts_of(aor)[0][0].contact)
 
 
 class LostFlow(StreamFlow):
