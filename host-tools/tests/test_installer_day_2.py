@@ -371,8 +371,9 @@ def test_fw_status_says_applying_a_staged_bundle_comes_later(tmp_path, keys):
         appliance.stop()
     later = "; vaxelctl fw apply installs it"
     assert uploaded.startswith("firmware: version 3.1 verified and staged (1.0 MB in ")
-    assert uploaded.endswith(f"){later}\n")
-    assert status == f"firmware: version 3.1 verified and staged (1.0 MB){later}\n"
+    assert " ".join(uploaded.split()).endswith(f"){later}")  # wrapped at 80 columns, indented
+    assert " ".join(status.split()) == f"firmware: version 3.1 verified and staged (1.0 MB){later}"
+    assert max(len(line) for line in status.splitlines()) <= 80
 
 
 # --- 8: the audit line names who revoked themselves; enrolment's end is a local time --------------

@@ -6,6 +6,7 @@ import difflib
 import getpass
 import json
 import platform
+import re
 import shutil
 import sys
 import textwrap
@@ -880,7 +881,20 @@ def fw_apply(
 ) -> None:
     """Install the staged bundle into the inactive slot and restart into it; it commits itself
     once healthy, or the appliance rolls back (see vaxelctl fw status)."""
-    emit(fw_named(_change(appliance, "fw/update", {"force": force})), as_json, _show_fw)
+
+    async def work() -> Any:
+        try:
+            async with Connection(choose(appliance)) as connection:
+                return await connection.call(Code.POST, "fw/update", {"force": force})
+        except ClientError as exc:  # the appliance's refusal in an installer's words (JSON: as sent)
+            refused = f"{Code.SERVICE_UNAVAILABLE}: "
+            if as_json or not str(exc).startswith(refused):
+                raise
+            raise ClientError(
+                f"not applied: {_refusal(str(exc).removeprefix(refused))}", exc.exit_code
+            ) from None
+
+    emit(fw_named(run(work)), as_json, _show_fw)
 
 
 def fw_named(state: dict[str, Any]) -> dict[str, Any]:
@@ -893,9 +907,23 @@ def fw_named(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _show_fw(state: dict[str, Any]) -> None:
-    out.print(f"firmware: {fw_summary(state)}", highlight=False)
+    summary = f"firmware: {fw_summary(state)}"  # wrapped between words, the rest indented
+    out.print(textwrap.fill(summary, width=max(out.width, 40), subsequent_indent="  "), highlight=False)
     for name, slot in (state.get("slots") or {}).items():
         out.print(f"slot {name}: {slot['version'] or '-'} ({slot['state']})", highlight=False)
+
+
+# The appliance's reasons (vaxelbox.update.slots), read back into an installer's words.
+_ROLLED_BACK = re.compile(
+    r"(?P<new>\S+) rolled back \((?P<kind>\w+)\): (?P<detail>.*); back on slot (?P<slot>\w+)"
+)
+_COMMITTED = re.compile(r"(?P<new>\S+) committed in slot (?P<slot>\w+)")
+_ON_TRIAL = re.compile(r"(?P<new>\S+) on trial in slot (?P<slot>\w+)")
+_OLDER = re.compile(
+    r"(?P<new>\S+) is (?P<what>a downgrade|the same version) of the running (?P<running>\S+): .*"
+)
+_OTHER_BOARD = re.compile(r"the bundle is for (?P<boards>.+), this appliance is (?P<board>\S+)")
+_INTERRUPTED = "the board was reset or lost power during the trial"
 
 
 def fw_summary(state: dict[str, Any]) -> str:
@@ -903,26 +931,71 @@ def fw_summary(state: dict[str, Any]) -> str:
     version = f"version {state['version']}" if state.get("version") else "a bundle"
     total = state.get("total")
     took = f" in {state['seconds']:.1f} s" if state.get("seconds") is not None else ""
-    phase, result = state["state"], state["result"]
+    phase, result, reason = state["state"], state["result"], state.get("reason") or ""
     if phase == 1:
         of = f" of {_size(total)}" if total else ""
         return f"receiving {version}: {_size(state['received'])}{of} so far (vaxelctl fw upload resumes it)"
     if phase == 2:
         staged = f"{version} verified and staged ({_size(state['received'])}{took})"
-        refused = f"; not applied: {state['reason']}" if result else ""
-        return f"{staged}{refused}; vaxelctl fw apply installs it"
+        if result:
+            return f"{staged}; not applied: {_refusal(reason)}"
+        return f"{staged}; vaxelctl fw apply installs it"
     if phase == 3:
-        return f"updating to {version}: {state['reason']}"
-    if result in (0, 1):
-        if result == 0:
-            return "idle, nothing staged"
-        return (
-            f"idle; the last update succeeded: {state['reason']}"
-            if state.get("reason")
-            else "idle; the last update succeeded"
-        )
-    why = f": {state['reason']}" if state.get("reason") else ""
-    return f"idle; the last upload failed ({FW_RESULTS.get(result, result)}){why}"
+        if trial := _ON_TRIAL.fullmatch(reason):
+            return (
+                f"updating to {trial['new']}: on trial in slot {trial['slot']}, kept once it reports "
+                "healthy, rolled back otherwise"
+            )
+        return f"updating to {version}: {reason}"
+    if result == 0:
+        return "idle, nothing staged"
+    if result == 1:
+        done = _COMMITTED.fullmatch(reason)
+        if done:
+            return f"updated to {done['new']}: it reported healthy and is kept (slot {done['slot']})"
+        return f"the last update succeeded: {reason}" if reason else "the last update succeeded"
+    if back := _ROLLED_BACK.fullmatch(reason):
+        return _rolled_back(back, state.get("slots") or {})
+    why = f": {reason}" if reason else ""
+    if result == 8:
+        return f"the last update failed{why}"
+    return f"the last upload failed ({FW_RESULTS.get(result, result)}){why}"
+
+
+def _rolled_back(back: re.Match[str], slots: dict[str, Any]) -> str:
+    """`rolled back to 1.2.0: 1.3.0 ...` from the appliance's reason and its slots' versions."""
+    new, kind, detail = back["new"], back["kind"], back["detail"]
+    old = (slots.get(back["slot"]) or {}).get("version") or f"slot {back['slot']}"
+    why = {
+        "crash": f"{new} stopped while starting ({detail})",
+        "hang": f"{new} hung and the watchdog restarted the board",
+        "health": f"{new} failed its health check ({detail})",
+        "deadline": (
+            f"{new} reported healthy only after the board's deadline"
+            if detail.startswith("it reported healthy after")
+            else f"{new} did not report healthy within the board's deadline"
+        ),
+        "interrupted": (
+            f"the board restarted or lost power while {new} was on trial"
+            if detail == _INTERRUPTED
+            else f"{new} did not start: {detail}"
+        ),
+    }.get(kind, f"{new} failed on trial ({kind}: {detail})")
+    return f"rolled back to {old}: {why}"
+
+
+def _refusal(reason: str) -> str:
+    """Why the appliance would not apply the staged bundle, and what would."""
+    if older := _OLDER.fullmatch(reason):
+        if older["what"] == "a downgrade":
+            return (
+                f"{older['new']} is older than the running {older['running']}; "
+                "vaxelctl fw apply --force installs it anyway"
+            )
+        return f"{older['new']} is already running; vaxelctl fw apply --force installs it again"
+    if other := _OTHER_BOARD.fullmatch(reason):
+        return f"{reason}; upload a bundle built for {other['board']}"
+    return reason
 
 
 def fw_pack(
