@@ -958,8 +958,8 @@ def fw_summary(state: dict[str, Any]) -> str:
         return _rolled_back(back, state.get("slots") or {})
     why = f": {reason}" if reason else ""
     if result == 8:
-        return f"the last update failed{why}"
-    return f"the last upload failed ({FW_RESULTS.get(result, result)}){why}"
+        return f"idle; the last update failed{why}"
+    return f"idle; the last upload failed ({FW_RESULTS.get(result, result)}){why}"
 
 
 def _rolled_back(back: re.Match[str], slots: dict[str, Any]) -> str:
