@@ -3,7 +3,7 @@
 import re
 import secrets
 
-from vaxelbox.sip.message import Header, Request, Response
+from vaxelbox.sip.message import Header, Request, Response, header_tag
 
 _ECHOED = ("via", "from", "to", "call-id", "cseq")
 _HEADER_LINE = re.compile(rb"^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*(.*?)\r?$", re.I | re.M)
@@ -22,8 +22,12 @@ def make_response(request: Request, status: int, reason: str, *, to_tag: str | N
     return Response(status, reason, headers)
 
 
-def error_response_for_raw(data: bytes, status: int, reason: str) -> bytes | None:
-    """A stateless error response to a request that failed to parse, from whatever headers it had.
+def error_response_for_raw(
+    data: bytes, status: int, reason: str, *, to_tag: str | None = None, extra: tuple[str, ...] = ()
+) -> bytes | None:
+    """A stateless error response to a request, from whatever Via, From, To, Call-ID and CSeq lines
+    its raw bytes have (one that failed to parse, or one refused before parsing). `to_tag` is added
+    to a To without a tag; `extra` lines (e.g. "Retry-After: 5") go before Content-Length.
 
     Without a Via there is nowhere RFC 3261 lets us send it, so None.
     """
@@ -34,9 +38,12 @@ def error_response_for_raw(data: bytes, status: int, reason: str) -> bytes | Non
         name = match.group(1).decode("ascii")
         value = match.group(2).decode("utf-8", "replace").replace("\r", "").replace("\n", "")
         has_via |= name.lower() in ("via", "v")
+        if to_tag and name.lower() in ("to", "t") and header_tag(value) is None:
+            value = f"{value};tag={to_tag}"
         lines.append(f"{name}: {value}")
     if not has_via:
         return None
+    lines += extra
     lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 

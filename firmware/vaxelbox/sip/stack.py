@@ -9,6 +9,8 @@ RFC 3261 wants a proxy to forward those statelessly.
 
 import asyncio
 import logging
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +39,7 @@ from vaxelbox.sip.transaction import (
 from vaxelbox.sip.transport import Flow, TransportLayer
 
 log = logging.getLogger("vaxelbox.sip.stack")
+_TOP_BRANCH = re.compile(rb"\r\n(?:via|v)[ \t]*:[^\r\n]*?;[ \t]*branch[ \t]*=[ \t]*([^;,\s]+)", re.I)
 
 ResponseHandler = Callable[[Response], None]
 TimeoutHandler = Callable[[], None]
@@ -71,8 +74,10 @@ class SipStack:
         self.user: TransactionUser | None = None
         self.clients: dict[tuple[str, ...], Running] = {}
         self.servers: dict[tuple[str, ...], Running] = {}
+        self._server_branches: Counter[bytes] = Counter()  # of live server transactions, for taken_on
         transports.on_message = self.on_message
         transports.on_flow_closed = self._flow_closed
+        transports.taken_on = self.taken_on
 
     # -- outgoing -------------------------------------------------------------------------------
 
@@ -129,7 +134,14 @@ class SipStack:
             return
         self._new_server_transaction(message, key, flow)
 
+    def taken_on(self, data: bytes) -> bool:
+        """Whether raw request bytes retransmit a request a server transaction holds (read from the
+        top Via's branch without parsing): overload control never refuses those."""
+        branch = _TOP_BRANCH.search(data)
+        return branch is not None and branch.group(1) in self._server_branches
+
     def _new_server_transaction(self, request: Request, key: tuple[str, ...], flow: Flow) -> None:
+        self._server_branches[key[0].encode()] += 1
         if request.method == "INVITE":
             machine: Transaction = ServerInviteTransaction(request, flow.reliable, self.timers)
             running = Running(machine, flow, key)
@@ -217,6 +229,11 @@ class SipStack:
         table = self.clients if running.key in self.clients else self.servers
         if table.get(running.key) is running:
             del table[running.key]
+            if table is self.servers:
+                branch = running.key[0].encode()
+                self._server_branches[branch] -= 1
+                if self._server_branches[branch] <= 0:
+                    del self._server_branches[branch]
 
     def _flow_closed(self, flow: Flow) -> None:
         for running in [r for r in self.clients.values() if r.flow is flow]:

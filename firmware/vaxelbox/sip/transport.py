@@ -9,10 +9,13 @@ large), a malformed response is dropped, and each is counted.
 """
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import secrets
 import socket
 import ssl
+import struct
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -22,11 +25,19 @@ from typing import cast
 from vaxelbox.sip.errors import SipParseError
 from vaxelbox.sip.framing import Frame, FramingError, Ping, StreamFramer
 from vaxelbox.sip.message import Request, Response, parse_message
+from vaxelbox.sip.overload import SHED_TAG, OverloadControl, acks_a_refusal, starts_new_work
 from vaxelbox.sip.responses import error_response_for_raw
 
 HostPort = tuple[str, int]
 MessageHandler = Callable[[Request | Response, "Flow"], None]
 UDP_RECEIVE_BUFFER = 2 * 1024 * 1024
+RECEIVE_SIZE = 65_536  # one datagram, whatever its size (larger than max_message: 513, not cut)
+READ_BATCH = 64  # datagrams read per wake-up of a UDP socket
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the socket module lacks the name
+_TIMESPEC = struct.Struct("@qq")  # struct timespec: seconds, nanoseconds
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+LAG_TICK = 0.05  # s between two looks at the event loop's lateness (streams' sojourn)
+LAG_TARGET, LAG_INTERVAL = 0.100, 0.200  # s: a loop that late that long is overloaded
 _flow_ids = itertools.count(1)
 log = logging.getLogger("vaxelbox.sip.transport")
 
@@ -79,12 +90,12 @@ class UdpFlow(Flow):
     transport = "udp"
     reliable = False
 
-    def __init__(self, socket: asyncio.DatagramTransport, local: HostPort, remote: HostPort) -> None:
+    def __init__(self, endpoint: "_UdpEndpoint", local: HostPort, remote: HostPort) -> None:
         super().__init__(local, remote)
-        self._socket = socket
+        self._endpoint = endpoint
 
     def send(self, data: bytes) -> None:
-        self._socket.sendto(data, self.remote)
+        self._endpoint.sendto(data, self.remote)
 
 
 class StreamFlow(Flow, asyncio.Protocol):
@@ -149,22 +160,62 @@ class StreamFlow(Flow, asyncio.Protocol):
             self._connection.close()
 
 
-class _UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, layer: "TransportLayer") -> None:
+class _UdpEndpoint:
+    """One UDP socket, read in batches straight from the event loop's reader callback.
+
+    Each datagram comes with its kernel receive timestamp (SO_TIMESTAMPNS, Linux), so the layer
+    knows how long it waited in the socket's queue: its sojourn, what overload control reads.
+    Reading up to READ_BATCH datagrams per wake-up costs one epoll round for a burst, not one each.
+    """
+
+    def __init__(self, layer: "TransportLayer", sock: socket.socket) -> None:
         self._layer = layer
-        self.socket: asyncio.DatagramTransport | None = None
-        self.local: HostPort = ("", 0)
+        self.socket = sock
+        self.local: HostPort = sock.getsockname()[:2]
+        self._stamped = _enable_timestamps(sock)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.socket = cast(asyncio.DatagramTransport, transport)
-        self.local = transport.get_extra_info("sockname")[:2]
+    def sendto(self, data: bytes, remote: HostPort) -> None:
+        try:
+            self.socket.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            self._layer.stats["udp_send_dropped"] += 1  # send buffer full: UDP's loss, retransmitted
+        except OSError:
+            self._layer.stats["udp_errors"] += 1  # e.g. ICMP port unreachable for an earlier send
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        assert self.socket is not None
-        self._layer._received(data, UdpFlow(self.socket, self.local, (str(addr[0]), int(addr[1]))))
+    def _readable(self) -> None:
+        for _ in range(READ_BATCH):
+            try:
+                data, ancillary, _flags, addr = self.socket.recvmsg(RECEIVE_SIZE, _ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._layer.stats["udp_errors"] += 1
+                continue
+            sojourn = _sojourn(ancillary) if self._stamped else None
+            self._layer._received(data, UdpFlow(self, self.local, (str(addr[0]), int(addr[1]))), sojourn)
 
-    def error_received(self, exc: Exception) -> None:
-        self._layer.stats["udp_errors"] += 1  # e.g. ICMP port unreachable for an earlier send
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self.socket.fileno())
+        self.socket.close()
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False  # not Linux: overload control reads the event loop's lateness only
+    return True
+
+
+def _sojourn(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """Seconds since the kernel received the datagram (its SCM_TIMESTAMPNS), or None."""
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+            return max(0.0, time.time() - (seconds + nanoseconds / 1e9))
+    return None
 
 
 class SourceLimiter:
@@ -205,16 +256,31 @@ class TransportLayer:
         self._streams: dict[tuple[str, HostPort], StreamFlow] = {}
         self._connecting: dict[tuple[str, HostPort], asyncio.Future[StreamFlow]] = {}
         self._drop_logged_at, self._drops_unlogged = -1.0e9, 0
+        # Overload (sip.overload): datagrams' queueing, and the event loop's lateness for streams.
+        self.queueing = OverloadControl()
+        self.lateness = OverloadControl(LAG_TARGET, LAG_INTERVAL)
+        # Whether raw bytes are a retransmission of a request already taken on (never refused).
+        self.taken_on: Callable[[bytes], bool] = lambda data: False
+        self._lag_timer: asyncio.TimerHandle | None = None
 
     # -- listening --------------------------------------------------------------------------------
 
     async def listen_udp(self, host: str, port: int) -> HostPort:
+        """Bind a UDP socket; raises OSError (EADDRINUSE...) as bind does."""
         loop = asyncio.get_running_loop()
-        _, endpoint = await loop.create_datagram_endpoint(lambda: _UdpEndpoint(self), local_addr=(host, port))
-        sock = endpoint.socket.get_extra_info("socket") if endpoint.socket else None
-        if sock is not None:  # room for a burst of REGISTERs after a power cut (the kernel caps it)
+        family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM))[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            # Room for a burst of REGISTERs after a power cut (the kernel caps it at rmem_max).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        endpoint = _UdpEndpoint(self, sock)
         self._udp[endpoint.local] = endpoint
+        self._watch_lag()
         return endpoint.local
 
     async def listen_stream(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> HostPort:
@@ -222,6 +288,7 @@ class TransportLayer:
         name = "tls" if tls else "tcp"
         server = await loop.create_server(lambda: StreamFlow(self, name, outbound=False), host, port, ssl=tls)
         self._servers.append(server)
+        self._watch_lag()
         return server.sockets[0].getsockname()[:2]
 
     async def close(self) -> None:
@@ -230,8 +297,10 @@ class TransportLayer:
         for flow in list(self._streams.values()):
             flow.close()
         for endpoint in self._udp.values():
-            if endpoint.socket:
-                endpoint.socket.close()
+            endpoint.close()
+        if self._lag_timer is not None:
+            self._lag_timer.cancel()
+            self._lag_timer = None
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
@@ -241,9 +310,9 @@ class TransportLayer:
     def udp_flow(self, remote: HostPort, local: HostPort | None = None) -> UdpFlow:
         """A flow to `remote` through one of our UDP sockets (the one bound to `local`, if given)."""
         endpoint = self._udp.get(local) if local else next(iter(self._udp.values()), None)
-        if endpoint is None or endpoint.socket is None:
+        if endpoint is None:
             raise OSError("no UDP socket to send from")
-        return UdpFlow(endpoint.socket, endpoint.local, remote)
+        return UdpFlow(endpoint, endpoint.local, remote)
 
     def stream_flow(self, transport: str, remote: HostPort) -> StreamFlow | None:
         """The open connection to `remote`, if there is one."""
@@ -313,13 +382,27 @@ class TransportLayer:
 
     # -- receiving --------------------------------------------------------------------------------
 
-    def _received(self, data: bytes, flow: Flow) -> None:
+    @property
+    def overloaded(self) -> bool:
+        """Whether new work is being refused now (sip.overload)."""
+        return self.queueing.shedding or self.lateness.shedding
+
+    def _received(self, data: bytes, flow: Flow, sojourn: float | None = None) -> None:
+        """One message's bytes from `flow`; `sojourn`: seconds it waited in the socket's queue."""
+        if sojourn is not None:
+            self.queueing.observe(sojourn, time.monotonic())
         source = flow.remote[0]
         if self.limits.rate and not self.trusted(source) and not self._limiter.allow(source):
             self.stats["rate_limited"] += 1
             return
         if not data.strip(b"\r\n"):
             self.stats["keepalives"] += 1  # a CRLF keepalive over UDP
+            return
+        if data.startswith(b"ACK ") and acks_a_refusal(data):
+            self.stats["shed_acks"] += 1  # hop by hop, for a refusal of ours: it ends here
+            return
+        if self.overloaded and starts_new_work(data) and not self.taken_on(data):
+            self._shed(data, flow)
             return
         if len(data) > self.limits.max_message:
             self._refuse(data, flow, SipParseError("Message Too Large", is_request=True, status=513))
@@ -337,6 +420,27 @@ class TransportLayer:
         except Exception:  # a bug above must not take the transport down with it
             self.stats["handler_errors"] += 1
             log.exception("message handler failed for %r", flow)
+
+    def _shed(self, data: bytes, flow: Flow) -> None:
+        """503 with Retry-After to new work while overloaded (RFC 3261 §21.5.4), without parsing it
+        and without keeping state: its ACK is known by our To tag (sip.overload.SHED_TAG)."""
+        self.stats["shed"] += 1
+        retry = f"Retry-After: {OverloadControl.retry_after()}"
+        tag = f"{SHED_TAG}{secrets.token_hex(4)}"
+        reply = error_response_for_raw(data, 503, "Service Unavailable", to_tag=tag, extra=(retry,))
+        if reply is not None:
+            flow.send(reply)
+
+    def _watch_lag(self) -> None:
+        """Look at the event loop's lateness every LAG_TICK s (what a stream's message waits)."""
+        if self._lag_timer is None:
+            loop = asyncio.get_running_loop()
+            self._lag_timer = loop.call_later(LAG_TICK, self._lag_tick, loop.time() + LAG_TICK)
+
+    def _lag_tick(self, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.lateness.observe(loop.time() - due, time.monotonic())
+        self._lag_timer = loop.call_later(LAG_TICK, self._lag_tick, loop.time() + LAG_TICK)
 
     def _refuse(self, data: bytes, flow: Flow, error: SipParseError) -> None:
         if not error.is_request or data.startswith(b"SIP/"):
