@@ -42,8 +42,8 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 IMAGE_BOARDS ?= boards/rpi-4b.yaml boards/rpi-cm4-dual-nic.yaml boards/nanopi-r5s.yaml
 image: setup
 	@$(NEED_DEBS) rauc squashfs-tools e2fsprogs openssl
-	$(BIN)/python -m vaxelbox.update.image $(IMAGE_BOARDS) --version $(VERSION) --out build/image --keys build/keys \
-	  $(if $(BASE_ROOTFS),--base-rootfs $(BASE_ROOTFS))
+	$(BIN)/python -m vaxelbox.update.image $(IMAGE_BOARDS) --version $(VERSION) --out build/image --keys build/keys$(if \
+	  $(BASE_ROOTFS), --base-rootfs $(BASE_ROOTFS))
 
 setup: $(STAMP)
 
