@@ -4,6 +4,7 @@ install, commit and the ways back (rauc_lab: what runs for real and what is play
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def _bundle(built, board: str, kind: str) -> Path:
     return Path(result["bundles"][board][kind])
 
 
-def _store(lab: RaucLab, tmp_path: Path, reboots: list[str] | None = None) -> RaucSlots:
+def _store(lab: RaucLab, tmp_path: Path, clock=time.time) -> RaucSlots:
     """The agent's back-end on the lab's RAUC; its reboot is recorded (the lab reboots)."""
     record = tmp_path / "reboots"
     return RaucSlots(
@@ -54,6 +55,7 @@ def _store(lab: RaucLab, tmp_path: Path, reboots: list[str] | None = None) -> Ra
         env=lab.env,
         boot_id=lab.boot_id,
         reboot=("sh", "-c", f"echo reboot >> {record}"),
+        clock=clock,
     )
 
 
@@ -216,6 +218,44 @@ def test_a_power_cut_during_the_trial_comes_back_on_the_previous_slot(lab, built
         parse_status(lab.rauc("status", "--detailed", "--output-format=json").stdout).slots["B"].boot_status
         == "bad"
     )
+
+
+def test_a_trial_past_its_deadline_is_marked_bad_when_the_agent_next_looks(lab, built, tmp_path):
+    """A new agent that never got healthy (systemd restarts it after a crash): at its next start
+    past the deadline the trial ends (deadline), RAUC marks B bad and A good, and the board reboots."""
+    now = [1000.0]
+    store = _store(lab, tmp_path, clock=lambda: now[0])  # the board's clock, moved on by the test
+    _install(store, built)
+    assert lab.reboot() == "B"
+    trial = store.load().trial
+    assert trial is not None
+    assert trial.deadline == 1120.0  # the board file's 120 s from the boot
+    now[0] = 1121.0
+    state = store.load()
+    assert state.outcome is not None
+    assert state.outcome.reason == (
+        f"{VERSION} rolled back (deadline): no healthy report within the deadline; back on slot A"
+    )
+    assert (tmp_path / "reboots").read_text() == "reboot\n"
+    assert lab.uboot() == {"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}
+    assert lab.reboot() == "A"
+
+
+def test_a_slot_the_bootloader_gave_up_on_before_the_agent_ran_is_rolled_back(lab, built, tmp_path):
+    """The new slot's one boot attempt went without the agent ever starting (a kernel that does not
+    come up, reset by the watchdog): U-Boot boots A, and the agent there says so."""
+    store = _store(lab, tmp_path)
+    _install(store, built)
+    assert lab.reboot() == "B"  # ... and the kernel never gets to the agent
+    assert lab.reboot() == "A"
+    state = store.load()
+    assert state.outcome is not None
+    assert state.outcome.reason == (
+        f"{VERSION} rolled back (interrupted): the board did not start it (the bootloader went back to "
+        "slot A); back on slot A"
+    )
+    assert state.bad == ("B",)
+    assert not (tmp_path / "reboots").exists()  # already on the slot it goes back to
 
 
 def test_a_bundle_for_another_board_is_refused_by_rauc_in_its_words(lab, built, tmp_path):
