@@ -286,6 +286,24 @@ def test_our_signed_header_refuses_another_board_before_rauc_is_asked(lab, built
     assert not any(lab.slots["B"].read_bytes()[: 1 << 16])
 
 
+def test_a_bundle_rauc_will_not_install_is_refused_with_rauc_s_reason_and_stays_staged(built, tmp_path):
+    """A board whose keyring is another CA: the appliance takes our bundle (our signature is good),
+    RAUC refuses its X.509 signature; apply says so in RAUC's words (LwM2M: update failed), the
+    bundle stays staged and the boot order is untouched."""
+    _, keys = built
+    lab = RaucLab(tmp_path / "board", image.dev_keys(tmp_path / "other-ca").rauc_ca)
+    try:
+        firmware = FirmwareUpdate(tmp_path / "fw", keys.signing_pub, _store(lab, tmp_path), "rpi-4b", print)
+        firmware.write(0, _bundle(built, "rpi-4b", "vxb").read_bytes(), last=True)
+        with pytest.raises(UpdateRefused) as refused:
+            firmware.update()
+        assert str(refused.value).startswith("installing into slot B: signature verification failed: ")
+        assert (firmware.status.state, firmware.status.result) == (State.DOWNLOADED, Result.UPDATE_FAILED)
+        assert lab.uboot() == {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}
+    finally:
+        lab.close()
+
+
 def test_parse_status_reads_what_rauc_prints(lab, built, tmp_path):
     """`rauc status --detailed --output-format=json` from the real service, before and after an
     install: slots by bootname, booted, primary, versions, boot status; garbage is RaucError."""

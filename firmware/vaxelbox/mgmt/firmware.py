@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from vaxelbox.mgmt.security import write_private
 from vaxelbox.update import slots
 from vaxelbox.update.directories import DirectorySlots
 from vaxelbox.update.lwm2m import Result, State
+from vaxelbox.update.rauc import RaucError
 
 __all__ = ["Result", "State"]  # re-exported: callers import them from here too
 
@@ -143,8 +145,15 @@ class FirmwareUpdate:
             self._become(State.DOWNLOADED, Result(exc.result), str(exc))
             self._save()
             raise UpdateRefused(str(exc)) from None
-        for action in step.actions:
-            self._carry_out(action, step)
+        try:
+            for action in step.actions:
+                self._carry_out(action, step)
+        except (OSError, tarfile.TarError, RaucError) as exc:  # the slot is left as it was; say why
+            self._become(
+                State.DOWNLOADED, Result.UPDATE_FAILED, f"installing into slot {step.state.inactive}: {exc}"
+            )
+            self._save()
+            raise UpdateRefused(self.status.reason) from None
         return self.status
 
     def healthy(self) -> None:
