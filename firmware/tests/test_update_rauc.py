@@ -177,6 +177,16 @@ def test_the_agent_installs_through_rauc_and_commits_once_healthy(lab, built, tm
     assert lab.reboot() == "B"  # committed: it stays
 
 
+def test_a_healthy_start_gives_the_running_slot_its_boot_attempts_back(lab, tmp_path):
+    """U-Boot spends an attempt at every boot: without the agent's mark-good at each healthy start
+    the third reboot would leave slot A without attempts and boot the empty slot B."""
+    store = _store(lab, tmp_path)
+    for _ in range(4):
+        assert lab.reboot() == "A"
+        store.change(lambda s: slots.healthy(s, time.time()))  # what the agent does once ready
+        assert lab.uboot()["BOOT_A_LEFT"] == "3"
+
+
 def test_a_crashing_trial_is_marked_bad_and_the_board_goes_back(lab, built, tmp_path):
     """The new agent fails on trial: RAUC marks its slot bad (out of BOOT_ORDER), the slot it came
     from good, the board reboots into that one, and the outcome names the crash."""

@@ -164,12 +164,19 @@ class RaucSlots:
     def change(self, event: Callable[[Slots], Step]) -> Step:
         """Feed one event, save its state, then make the marks it asks for in RAUC
         (MarkGood -> mark-good; MarkBad -> mark-bad, and mark-good on the slot we go back to)
-        and reboot for a Restart."""
+        and reboot for a Restart. A running slot that is primary and not on trial is marked
+        good as well: U-Boot spends one of its attempts at every boot (boards/rauc/boot.cmd),
+        so each healthy start gives them back."""
         with self._locked():
-            step = event(self._settle(self._view()).state)
+            settled = self._settle(self._view())
+            step = event(settled.state)
             self._write(step.state)
-        self._carry_out(step.actions)
-        return step
+        state, actions = step.state, [*settled.actions, *step.actions]
+        marked = any(isinstance(a, slots.MarkGood | slots.MarkBad) for a in actions)
+        if not marked and state.trial is None and state.booted is not None and state.booted == state.primary:
+            actions.append(slots.MarkGood(state.booted))
+        self._carry_out(actions)
+        return Step(state, actions)
 
     def install(self, slot: str, image: BinaryIO) -> None:
         """`rauc install` the RAUC bundle `image` (a stream) into the inactive `slot`.
