@@ -48,12 +48,19 @@ _PARSED_FROM = {
 _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s]+)", re.I)
 
 
+_KEYS: dict[str, str] = {}  # header name as written -> its key: a few dozen names in practice
+_KNOWN_NAMES = 4096  # bound on _KEYS and _TOKEN_NAMES, whatever names peers invent
+
+
 def header_key(name: str) -> str:
     """The lower-case canonical name under which a header is looked up."""
-    lowered = name.lower()
-    if len(lowered) == 1 and lowered in COMPACT:
-        return COMPACT[lowered].lower()
-    return lowered
+    key = _KEYS.get(name)
+    if key is None:
+        lowered = name.lower()
+        key = COMPACT[lowered].lower() if len(lowered) == 1 and lowered in COMPACT else lowered
+        if len(_KEYS) < _KNOWN_NAMES:
+            _KEYS[name] = key
+    return key
 
 
 class Header:
@@ -69,6 +76,11 @@ class Header:
 
     def line(self) -> str:
         return self.raw if self.raw is not None else f"{self.name}: {self.value}"
+
+    def copy(self) -> "Header":
+        twin = Header.__new__(Header)
+        twin.key, twin.name, twin.raw, twin.value = self.key, self.name, self.raw, self.value
+        return twin
 
     def __repr__(self) -> str:
         return f"Header({self.name!r}, {self.value!r})"
@@ -295,17 +307,29 @@ def parse_message(data: bytes) -> Request | Response:
     return message
 
 
+_TOKEN_NAMES: set[str] = set()  # header names already found to be tokens
+
+
 def _split_headers(text: str) -> list[Header]:
     headers = []
     if not text:
         return headers
-    for raw in _LINE_END.split(text):
+    folded = "\r\n " in text or "\r\n\t" in text
+    for raw in _LINE_END.split(text) if folded else text.split("\r\n"):
         name, colon, value = raw.partition(":")
         name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+        if not colon or (name not in _TOKEN_NAMES and not _token_name(name)):
             raise SipSyntaxError(f"malformed header line {raw[:30]!r}")
-        headers.append(Header(name, _FOLD.sub(" ", value).strip(" \t"), raw))
+        headers.append(Header(name, (_FOLD.sub(" ", value) if folded else value).strip(" \t"), raw))
     return headers
+
+
+def _token_name(name: str) -> bool:
+    if not is_token(name):
+        return False
+    if len(_TOKEN_NAMES) < _KNOWN_NAMES:
+        _TOKEN_NAMES.add(name)
+    return True
 
 
 def _request(start: str, headers: list[Header]) -> Request:

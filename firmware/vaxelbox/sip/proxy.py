@@ -97,7 +97,7 @@ def forward_copy(
     `record_route` lists our Record-Route URIs, the one facing the next hop
     first (two of them when the request changes interface or transport).
     """
-    headers = [Header(h.name, h.value, h.raw) for h in request.headers]
+    headers = [h.copy() for h in request.headers]
     copy = Request(request.method, target or request.uri, headers, request.body)
     copy.replace("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
     for uri in reversed(record_route):
@@ -124,7 +124,7 @@ def strict_route(request: Request) -> None:
 def strip_top_via(response: Response) -> Response:
     """§16.7 step 3: the response as it goes upstream, without our Via."""
     copy = Response(
-        response.status, response.reason, [Header(h.name, h.value, h.raw) for h in response.headers]
+        response.status, response.reason, [h.copy() for h in response.headers]
     )
     copy.body = response.body
     copy.pop_first_value("Via")
