@@ -337,11 +337,15 @@ def _install(store: RaucSlots, built) -> None:
     store.save(step.state)
 
 
-def test_rauc_missing_fails_loudly(monkeypatch, tmp_path):
-    """Without rauc the back-end says which package to install (and the lab fails, never skips)."""
+def test_rauc_missing_fails_loudly(monkeypatch, tmp_path, built):
+    """Without rauc the back-end says which package to install; the agent still starts and answers
+    /fw (the log says why the slots are missing); the lab fails, never skips."""
     store = RaucSlots(tmp_path / "s.json", 60, rauc=("rauc-not-installed-here",))
     with pytest.raises(RaucError, match="rauc-not-installed-here is not installed"):
         store.load()
+    firmware = FirmwareUpdate(tmp_path / "fw", built[1].signing_pub, store, "rpi-4b")
+    firmware.healthy()
+    assert firmware.slot_view() is None
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(AssertionError, match="rauc is missing"):
         tool("rauc", "rauc")

@@ -16,6 +16,7 @@ starts, so a key installed while the agent runs counts at once."""
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import tarfile
@@ -34,6 +35,8 @@ from vaxelbox.update.lwm2m import Result, State
 from vaxelbox.update.rauc import RaucError
 
 __all__ = ["Result", "State"]  # re-exported: callers import them from here too
+
+log = logging.getLogger("vaxelbox.mgmt.firmware")
 
 
 class UpdateRefused(ValueError):
@@ -158,16 +161,25 @@ class FirmwareUpdate:
 
     def healthy(self) -> None:
         """The agent is ready (SIP listening, management reachable): commit a slot on trial."""
-        if self.slot_store is not None:
+        if self.slot_store is None:
+            return
+        try:
             self.slot_store.change(lambda state: slots.healthy(state, time.time()))
-            self._take_outcome()
+        except (OSError, RaucError) as exc:  # the agent runs on; the trial is settled at the next look
+            log.error("cannot record this version as healthy: %s", exc)
+            return
+        self._take_outcome()
 
     def slot_view(self) -> dict[str, object] | None:
         """Both slots for /fw: {"A": {"version", "state"}, ...}, `state` one of running, trial,
         bad, standby, empty; None on a board without slots."""
         if self.slot_store is None:
             return None
-        state = self.slot_store.load()
+        try:
+            state = self.slot_store.load()
+        except RaucError as exc:  # /fw still answers; the log says what RAUC said
+            log.error("cannot read the slots: %s", exc)
+            return None
         return {
             name: {"version": version, "state": _slot_state(state, name)}
             for name, version in state.versions.items()
@@ -191,7 +203,11 @@ class FirmwareUpdate:
         """After a restart: the trial's end (committed or rolled back) into the LwM2M state."""
         if self.slot_store is None or self.status.state != State.UPDATING:
             return
-        state = self.slot_store.load()
+        try:
+            state = self.slot_store.load()
+        except RaucError as exc:  # the agent starts all the same; /fw reads it again later
+            log.error("cannot read the slots: %s", exc)
+            return
         if state.trial is not None:
             self._become(
                 State.UPDATING, Result.INITIAL, f"{state.trial.version} on trial in slot {state.trial.slot}"
