@@ -2,6 +2,7 @@
 the bundles `make image` builds, and the agent's RAUC back-end driving a RAUC service through
 install, commit and the ways back (rauc_lab: what runs for real and what is played)."""
 
+import asyncio
 import json
 import subprocess
 import time
@@ -185,6 +186,28 @@ def test_a_healthy_start_gives_the_running_slot_its_boot_attempts_back(lab, tmp_
         assert lab.reboot() == "A"
         store.change(lambda s: slots.healthy(s, time.time()))  # what the agent does once ready
         assert lab.uboot()["BOOT_A_LEFT"] == "3"
+
+
+async def test_in_the_agent_rauc_installs_in_the_background_and_the_reboot_follows(lab, built, tmp_path):
+    """Inside the agent's event loop apply answers at once ("installing"), RAUC writes the slot in a
+    worker thread while the loop runs on, and the reboot is asked for on the loop once it is done."""
+    _, keys = built
+    restarts: list[str] = []
+    firmware = FirmwareUpdate(
+        tmp_path / "fw", keys.signing_pub, _store(lab, tmp_path), "rpi-4b", restarts.append
+    )
+    firmware.write(0, _bundle(built, "rpi-4b", "vxb").read_bytes(), last=True)
+    ticks = 0
+    status = firmware.update()
+    assert (status.state, status.reason) == (State.UPDATING, "installing into slot B")
+    while not restarts:
+        ticks += 1
+        assert ticks < 1000, "no reboot asked for within 10 s"
+        await asyncio.sleep(0.01)
+    assert ticks > 1  # the loop ran while RAUC installed
+    assert restarts == [f"trying {VERSION} in slot B"]
+    assert firmware.status.reason == "installed in slot B; restarting into it"
+    assert lab.uboot()["BOOT_ORDER"] == "B A"
 
 
 def test_a_crashing_trial_is_marked_bad_and_the_board_goes_back(lab, built, tmp_path):

@@ -134,7 +134,10 @@ class FirmwareUpdate:
     def update(self, force: bool = False) -> Status:
         """LwM2M Execute /5/0/2: install the staged bundle into the inactive slot and restart into it.
         Raises UpdateRefused (nothing staged, no slots, or slots.Refused's reason: another board,
-        a downgrade unless `force`) before the slot is touched; the result says why."""
+        a downgrade unless `force`) before the slot is touched; the result says why. In the agent
+        (an event loop runs) the install runs in a worker thread, as RAUC writing a root file
+        system takes minutes: the answer is "installing", and /fw follows; without a loop it runs
+        here and a failed install raises UpdateRefused."""
         if self.status.state != State.DOWNLOADED:
             raise UpdateRefused("nothing staged: upload a bundle first")
         if self.slot_store is None or self._board is None:
@@ -148,16 +151,34 @@ class FirmwareUpdate:
             self._become(State.DOWNLOADED, Result(exc.result), str(exc))
             self._save()
             raise UpdateRefused(str(exc)) from None
+        except RaucError as exc:
+            raise UpdateRefused(f"cannot read the slots: {exc}") from None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if not self._apply(step, None):
+                raise UpdateRefused(self.status.reason) from None
+            return self.status
+        self._become(State.UPDATING, Result.INITIAL, f"installing into slot {step.state.inactive}")
+        self._save()
+        loop.run_in_executor(None, self._apply, step, loop)
+        return self.status
+
+    def _apply(self, step: slots.Step, loop: asyncio.AbstractEventLoop | None) -> bool:
+        """Carry out an accepted apply (the restart on `loop`'s thread, if given); whether it
+        installed. A failed install leaves the slot as it was and the bundle staged, and says why."""
         try:
             for action in step.actions:
-                self._carry_out(action, step)
-        except (OSError, tarfile.TarError, RaucError) as exc:  # the slot is left as it was; say why
-            self._become(
-                State.DOWNLOADED, Result.UPDATE_FAILED, f"installing into slot {step.state.inactive}: {exc}"
-            )
+                if isinstance(action, slots.Restart) and loop is not None:
+                    loop.call_soon_threadsafe(self._restart, action.reason)
+                else:
+                    self._carry_out(action, step)
+        except (OSError, tarfile.TarError, RaucError) as exc:
+            why = f"installing into slot {step.state.inactive}: {exc}"
+            self._become(State.DOWNLOADED, Result.UPDATE_FAILED, why)
             self._save()
-            raise UpdateRefused(self.status.reason) from None
-        return self.status
+            return False
+        return True
 
     def healthy(self) -> None:
         """The agent is ready (SIP listening, management reachable): commit a slot on trial."""
