@@ -123,8 +123,11 @@ schemas: setup
 	$(BIN)/vaxelbox schema board > boards/board.schema.json
 
 # Benchmarks against real peers in the same run; results land in bench/results/.
+# sip_relay.py's soak is 10 minutes here (SOAK_MINUTES=1 to try it); its command line is in the results file.
+SOAK_MINUTES ?= 10
 bench: setup test-debs
-	$(BIN)/python bench/sip_relay.py
+	@[ -x $(BIN)/py-spy ] || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python bench/sip_relay.py --soak-minutes $(SOAK_MINUTES)
 	$(BIN)/python bench/coap_mgmt.py
 	$(BIN)/python bench/failback.py
 	$(BIN)/python bench/local_calls.py

@@ -80,6 +80,7 @@ class Kamailio:
     tls_port: int | None = None  # also listen for TLS there, with a certificate made for the test
     netns: str | None = None  # run inside this network namespace (the HIL suite's "cloud")
     presence: bool = False  # also a presence server for Event: dialog, fed by the calls it proxies
+    challenge_invites: bool = False  # answer every new INVITE 407 first (proxy digest, as the bench's cloud)
 
     def start(self) -> "Kamailio":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ class Kamailio:
         presence = self._presence()
         for key, value in {"@ADDRESS@": self.address, "@PORT@": str(self.port), "@DOMAIN@": DOMAIN,
                            "@USERS@": users, "@RUNDIR@": str(self.workdir), "@TLS@": tls,
-                           "@TLSMODULE@": tls_module, "@PRESENCE@": presence}.items():  # fmt: skip
+                           "@TLSMODULE@": tls_module, "@PRESENCE@": presence + self._invite_auth()}.items():  # fmt: skip
             config = config.replace(key, value)
         (self.workdir / "kamailio.cfg").write_text(config)
         self.log = (self.workdir / "kamailio.log").open("w")
@@ -125,6 +126,10 @@ class Kamailio:
         core = f"enable_tls=yes\nlisten=tls:{self.address}:{self.tls_port}"
         module = f'loadmodule "tls.so"\nmodparam("tls", "config", "{self.workdir / "tls.cfg"}")'
         return core, module
+
+    def _invite_auth(self) -> str:
+        """The preprocessor line that has every new INVITE authenticate as its From user, or ""."""
+        return "\n#!define WITH_INVITE_AUTH" if self.challenge_invites else ""
 
     def _presence(self) -> str:
         """The preprocessor line that turns presence on, with db_text's tables in the run directory."""
