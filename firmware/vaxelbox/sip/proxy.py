@@ -123,9 +123,7 @@ def strict_route(request: Request) -> None:
 
 def strip_top_via(response: Response) -> Response:
     """§16.7 step 3: the response as it goes upstream, without our Via."""
-    copy = Response(
-        response.status, response.reason, [h.copy() for h in response.headers]
-    )
+    copy = Response(response.status, response.reason, [h.copy() for h in response.headers])
     copy.body = response.body
     copy.pop_first_value("Via")
     return copy

@@ -173,7 +173,8 @@ class SipStack:
     def _run(self, running: Running, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                running.flow.send(action.message.to_bytes())
+                message = action.message
+                running.flow.send(message if isinstance(message, bytes) else message.to_bytes())
             elif isinstance(action, StartTimer):
                 self._start_timer(running, action)
             elif isinstance(action, StopTimer):

@@ -33,7 +33,9 @@ class TimerSettings:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    message: Request | Response
+    """A message to send: parsed, or already on the wire (a retransmission)."""
+
+    message: Request | Response | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +80,34 @@ class State(StrEnum):
 
 
 class Transaction:
-    """What every transaction has: its request, its transport's reliability, its state."""
+    """What every transaction has: its request, its transport's reliability, its state.
+
+    Once a transaction only waits (Completed, Accepted, Confirmed: up to 64*T1 s), it lets its
+    parsed request go (`request` None) and keeps what it may resend as bytes: thousands of
+    transactions wait at any time under load, and parsed messages are several times larger."""
 
     initial_state = State.TRYING
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
-        self.request = request
+        self.request: Request | None = request
+        self.label = f"{request.method} {request.get('Call-ID')}"  # for errors, once `request` has gone
         self.reliable = reliable
         self.timers = timers = timers or TimerSettings()
         self.state = self.initial_state
         self._interval = timers.t1  # the current retransmission interval (Timers A, E, G)
+        self._wire: bytes | None = None  # the request as sent, once it is resent
+
+    def _resend(self) -> Send:
+        """The request again, serialised once for all its retransmissions."""
+        if self._wire is None:
+            assert self.request is not None, "a waiting transaction resends no request"
+            self._wire = self.request.to_bytes()
+        return Send(self._wire)
+
+    def _waiting(self) -> None:
+        """Nothing left to send but what is kept as bytes: let the parsed request go."""
+        self.request = None
+        self._wire = None
 
     @property
     def terminated(self) -> bool:
@@ -135,19 +155,23 @@ class ClientInviteTransaction(Transaction):
                 return [*stop, ToUser(response)]
             if status < 300:
                 self.state = State.ACCEPTED
+                self._waiting()
                 return [*stop, ToUser(response), StartTimer("M", self.timers.timeout)]
             self.state = State.COMPLETED
-            return [*stop, ToUser(response), Send(ack_for(self.request, response)), self._wait("D", 32.0)]
+            assert self.request is not None
+            self._ack = ack_for(self.request, response)
+            self._waiting()
+            return [*stop, ToUser(response), Send(self._ack), self._wait("D", 32.0)]
         if self.state is State.ACCEPTED and 200 <= status < 300:
             return [ToUser(response)]  # 2xx retransmissions go to the user, who ACKs them
         if self.state is State.COMPLETED and status >= 300:
-            return [Send(ack_for(self.request, response))]
+            return [Send(self._ack)]
         return []
 
     def on_timer(self, name: str) -> list[Action]:
         if name == "A" and self.state is State.CALLING:
             self._interval *= 2
-            return [Send(self.request), StartTimer("A", self._interval)]
+            return [self._resend(), StartTimer("A", self._interval)]
         if name == "B" and self.state is State.CALLING:
             return [TimedOut(), *self._terminate()]
         if (name == "D" and self.state is State.COMPLETED) or (name == "M" and self.state is State.ACCEPTED):
@@ -171,6 +195,7 @@ class ClientNonInviteTransaction(Transaction):
             self.state = State.PROCEEDING
             return [ToUser(response)]
         self.state = State.COMPLETED
+        self._waiting()
         return [StopTimer("E"), StopTimer("F"), ToUser(response), self._wait("K", self.timers.t4)]
 
     def on_timer(self, name: str) -> list[Action]:
@@ -179,7 +204,7 @@ class ClientNonInviteTransaction(Transaction):
                 self._interval = min(2 * self._interval, self.timers.t2)
             else:
                 self._interval = self.timers.t2
-            return [Send(self.request), StartTimer("E", self._interval)]
+            return [self._resend(), StartTimer("E", self._interval)]
         if name == "F" and self.state in (State.TRYING, State.PROCEEDING):
             return [TimedOut(), *self._terminate()]
         if name == "K" and self.state is State.COMPLETED:
@@ -197,14 +222,15 @@ class ServerInviteTransaction(Transaction):
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         super().__init__(request, reliable, timers)
-        self.last_response: Response | None = None
+        self.last_response: bytes | None = None  # what a retransmitted INVITE is answered with
 
     def start(self, trying: Response | None = None) -> list[Action]:
         """Hand the INVITE to the user; `trying` (a 100) is sent at once, as a proxy must (§16.2)."""
+        assert self.request is not None
         actions: list[Action] = [ToUser(self.request)]
         if trying is not None:
-            self.last_response = trying
-            actions.insert(0, Send(trying))
+            self.last_response = trying.to_bytes()
+            actions.insert(0, Send(self.last_response))
         return actions
 
     def on_request(self, request: Request) -> list[Action]:
@@ -224,17 +250,16 @@ class ServerInviteTransaction(Transaction):
         if self.state is State.ACCEPTED and 200 <= status < 300:
             return [Send(response)]  # the user retransmits its 2xx itself
         if self.state is not State.PROCEEDING:
-            raise LocalProtocolError(
-                f"{status} to {self.request.method} {self.request.call_id} in state {self.state}"
-            )
-        self.last_response = response
+            raise LocalProtocolError(f"{status} to {self.label} in state {self.state}")
+        self.last_response = wire = response.to_bytes()
         if status < 200:
-            return [Send(response)]
+            return [Send(wire)]
+        self._waiting()
         if status < 300:
             self.state = State.ACCEPTED
-            return [Send(response), StartTimer("L", self.timers.timeout)]
+            return [Send(wire), StartTimer("L", self.timers.timeout)]
         self.state = State.COMPLETED
-        actions: list[Action] = [Send(response), StartTimer("H", self.timers.timeout)]
+        actions: list[Action] = [Send(wire), StartTimer("H", self.timers.timeout)]
         if not self.reliable:
             actions.append(StartTimer("G", self._interval))
         return actions
@@ -255,9 +280,10 @@ class ServerNonInviteTransaction(Transaction):
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         super().__init__(request, reliable, timers)
-        self.last_response: Response | None = None
+        self.last_response: bytes | None = None  # what a retransmitted request is answered with
 
     def start(self) -> list[Action]:
+        assert self.request is not None
         return [ToUser(self.request)]
 
     def on_request(self, request: Request) -> list[Action]:
@@ -267,15 +293,14 @@ class ServerNonInviteTransaction(Transaction):
 
     def respond(self, response: Response) -> list[Action]:
         if self.state not in (State.TRYING, State.PROCEEDING):
-            raise LocalProtocolError(
-                f"{response.status} to {self.request.method} {self.request.call_id} in state {self.state}"
-            )
-        self.last_response = response
+            raise LocalProtocolError(f"{response.status} to {self.label} in state {self.state}")
+        self.last_response = wire = response.to_bytes()
         if response.status < 200:
             self.state = State.PROCEEDING
-            return [Send(response)]
+            return [Send(wire)]
         self.state = State.COMPLETED
-        return [Send(response), self._wait("J", self.timers.timeout)]
+        self._waiting()
+        return [Send(wire), self._wait("J", self.timers.timeout)]
 
     def on_timer(self, name: str) -> list[Action]:
         if name == "J" and self.state is State.COMPLETED:
