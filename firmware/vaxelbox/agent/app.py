@@ -40,6 +40,7 @@ from vaxelbox.hw.board_services import BoardServices
 from vaxelbox.presence.server import PresenceServer
 from vaxelbox.problems import read_config
 from vaxelbox.routing.mode import ModeChange
+from vaxelbox.sip.overload import transactions_for_ram
 from vaxelbox.sip.transport import Limits
 from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
 from vaxelbox.site.mark import without_mark
@@ -276,7 +277,11 @@ class Agent:
             wan=(options.wan.host, options.wan.port),
             proxies=cloud_proxies(self.active.site, options.cloud_override),
             tls=ssl.create_default_context(),
-            limits=Limits(rate=options.rate_limit, burst=2 * options.rate_limit),
+            limits=Limits(
+                rate=options.rate_limit,
+                burst=2 * options.rate_limit,
+                max_transactions=transactions_for_ram(options.board.ram_mb if options.board else 1024),
+            ),
             lan_tls=phone_tls_context(identity.certificate, identity.key),
             lan_tls_port=options.lan_tls.port,
         )

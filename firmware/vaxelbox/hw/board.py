@@ -129,6 +129,7 @@ class Board(_Part):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str
     arch: Literal["aarch64", "armv7l", "x86_64", "any"]
+    ram_mb: int = Field(1024, ge=128, description="RAM in MiB: sizes the SIP state's ceilings")
     console: Console
     interfaces: Interfaces
     watchdog: Watchdog | None = None

@@ -26,6 +26,10 @@ import re
 TARGET = 0.020  # s of waiting tolerated before a message is read
 INTERVAL = 0.100  # s the waiting must last to count as a standing queue
 RETRY_AFTER = (2, 10)  # s, drawn uniformly: refused phones do not all come back at once
+# A live transaction with what hangs on it (parsed messages, the proxy's call, timers) costs about
+# 10 KiB (bench/sip_relay.py, 200 calls/s); SIP state may take a quarter of the board's RAM.
+TRANSACTION_BYTES = 10 * 1024
+SIP_SHARE_OF_RAM = 4
 
 # A request that starts new work: its method, and no To tag (outside a dialog, RFC 3261 §12).
 _NEW_WORK = re.compile(rb"(?:INVITE|REGISTER|SUBSCRIBE|OPTIONS|MESSAGE|PUBLISH|REFER|NOTIFY|INFO) ")
@@ -59,6 +63,12 @@ class OverloadControl:
     @staticmethod
     def retry_after() -> int:
         return random.randint(*RETRY_AFTER)
+
+
+def transactions_for_ram(ram_mb: int) -> int:
+    """The ceiling on live transactions for a board with `ram_mb` MiB of RAM: at it, new work is
+    refused as when overloaded, so a flood meets the ceiling and not the kernel's OOM killer."""
+    return ram_mb * 1024 * 1024 // SIP_SHARE_OF_RAM // TRANSACTION_BYTES
 
 
 def starts_new_work(data: bytes) -> bool:

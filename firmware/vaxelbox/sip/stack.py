@@ -78,6 +78,7 @@ class SipStack:
         transports.on_message = self.on_message
         transports.on_flow_closed = self._flow_closed
         transports.taken_on = self.taken_on
+        transports.transactions = lambda: len(self.servers) + len(self.clients)
 
     # -- outgoing -------------------------------------------------------------------------------
 

@@ -25,7 +25,13 @@ from typing import cast
 from vaxelbox.sip.errors import SipParseError
 from vaxelbox.sip.framing import Frame, FramingError, Ping, StreamFramer
 from vaxelbox.sip.message import Request, Response, parse_message
-from vaxelbox.sip.overload import SHED_TAG, OverloadControl, acks_a_refusal, starts_new_work
+from vaxelbox.sip.overload import (
+    SHED_TAG,
+    OverloadControl,
+    acks_a_refusal,
+    starts_new_work,
+    transactions_for_ram,
+)
 from vaxelbox.sip.responses import error_response_for_raw
 
 HostPort = tuple[str, int]
@@ -52,6 +58,7 @@ class Limits:
     keepalive_idle: int = 30  # seconds of silence before TCP probes a phone's connection
     keepalive_interval: int = 5  # seconds between those probes
     keepalive_probes: int = 3  # unanswered TCP probes before the connection is dead
+    max_transactions: int = transactions_for_ram(1024)  # live ones; beyond, new work gets 503
 
     @property
     def keepalive_window(self) -> int:
@@ -274,6 +281,7 @@ class TransportLayer:
         self.lateness = OverloadControl(LAG_TARGET, LAG_INTERVAL)
         # Whether raw bytes are a retransmission of a request already taken on (never refused).
         self.taken_on: Callable[[bytes], bool] = lambda data: False
+        self.transactions: Callable[[], int] = lambda: 0  # how many are live (the stack's count)
         self._lag_timer: asyncio.TimerHandle | None = None
 
     # -- listening --------------------------------------------------------------------------------
@@ -414,8 +422,9 @@ class TransportLayer:
         if data.startswith(b"ACK ") and acks_a_refusal(data):
             self.stats["shed_acks"] += 1  # hop by hop, for a refusal of ours: it ends here
             return
-        if self.overloaded and starts_new_work(data) and not self.taken_on(data):
-            self._shed(data, flow)
+        full = self.transactions() >= self.limits.max_transactions
+        if (full or self.overloaded) and starts_new_work(data) and not self.taken_on(data):
+            self._shed(data, flow, "full" if full else "overload")
             return
         if len(data) > self.limits.max_message:
             self._refuse(data, flow, SipParseError("Message Too Large", is_request=True, status=513))
@@ -434,10 +443,12 @@ class TransportLayer:
             self.stats["handler_errors"] += 1
             log.exception("message handler failed for %r", flow)
 
-    def _shed(self, data: bytes, flow: Flow) -> None:
-        """503 with Retry-After to new work while overloaded (RFC 3261 §21.5.4), without parsing it
-        and without keeping state: its ACK is known by our To tag (sip.overload.SHED_TAG)."""
+    def _shed(self, data: bytes, flow: Flow, why: str) -> None:
+        """503 with Retry-After to new work while overloaded or at the transaction ceiling (RFC 3261
+        §21.5.4), without parsing it and without keeping state: its ACK is known by our To tag
+        (sip.overload.SHED_TAG). `why`: "overload" or "full", counted apart."""
         self.stats["shed"] += 1
+        self.stats[f"shed_{why}"] += 1
         retry = f"Retry-After: {OverloadControl.retry_after()}"
         tag = f"{SHED_TAG}{secrets.token_hex(4)}"
         reply = error_response_for_raw(data, 503, "Service Unavailable", to_tag=tag, extra=(retry,))
