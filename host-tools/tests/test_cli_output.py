@@ -338,3 +338,19 @@ def test_data_with_brackets_is_printed_as_it_is(appliance, laptop, tmp_path):
     refused = vaxelctl(laptop, "phones", "assign", "80:5e:c0:11:22:33", "[/]")
     assert refused.returncode == 1
     assert "'[/]' is not a valid id" in refused.stderr
+
+
+def test_status_names_overload_only_once_it_has_refused_something():
+    from vaxelctl.remote import _load_line
+
+    quiet = {"overloaded": False, "transactions": 12, "transaction_ceiling": 26214,
+             "refused_overload": 0, "refused_full": 0, "overload_episodes": 0}  # fmt: skip
+    assert _load_line(quiet) is None
+    assert _load_line(None) is None  # an older appliance
+    busy = quiet | {"overloaded": True, "transactions": 840, "refused_overload": 1520, "overload_episodes": 2}
+    assert _load_line(busy) == (
+        "  SIP overloaded now: 1520 new requests refused with 503 since start (2 episodes); "
+        "840 of 26214 transactions"
+    )
+    full = quiet | {"refused_full": 7, "transactions": 26214}
+    assert "7 at the ceiling" in _load_line(full)

@@ -354,6 +354,8 @@ def status(appliance: ApplianceOption = None, watch: bool = False, as_json: Json
             out.print(_fitted(_alarm_line(alarm)), highlight=False)
         if state.get("companion"):  # a board with a companion microcontroller
             out.print(_fitted(_companion_line(state["companion"])), highlight=False)
+        if line := _load_line(state.get("sip_load")):  # an older appliance has none
+            out.print(_fitted(line), highlight=False)
 
     if watch:
         run(lambda: _watch(appliance, "status", show))
@@ -383,6 +385,21 @@ def _fitted(line: str) -> str:
         line.strip(), width=max(out.width, 40), initial_indent="  ", subsequent_indent="    ",
         break_long_words=False, break_on_hyphens=False,
     )  # fmt: skip
+
+
+def _load_line(load: dict[str, Any] | None) -> str | None:
+    """Overload control's state, only once it has refused something, e.g. "  SIP overloaded now:
+    1520 new requests refused with 503 since start (2 episodes); 840 of 26214 transactions"."""
+    if not load or not (load["refused_overload"] or load["refused_full"] or load["overloaded"]):
+        return None
+    now = "overloaded now" if load["overloaded"] else "not overloaded now"
+    refused = load["refused_overload"] + load["refused_full"]
+    full = f", {load['refused_full']} at the ceiling" if load["refused_full"] else ""
+    return (
+        f"  SIP {now}: {refused} new requests refused with 503 since start "
+        f"({load['overload_episodes']} episodes{full}); "
+        f"{load['transactions']} of {load['transaction_ceiling']} transactions"
+    )
 
 
 def _companion_line(companion: dict[str, Any]) -> str:

@@ -130,6 +130,8 @@ class ManagementBackend:
             "last_errors": [{"at": r.get("timestamp"), "event": r.get("event")} for r in errors[-5:]],
             # The appliance's footprint on the cloud (edge.upstream.Upstream.footprint), for support.
             "cloud_traffic": agent.edge.upstream.footprint() if agent.edge and agent.edge.upstream else None,
+            # Overload control and the transaction ceiling (vaxelbox.sip.overload).
+            "sip_load": agent.edge.transports.load() if agent.edge else None,
             "alarms": _auth_alarms(agent, site, devices) + (board.alarms() if board else []),
             # The companion microcontroller's link and telemetry (vaxelbox.hw.companion), or None.
             "companion": board.companion.status() if board and board.companion else None,

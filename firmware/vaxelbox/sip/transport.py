@@ -44,6 +44,7 @@ _TIMESPEC = struct.Struct("@qq")  # struct timespec: seconds, nanoseconds
 _ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 LAG_TICK = 0.05  # s between two looks at the event loop's lateness (streams' sojourn)
 LAG_TARGET, LAG_INTERVAL = 0.100, 0.200  # s: a loop that late that long is overloaded
+SHED_LOG_EVERY = 1000  # refusals between two log lines: a flood must not flood the log
 _flow_ids = itertools.count(1)
 log = logging.getLogger("vaxelbox.sip.transport")
 
@@ -283,6 +284,7 @@ class TransportLayer:
         self.taken_on: Callable[[bytes], bool] = lambda data: False
         self.transactions: Callable[[], int] = lambda: 0  # how many are live (the stack's count)
         self._lag_timer: asyncio.TimerHandle | None = None
+        self._shed_logged = 0  # the shed count at the last log line
 
     # -- listening --------------------------------------------------------------------------------
 
@@ -408,6 +410,18 @@ class TransportLayer:
         """Whether new work is being refused now (sip.overload)."""
         return self.queueing.shedding or self.lateness.shedding
 
+    def load(self) -> dict[str, int | bool]:
+        """For support (vaxelctl status): overload now, live transactions and their ceiling, and
+        how much new work was refused since start, by why."""
+        return {
+            "overloaded": self.overloaded,
+            "transactions": self.transactions(),
+            "transaction_ceiling": self.limits.max_transactions,
+            "refused_overload": self.stats["shed_overload"],
+            "refused_full": self.stats["shed_full"],
+            "overload_episodes": self.queueing.episodes + self.lateness.episodes,
+        }
+
     def _received(self, data: bytes, flow: Flow, sojourn: float | None = None) -> None:
         """One message's bytes from `flow`; `sojourn`: seconds it waited in the socket's queue."""
         if sojourn is not None:
@@ -449,6 +463,15 @@ class TransportLayer:
         (sip.overload.SHED_TAG). `why`: "overload" or "full", counted apart."""
         self.stats["shed"] += 1
         self.stats[f"shed_{why}"] += 1
+        if self.stats["shed"] - self._shed_logged >= SHED_LOG_EVERY or self._shed_logged == 0:
+            log.warning(
+                "SIP %s: new requests refused with 503 (%d since start; overload episodes %d, "
+                "live transactions %d of %d)",
+                "overloaded" if why == "overload" else "at its transaction ceiling", self.stats["shed"],
+                self.queueing.episodes + self.lateness.episodes, self.transactions(),
+                self.limits.max_transactions,
+            )  # fmt: skip
+            self._shed_logged = self.stats["shed"]
         retry = f"Retry-After: {OverloadControl.retry_after()}"
         tag = f"{SHED_TAG}{secrets.token_hex(4)}"
         reply = error_response_for_raw(data, 503, "Service Unavailable", to_tag=tag, extra=(retry,))
