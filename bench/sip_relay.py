@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from relay_edges import ROOT, Address, Agent, Edge, Kamailio, KamailioEdge, free_port, tool
+from relay_edges import ROOT, SHM_MB, Address, Agent, Edge, Kamailio, KamailioEdge, free_port, tool
 from sip_latency import measure as measure_latency
 from sip_relay_report import PARTS, write
 
@@ -81,6 +81,22 @@ def sipp(
         command += ["-p", str(port)]
     workdir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen[bytes], seconds: float) -> int:
+    """Wait up to `seconds` for sipp; past that, stop it (a call stuck waiting) and return -1.
+
+    sipp's -recv_timeout fails a call whose next message never comes, but a backstop is cheap."""
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return -1
 
 
 def stats_rows(workdir: Path) -> list[dict[str, str]]:
@@ -136,17 +152,19 @@ def caller(
     calls = max(1, int(rate * seconds))
     return sipp(target, "uac_auth.xml", workdir, "-s", callee, "-au", CALLER, "-ap", CALLER_PASSWORD,
                 "-r", str(rate), "-m", str(calls), "-l", str(limit or max(40, int(rate * 4))),
-                "-timeout", f"{int(seconds + 60)}s")  # fmt: skip
+                "-timeout", f"{int(seconds + 60)}s", "-recv_timeout", "32000")  # fmt: skip
 
 
 def step(target: Address, callee: str, rate: int, seconds: float, workdir: Path) -> dict[str, Any]:
     """One clean-or-not step: `rate` calls/s for `seconds`; clean = all calls done, 0 failed, 0 retransmitted."""
+    started = time.monotonic()
     process = caller(target, callee, rate, seconds, workdir)
-    process.wait()
+    finish(process, seconds + 90)
+    elapsed = round(time.monotonic() - started, 1)
     final = stats_rows(workdir)[-1]
     calls, ok = int(rate * seconds), int(final["SuccessfulCall(C)"])
     failed, retrans = int(final["FailedCall(C)"]), int(final["Retransmissions(C)"])
-    return {"rate": rate, "calls": calls, "successful": ok, "failed": failed, "retransmissions": retrans,
+    return {"rate": rate, "calls": calls, "seconds": elapsed, "successful": ok, "failed": failed, "retransmissions": retrans,
             "503": count_503(workdir), "clean": process.returncode == 0 and failed == retrans == 0 and ok == calls}  # fmt: skip
 
 
@@ -202,8 +220,8 @@ def overload(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Itera
             high = caller(edge.lan, callee.user, rate, seconds, base / "high", limit=rate * 60)
             time.sleep(seconds)
             recovery = caller(edge.lan, callee.user, low, args.recovery_seconds, base / "low")
-            high.wait()
-            recovery.wait()
+            finish(high, seconds + 90)
+            finish(recovery, args.recovery_seconds + 90)
         result[name] = overload_figures(base, clean[name], rate, seconds, low)
         say(f"  {result[name]}")
     return result
@@ -216,8 +234,11 @@ def overload_figures(base: Path, clean: int, rate: int, seconds: float, low: int
     final = rows[-1]
     goodput = within / seconds
     low_rows = stats_rows(base / "low")[1:]  # the first row is sipp's start
-    recovered = None
-    for n in range(len(low_rows)):  # rows from n on all clean: clean since the end of row n - 1
+    offering = [n for n, r in enumerate(low_rows) if int(r["OutgoingCall(P)"])]
+    recovered = None  # not clean within the run: the clean rows, if any, come after the last new call
+    for n in range(
+        offering[-1] + 1 if offering else 0
+    ):  # rows from n on all clean: clean since row n - 1 ended
         if all(int(r["FailedCall(P)"]) == int(r["Retransmissions(P)"]) == 0 for r in low_rows[n:]):
             recovered = round(seconds_in(low_rows[n - 1]) if n else 0.0, 1)
             break
@@ -314,12 +335,13 @@ def soak(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Iterator[
             RssSampler(agent.rss_mb, 10) as sampler,
         ):
             run = caller(agent.lan, callee.user, rate, seconds, work / "soak" / "calls")
-            shown = 0
-            while run.poll() is None:
+            shown, deadline = 0, time.monotonic() + seconds + 90
+            while run.poll() is None and time.monotonic() < deadline:
                 time.sleep(1)
                 if len(sampler.samples) > shown:
                     shown = len(sampler.samples)
                     say(f"  soak: {sampler.samples[-1][0]:.0f} s, RSS {sampler.samples[-1][1]} MB")
+            finish(run, 1)
         final = stats_rows(work / "soak" / "calls")[-1]
     finally:
         agent.stop()
@@ -389,7 +411,7 @@ def profile(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Iterat
             spy = subprocess.run([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(agent.pid),
                                   "-f", "raw", "--function", "-r", "200", "-d", str(int(args.profile_seconds)),
                                   "-o", str(raw)], capture_output=True, text=True)  # fmt: skip
-            run.wait()
+            finish(run, args.profile_seconds + 90)
         final = stats_rows(work / "profile" / "calls")[-1]
     finally:
         agent.stop()
@@ -502,9 +524,10 @@ def main() -> None:
     users = iter(CALLEES)
     with tempfile.TemporaryDirectory(prefix="vaxelbox-bench-") as tmp:
         work = args.workdir or Path(tmp)
-        cloud = Kamailio(
-            "127.0.0.3", free_port("127.0.0.3"), work / "cloud", users=USERS, challenge_invites=True
-        )
+        # 64 MiB of shared memory (the default) runs out at ~500 calls/s ("out of mem" in tm): the
+        # cloud, not the edge, would set the ceiling.
+        cloud = Kamailio("127.0.0.3", free_port("127.0.0.3"), work / "cloud", users=USERS, challenge_invites=True,
+                         shm_mb=SHM_MB)  # fmt: skip
         cloud.start()
         try:
             run_parts(args, work, cloud, users, results)

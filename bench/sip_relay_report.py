@@ -130,8 +130,13 @@ def ladder(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {rate} | {by_rate[rate].get('vaxelbox', '')} | {by_rate[rate].get('kamailio', '')} |"
         )
+    top = max(by_rate)
+    capped = [n for n in ("vaxelbox", "kamailio") if lad[n]["clean_rate"] == top]
     lines += ["", f"Highest clean rate: Vaxelbox {lad['vaxelbox']['clean_rate']}, Kamailio "
-              f"{lad['kamailio']['clean_rate']}, ratio {lad['ratio']}. A ladder stops at its first unclean step.", ""]  # fmt: skip
+              f"{lad['kamailio']['clean_rate']}, ratio {lad['ratio']}. A ladder stops at its first unclean step"
+              + (f"; {' and '.join(capped)} was clean at the top of the ladder (its rate is a lower bound: "
+                 "add rates with --rates)" if capped else "") + ". Each step's wall time, sipp's drain included, "
+              "is in the JSON (`seconds`).", ""]  # fmt: skip
     return lines
 
 
@@ -151,7 +156,9 @@ def overload(r: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     lines += ["", "Goodput counts the calls sipp completed within the step (its per-second statistics).",
               "Clean again: the start of the first second from which every second of the half-rate run has",
-              "no failed call and no retransmission (1 s resolution).", ""]  # fmt: skip
+              "no failed call and no retransmission (1 s resolution).",
+              "At twice a fast edge's clean rate, the cloud and sipp share the same cores and may saturate",
+              "first: read the Kamailio column as indicative.", ""]  # fmt: skip
     return lines
 
 

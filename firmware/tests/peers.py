@@ -81,6 +81,7 @@ class Kamailio:
     netns: str | None = None  # run inside this network namespace (the HIL suite's "cloud")
     presence: bool = False  # also a presence server for Event: dialog, fed by the calls it proxies
     challenge_invites: bool = False  # answer every new INVITE 407 first (proxy digest, as the bench's cloud)
+    shm_mb: int = 64  # shared memory, MiB (-m): transactions live there; the bench's cloud needs more
 
     def start(self) -> "Kamailio":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ class Kamailio:
         wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.process = subprocess.Popen(
             [*wrap, tool("kamailio"), "-DD", "-E", "-f", str(self.workdir / "kamailio.cfg"), "-Y", str(self.workdir),
-             "-m", "64", "-M", "8"],
+             "-m", str(self.shm_mb), "-M", "8"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 15
