@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from phoneprov.device import is_device_mac, normalise_mac
+from phoneprov.device import installer_mac
 from rich.console import Console
 
 from vaxelbox.agent.runtime import NoAgentState, local_data_dir
@@ -87,15 +87,10 @@ def agent_data_dir(data: Path | None, board: Path | None) -> Path:
 
 
 def _mac(text: str) -> str:
-    mac = normalise_mac(text)
-    if mac is None:
-        raise typer.BadParameter(f"{text!r} is not a MAC address (e.g. 00:15:65:4a:a9:37)")
-    if not is_device_mac(mac):
-        raise typer.BadParameter(
-            f"{text!r} names no device: all zeros and multicast addresses (first octet odd) are not "
-            "a phone's MAC"
-        )
-    return mac
+    try:
+        return installer_mac(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @phones_app.callback(invoke_without_command=True)

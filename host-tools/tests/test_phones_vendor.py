@@ -111,3 +111,7 @@ def test_an_unknown_device_named_by_vaxelctl_gets_that_vendors_file_in_the_windo
     assert b"<polycomConfig>" in body
     assert FREDRIK_PASSWORD.encode() in body  # the user's line, in the enrolment window
     assert "Vendor unknown" not in ok(vaxelctl(laptop, "phones"))
+    for phantom in ("00:00:00:00:00:00", "01:00:5e:00:00:fb"):  # no device has either: refused
+        refused = vaxelctl(laptop, "phones", "assign", phantom, "fredrik", "--vendor", "poly")
+        assert refused.returncode == 1, refused.stdout
+        assert f"'{phantom}' names no device: all zeros and multicast addresses" in refused.stderr

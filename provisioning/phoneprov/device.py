@@ -30,6 +30,20 @@ def device_mac(text: str) -> str | None:
     return mac if mac is not None and is_device_mac(mac) else None
 
 
+def installer_mac(text: str) -> str:
+    """A MAC an installer typed, normalised; ValueError saying why when it names no device (the
+    same words from the local CLI and over CoAP)."""
+    mac = normalise_mac(text)
+    if mac is None:
+        raise ValueError(f"{text!r} is not a MAC address (e.g. 00:15:65:4a:a9:37)")
+    if not is_device_mac(mac):
+        raise ValueError(
+            f"{text!r} names no device: all zeros and multicast addresses (first octet odd) are not "
+            "a phone's MAC"
+        )
+    return mac
+
+
 @dataclass(frozen=True)
 class Device:
     """A device as identified from one request; any field may be unknown."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import aiocoap
 from aiocoap.credentials import CredentialsMap
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
-from phoneprov.device import normalise_mac
+from phoneprov.device import installer_mac, normalise_mac
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
@@ -337,10 +337,10 @@ def _problems(exc: SiteError) -> str:
 
 
 def _mac(text: str) -> str:
-    mac = normalise_mac(text)
-    if mac is None:
-        raise PayloadError(f"{text!r} is not a MAC address")
-    return mac
+    try:
+        return installer_mac(text)
+    except ValueError as exc:
+        raise PayloadError(str(exc)) from None
 
 
 def _vendor(name: str | None) -> str | None:
