@@ -225,7 +225,9 @@ def profile(r: dict[str, Any]) -> list[str]:
     return [
         f"## Where the agent's time goes (py-spy, {p['rate']} calls/s for {p['seconds']} s, {p['samples']} samples)",
         "",
-        f"That run: {p['run']}. Idle samples (the loop waiting) are left out by py-spy.",
+        f"That run: {p['run']}. Shares are of py-spy's non-idle samples of every thread (the event loop and",
+        "the store's worker threads); waits py-spy does not see as idle still show (EpollSelector.select,",
+        "_worker).",
         "",
         "By self samples (the function itself on CPU):",
         "",
