@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 from rauc_lab import RAUC_DIR, REAL_BOARDS, REPO, RaucLab, moved_conf, tool
+from typer.testing import CliRunner
 from vaxelbox import __version__
 from vaxelbox.bundle import BundleVerifier, image_offset, load_public_key
+from vaxelbox.cli import app
 from vaxelbox.hw.board import load_board
 from vaxelbox.mgmt.firmware import FirmwareUpdate, UpdateRefused
 from vaxelbox.update import image, slots
 from vaxelbox.update.lwm2m import Result, State
 from vaxelbox.update.rauc import RaucError, RaucSlots, parse_status
+from vaxelbox.update.trial import watch_deadline
 
 VERSION = "0.9.1"  # newer than any running agent here
 
@@ -272,6 +275,105 @@ def test_a_trial_past_its_deadline_is_marked_bad_when_the_agent_next_looks(lab, 
     assert (tmp_path / "reboots").read_text() == "reboot\n"
     assert lab.uboot() == {"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}
     assert lab.reboot() == "A"
+
+
+def _rpi_4b_board(tmp_path: Path) -> Path:
+    """rpi-4b's board file with its data directory in tmp_path (where _store keeps the trial)."""
+    board = yaml.safe_load((REPO / "boards" / "rpi-4b.yaml").read_text())
+    board["storage"] = {"data_dir": str(tmp_path / "data"), "log_dir": str(tmp_path / "log")}
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(board))
+    return path
+
+
+def _trial_failed(lab: RaucLab, tmp_path: Path, monkeypatch):
+    """`vaxelbox fw trial-failed --board FILE` as OnFailure= runs it after a crash loop, on the
+    back-end the board file names (the lab's bus, boot id and recorded reboot stand in for the
+    board's: the command's own rauc calls go to the lab's real RAUC service)."""
+    opened: list[Path] = []
+
+    def open_slots(update, directory: Path) -> RaucSlots:
+        assert update.kind == "rauc"
+        opened.append(directory)
+        return _store(lab, tmp_path)
+
+    monkeypatch.setattr("vaxelbox.update.open_slots", open_slots)
+    env = {
+        "MONITOR_SERVICE_RESULT": "start-limit-hit",
+        "MONITOR_EXIT_CODE": "exited",
+        "MONITOR_EXIT_STATUS": "1",
+    }
+    result = CliRunner().invoke(
+        app, ["fw", "trial-failed", "--board", str(_rpi_4b_board(tmp_path))], env={"COLUMNS": "200", **env}
+    )
+    assert opened == [tmp_path / "data" / "firmware"]  # where the agent keeps its trial
+    return result
+
+
+def test_trial_failed_on_trial_marks_it_bad_and_reboots_into_the_previous_slot(
+    lab, built, tmp_path, monkeypatch
+):
+    """The new agent crashed at every start, before it ever looked at its slots (an import error),
+    until systemd gave up: OnFailure's command starts and ends its trial in this boot, marks B bad
+    and A good in RAUC, asks for the reboot, and the board comes back on A with the reason."""
+    store = _store(lab, tmp_path)
+    _install(store, built)
+    assert lab.reboot() == "B"
+    result = _trial_failed(lab, tmp_path, monkeypatch)
+    reason = (
+        f"{VERSION} rolled back (crash): the agent failed at each start until systemd gave up (it exited "
+        "with status 1); back on slot A"
+    )
+    assert (result.exit_code, result.output) == (0, f"trial-failed: {reason}\n")
+    assert (tmp_path / "reboots").read_text() == "reboot\n"
+    assert lab.uboot() == {"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}
+    assert lab.reboot() == "A"
+    state = store.load()
+    assert (state.trial, state.booted, state.bad) == (None, "A", ("B",))
+    assert state.outcome == slots.Outcome(Result.UPDATE_FAILED, reason)
+
+
+def test_trial_failed_outside_a_trial_neither_marks_nor_reboots(lab, tmp_path, monkeypatch):
+    """The committed slot's agent crash-loops: one line, exit 0, no reboot and RAUC untouched, so
+    the board does not reboot in a loop (not even a mark-good: A keeps the attempt this boot spent)."""
+    assert lab.reboot() == "A"
+    _store(lab, tmp_path).load()
+    before = lab.uboot()
+    assert before["BOOT_A_LEFT"] == "2"
+    result = _trial_failed(lab, tmp_path, monkeypatch)
+    assert (result.exit_code, result.output) == (
+        0,
+        "trial-failed: no update on trial; slot A stays (no reboot)\n",
+    )
+    assert not (tmp_path / "reboots").exists()
+    assert lab.uboot() == before
+
+
+async def test_a_stuck_agent_on_trial_rolls_itself_back_at_the_deadline(lab, built, tmp_path):
+    """The new agent runs but never reports healthy: its deadline check (every 20 ms here) leaves
+    the trial alone before the deadline, then RAUC marks B bad and A good and the board reboots,
+    without waiting for the agent's next start."""
+    now = [1000.0]
+    store = _store(lab, tmp_path, clock=lambda: now[0])
+    _install(store, built)
+    assert lab.reboot() == "B"
+    assert store.load().trial.deadline == 1120.0  # type: ignore[union-attr]
+    restarts: list[str] = []
+    watch = asyncio.create_task(watch_deadline(store, restarts.append, interval=0.02, clock=lambda: now[0]))
+    await asyncio.sleep(0.3)
+    assert not watch.done()
+    assert not (tmp_path / "reboots").exists()
+    now[0] = 1121.0
+    await asyncio.wait_for(watch, 10)
+    assert (tmp_path / "reboots").read_text() == "reboot\n"
+    assert restarts == []  # RAUC's back-end reboots the board itself
+    assert lab.uboot() == {"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}
+    assert lab.reboot() == "A"
+    outcome = store.load().outcome
+    assert outcome is not None
+    assert outcome.reason == (
+        f"{VERSION} rolled back (deadline): no healthy report within the deadline; back on slot A"
+    )
 
 
 def test_a_slot_the_bootloader_gave_up_on_before_the_agent_ran_is_rolled_back(lab, built, tmp_path):

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import replace
 from datetime import date
@@ -43,6 +44,10 @@ app = typer.Typer(
 app.add_typer(phones_app, name="phones")
 app.add_typer(enrol_app, name="enrol")
 app.add_typer(activity_app, name="activity")
+fw_app = typer.Typer(
+    help="This board's firmware slots (vaxelctl fw updates an appliance).", no_args_is_help=True
+)
+app.add_typer(fw_app, name="fw")
 # Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
 out = Console(soft_wrap=True, markup=False)
 err = Console(stderr=True, soft_wrap=True, markup=False)
@@ -196,6 +201,20 @@ def holidays(year: Annotated[int | None, typer.Argument(help="Default: this year
         for day in swedish_holidays(year)
     ]
     print_table(out, f"Closed days {year}", ["date", "day", "name", "kind"], rows, whole={"date"})
+
+
+@fw_app.command("trial-failed")
+def fw_trial_failed(
+    board: Annotated[Path, typer.Option(help="Board file, e.g. /etc/vaxelbox/board.yaml")],
+    data: Annotated[Path | None, typer.Option(help="Data directory (default: the board's)")] = None,
+) -> None:
+    """What systemd runs once the agent failed for good (OnFailure=): an update on trial is rolled
+    back (its slot marked bad, the board restarted into the previous one); otherwise nothing."""
+    from vaxelbox.update.trial import trial_failed_command  # the slots' code only when asked
+
+    status, line = trial_failed_command(board, data, os.environ)
+    (err if status else out).print(line)
+    raise typer.Exit(status)
 
 
 app.command(

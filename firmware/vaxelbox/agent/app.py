@@ -37,6 +37,7 @@ from vaxelbox.agent.supervisor import Supervisor
 from vaxelbox.edge.health import Change, CloudHealth, CloudProber
 from vaxelbox.edge.service import Edge, EdgeSettings, phone_tls_context
 from vaxelbox.hw.board_services import BoardServices
+from vaxelbox.mgmt.firmware import restart_soon
 from vaxelbox.presence.server import PresenceServer
 from vaxelbox.problems import read_config
 from vaxelbox.routing.mode import ModeChange
@@ -46,6 +47,7 @@ from vaxelbox.site import Site, SiteError, demo_site_text, parse_site
 from vaxelbox.site.mark import without_mark
 from vaxelbox.store import SiteVersion, Store, StoreError
 from vaxelbox.store.sites import digest_of
+from vaxelbox.update.trial import watch_deadline
 
 log = get_logger("vaxelbox.agent")
 
@@ -352,6 +354,8 @@ class Agent:
             raise StartupError(cannot_listen("management (CoAP)", ports, exc, self.options)) from None
         self.management = management
         self.supervisor.add("management-observers", management.refresh)
+        if (slot_store := management.backend.firmware.slot_store) is not None:  # a trial's own deadline
+            self.supervisor.add("firmware-trial", lambda: watch_deadline(slot_store, restart_soon))
 
     def current_site(self) -> Site:
         """The active site, following the store: `vaxelbox phones assign` (another process) changes it.
