@@ -71,3 +71,18 @@ def test_the_trial_failed_unit_runs_a_command_the_cli_has():
     command = group.commands["trial-failed"]  # type: ignore[attr-defined]
     params = {opt for p in command.params for opt in p.opts}
     assert {w for w in words if w.startswith("--")} <= params
+
+
+def test_outside_a_trial_the_agent_is_started_again_a_minute_later_for_ever():
+    """After the start limit the agent is not left stopped (a passing fault heals) and the board is
+    not rebooted: the failed state is reset and a one-minute timer starts the agent again."""
+    posts = [
+        line.split("=", 1)[1]
+        for line in TRIAL_FAILED.read_text().splitlines()
+        if line.startswith("ExecStartPost=")
+    ]
+    assert posts[0] == "/usr/bin/systemctl reset-failed vaxelbox.service"
+    words = posts[1].split()
+    assert words[0] == "/usr/bin/systemd-run"
+    assert "--on-active=60" in words
+    assert words[-3:] == ["/usr/bin/systemctl", "start", UNIT.name]
