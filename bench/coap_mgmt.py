@@ -139,7 +139,21 @@ def upload(
     image, bundle = work / "image.bin", work / "image.bundle"
     image.write_bytes(os.urandom(BUNDLE_MIB * 1024 * 1024))
     subprocess.run(
-        [*vaxelctl, "fw", "pack", str(image), "--key", str(key), "--version", "bench", "-o", str(bundle)],
+        # fw pack refuses a bundle no appliance would apply: dotted numbers, a known board
+        [
+            *vaxelctl,
+            "fw",
+            "pack",
+            str(image),
+            "--key",
+            str(key),
+            "--version",
+            "0.0.1",
+            "-o",
+            str(bundle),
+            "--board",
+            "simboard",
+        ],
         check=True,
         env=env,
         capture_output=True,

@@ -67,7 +67,18 @@ def upload_a_bundle(laptop: Path, tmp_path: Path, private: Path) -> None:
     image.write_bytes(os.urandom(600 * 1024))  # several BERT blocks
     ok(
         vaxelctl(
-            laptop, "fw", "pack", str(image), "--key", str(private), "--version", "2.0", "-o", str(bundle)
+            laptop,
+            "fw",
+            "pack",
+            str(image),
+            "--key",
+            str(private),
+            "--version",
+            "2.0",
+            "-o",
+            str(bundle),
+            "--board",
+            "simboard",
         )
     )
     ok(vaxelctl(laptop, "fw", "upload", str(bundle)))

@@ -258,10 +258,15 @@ def test_every_promised_command_takes_json(appliance, laptop, tmp_path):
     image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
     image.write_bytes(os.urandom(4096))
     args = ["fw", "pack", str(image), "--key", str(private), "--version", "2.0", "-o", str(bundle), "--json"]
+    args += ["--board", "simboard"]
     packed = json.loads(ok(vaxelctl(tmp_path, *args)))
     assert packed["bundle"] == str(bundle)
-    assert (packed["version"], packed["size"]) == ("2.0", 4096)
-    assert packed["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert (packed["version"], packed["boards"]) == ("2.0", ["simboard"])
+    assert (packed["size"], packed["sha256"]) == (
+        bundle.stat().st_size,
+        hashlib.sha256(bundle.read_bytes()).hexdigest(),
+    )
+    assert packed["image"] == {"size": 4096, "sha256": hashlib.sha256(image.read_bytes()).hexdigest()}
 
     state = json.loads(ok(vaxelctl(laptop, "fw", "status", "--json")))
     assert (state["state"], state["state_name"]) == (0, "idle")  # LwM2M numbers, names beside them

@@ -167,6 +167,7 @@ def signed(tmp_path):
         image, bundle = tmp_path / f"{name}.img", tmp_path / f"{name}.bundle"
         image.write_bytes(os.urandom(size))
         command = ["fw", "pack", str(image), "--key", str(private), "--version", version, "-o", str(bundle)]
+        command += ["--board", "simboard"]
         ok(vaxelctl(tmp_path, *command))
         return bundle
 
@@ -334,7 +335,18 @@ def test_the_signing_key_is_read_when_an_upload_starts_and_the_refusal_says_wher
     image.write_bytes(os.urandom(100_000))
     ok(
         vaxelctl(
-            tmp_path, "fw", "pack", str(image), "--key", str(private), "--version", "5", "-o", str(bundle)
+            tmp_path,
+            "fw",
+            "pack",
+            str(image),
+            "--key",
+            str(private),
+            "--version",
+            "5",
+            "-o",
+            str(bundle),
+            "--board",
+            "simboard",
         )
     )
     refused = vaxelctl(laptop, "fw", "upload", str(bundle))

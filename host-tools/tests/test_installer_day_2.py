@@ -77,7 +77,7 @@ def file_mistakes(tmp: Path, private: Path) -> list[tuple[list[str], str]]:
     image = tmp / "image.bin"
     image.write_bytes(os.urandom(1000))
     nowhere = tmp / "no-such-dir"
-    pack = ["fw", "pack", "--version", "1"]
+    pack = ["fw", "pack", "--version", "1", "--board", "simboard"]
     return [
         (["site", "push", str(missing)], f"cannot read site file {missing}: no such file"),
         (["site", "diff", str(missing)], f"cannot read site file {missing}: no such file"),
@@ -308,7 +308,18 @@ def test_the_upload_progress_bar_shows_words_not_markup(tmp_path, keys):
         image.write_bytes(os.urandom(2_000_000))
         ok(
             vaxelctl(
-                tmp_path, "fw", "pack", str(image), "--key", str(private), "--version", "7", "-o", str(bundle)
+                tmp_path,
+                "fw",
+                "pack",
+                str(image),
+                "--key",
+                str(private),
+                "--version",
+                "7",
+                "-o",
+                str(bundle),
+                "--board",
+                "simboard",
             )
         )
         code, stdout, screen = in_a_terminal(laptop, "fw", "upload", str(bundle))
@@ -363,6 +374,8 @@ def test_fw_status_says_applying_a_staged_bundle_comes_later(tmp_path, keys):
                 "3.1",
                 "-o",
                 str(bundle),
+                "--board",
+                "simboard",
             )
         )
         uploaded = ok(vaxelctl(laptop, "fw", "upload", str(bundle)))

@@ -330,6 +330,8 @@ def test_a_5_mib_signed_bundle_streams_in_and_a_tampered_one_is_refused(tmp_path
                 "2.0.0",
                 "-o",
                 str(bundle),
+                "--board",
+                "simboard",
             )
         )
         result = json.loads(ok(vaxelctl(laptop, "fw", "upload", str(bundle), "--json")))
@@ -366,7 +368,18 @@ def test_an_interrupted_upload_resumes_where_the_appliance_copy_ends(tmp_path, s
         image.write_bytes(os.urandom(3 * 1024 * 1024))
         ok(
             vaxelctl(
-                laptop, "fw", "pack", str(image), "--key", str(private), "--version", "3.1", "-o", str(bundle)
+                laptop,
+                "fw",
+                "pack",
+                str(image),
+                "--key",
+                str(private),
+                "--version",
+                "3.1",
+                "-o",
+                str(bundle),
+                "--board",
+                "simboard",
             )
         )
         data = bundle.read_bytes()

@@ -4,6 +4,7 @@ enrolment, registrations, calls, presence, log, mode, firmware, installers."""
 import asyncio
 import difflib
 import getpass
+import hashlib
 import json
 import platform
 import re
@@ -32,9 +33,11 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from vaxelbox.bundle import BundleError, Header, pack, read_header
 from vaxelbox.cli_help import plain_flags
+from vaxelbox.hw.board import load_board
 from vaxelbox.site.mark import SITE_MARK
 from vaxelbox.site.mark import site_mark as mark_line
 from vaxelbox.tables import print_table
+from vaxelbox.update import slots
 
 from vaxelctl import files
 from vaxelctl.client import (
@@ -63,6 +66,8 @@ ApplianceOption = Annotated[
     str | None,
     typer.Option("--appliance", "-a", help="HOST, HOST:PORT or serial (default: the only paired one)"),
 ]
+# The board files of the tree vaxelctl runs from (`fw pack` checks --board against their names).
+BOARDS = Path(__file__).resolve().parents[2] / "boards"
 json_errors = False  # the running command has --json: its errors go to stdout as JSON too
 
 
@@ -1018,25 +1023,61 @@ def _refusal(reason: str) -> str:
 def fw_pack(
     image: Annotated[Path, typer.Argument(help="The image to ship")],
     key: Annotated[Path, typer.Option(help="Ed25519 private key (PEM), from vaxelctl fw keygen")],
-    version: Annotated[str, typer.Option(help="The image's version")],
+    version: Annotated[str, typer.Option(help="The image's version, dotted numbers (e.g. 1.4.2)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write")],
     board: Annotated[
-        list[str] | None, typer.Option(help="A board it is for (its file's name); repeat")
-    ] = None,
+        list[str], typer.Option(help="A board it is for, as named in boards/*.yaml (e.g. rpi-4b); repeat")
+    ],
     as_json: JsonOption = False,
 ) -> None:
-    """Sign IMAGE into a bundle appliances with the matching public key accept."""
+    """Sign IMAGE into a bundle appliances with the matching public key accept. A bundle `fw apply`
+    would refuse everywhere (no known board, a version that is not dotted numbers) is not made."""
+    _check_packable(version, board)
     private = _signing_key(key)
     with files.reading(image, "image") as source, files.writing(output, "bundle", files.PUBLIC) as target:
-        header = pack(source, target, version, private, tuple(board or ()))
-    packed = {"bundle": str(output), "version": header.version, "size": header.size, "sha256": header.sha256}
+        header = pack(source, target, version, private, tuple(board))
+    with output.open("rb") as written:  # what was written is what the installer uploads
+        digest = hashlib.file_digest(written, "sha256").hexdigest()
+    packed = {
+        "bundle": str(output),
+        "version": header.version,
+        "boards": list(header.boards),
+        "size": output.stat().st_size,
+        "sha256": digest,
+        "image": {"size": header.size, "sha256": header.sha256},
+    }
     emit(
         packed,
         as_json,
         lambda p: out.print(
-            f"{output}: version {p['version']}, {p['size']} bytes, sha256 {p['sha256'][:16]}..."
+            f"{output}: version {p['version']} for {', '.join(p['boards'])}, "
+            f"{p['size']} bytes, sha256 {p['sha256'][:16]}..."
         ),
     )
+
+
+def _check_packable(version: str, boards: list[str]) -> None:
+    """Raises typer.BadParameter (usage, exit 2) for a version `slots.apply` cannot compare or a
+    board no board file in this tree names: appliances would refuse such a bundle only after upload."""
+    try:
+        slots.version_key(version)
+    except slots.Refused as exc:
+        raise typer.BadParameter(str(exc), param_hint="--version") from None
+    known = _shipped_boards()
+    if not known:
+        raise ClientError(f"no board files in {BOARDS}: fw pack runs in a Vaxelbox source tree", EXIT_FAILED)
+    unknown = [name for name in boards if name not in known]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise typer.BadParameter(
+            f"unknown board {names}; the known boards are {', '.join(known)} (in {BOARDS})",
+            param_hint="--board",
+        )
+
+
+def _shipped_boards() -> list[str]:
+    """The board names (each file's `name`, as an appliance knows itself) in boards/*.yaml, sorted."""
+    return sorted(load_board(path).name for path in BOARDS.glob("*.yaml"))
 
 
 def _signing_key(path: Path) -> Ed25519PrivateKey:
