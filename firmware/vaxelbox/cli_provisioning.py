@@ -177,13 +177,27 @@ def assign(
     else:
         _change_site(lambda: assign_device(store, bare, users, dect, wanted))
         out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
-    if seen is not None and site_vendor(store, bare) is None:
-        out.print(
-            "Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR "
-            f"({', '.join(v.value for v in Vendor)})."
-        )
-    if store.devices.enrolled(bare) is None:
-        out.print("It fetches its configuration in the next enrolment window: vaxelbox enrol open")
+    enrolled = store.devices.enrolled(bare) is not None
+    for line in _assigned_outlook(site_vendor(store, bare), seen is not None, enrolled):
+        out.print(line)
+
+
+def _assigned_outlook(vendor: str | None, seen: bool, enrolled: bool) -> list[str]:
+    """What an assigned device gets next: a file is promised only where its vendor is known (named in
+    the site, by the installer or by the device's own request)."""
+    named = f"--vendor VENDOR ({', '.join(v.value for v in Vendor)})"
+    if vendor is None and seen:  # it asked already and nothing in its request named a vendor
+        return [f"Its vendor is unknown, so it gets no file: assign it again with {named}."]
+    window = "vaxelbox enrol open"
+    if vendor is None:  # never seen, nobody named it: its first request may tell
+        return [
+            "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
+            f"User-Agent or MAC, or name its vendor with {named}.",
+            f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
+        ]
+    if not enrolled:
+        return [f"It fetches its configuration in the next enrolment window: {window}"]
+    return []
 
 
 @phones_app.command("unassign")

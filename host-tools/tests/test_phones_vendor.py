@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from peers import free_port
+from test_cli_output import vaxelctl as vaxelctl_at
 from test_management import Appliance, ok, vaxelctl
 from vaxelbox.site import demo_site_text, parse_site
 
@@ -115,3 +116,41 @@ def test_an_unknown_device_named_by_vaxelctl_gets_that_vendors_file_in_the_windo
         refused = vaxelctl(laptop, "phones", "assign", phantom, "fredrik", "--vendor", "poly")
         assert refused.returncode == 1, refused.stdout
         assert f"'{phantom}' names no device: all zeros and multicast addresses" in refused.stderr
+
+
+def test_assign_promises_a_file_only_where_the_vendor_is_known(office):
+    """Before, every assignment of a device not yet enrolled ended "It fetches its configuration in
+    the next enrolment window", also beside "Its vendor is unknown, so it gets no file" and for a MAC
+    never seen that nobody named, which gets a file only once its first request names its vendor."""
+    provisioning, laptop = office
+    vendors = "(yealink, snom, poly, grandstream, gigaset, fanvil)"
+    unseen, ua = "00:15:65:12:34:56", "Yealink SIP-T46U 108.86.0.20 00:15:65:12:34:56"
+    assert lines(at80(laptop, "phones", "assign", unseen, "fredrik")) == [
+        f"{unseen} assigned to fredrik (site version 2).",
+        "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
+        f"User-Agent or MAC, or name its vendor with --vendor VENDOR {vendors}.",
+        "It fetches its configuration in an enrolment window once its vendor is known: vaxelctl enrol open",
+    ]
+    ok(vaxelctl(laptop, "enrol", "open", "--minutes", "10"))
+    status, body = provisioning.curl("https", "001565123456.cfg", ua)  # its User-Agent names Yealink
+    assert (status, FREDRIK_PASSWORD.encode() in body) == (200, True)
+
+    assert provisioning.curl("https", f"{BARE}.cfg", UA)[0] == 404  # seen, and nothing names a vendor
+    assert lines(at80(laptop, "phones", "assign", MAC, "fredrik")) == [
+        f"{MAC} assigned to fredrik (site version 3).",
+        f"Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR {vendors}.",
+    ]
+    named = "0c:38:3e:07:e1:99"  # never seen either, but the installer names its vendor
+    assert lines(at80(laptop, "phones", "assign", named, "fredrik", "--vendor", "fanvil")) == [
+        f"{named} assigned to fredrik (site version 4).",
+        "It fetches its configuration in the next enrolment window: vaxelctl enrol open",
+    ]
+
+
+def at80(config: Path, *args: str) -> str:
+    """vaxelctl's output as an installer reads it in an 80-column terminal (exit 0 asserted)."""
+    return ok(vaxelctl_at(config, *args, columns=80))
+
+
+def lines(text: str) -> list[str]:
+    return text.splitlines()

@@ -728,15 +728,28 @@ def phones_assign(
     def human(r: dict[str, Any]) -> None:
         done = "is already assigned" if r.get("changed") is False else "assigned"  # False: nothing new
         out.print(f"{r['mac']} {done} to {', '.join(users)} (site version {r['site_version']}).")
-        if r.get("vendor_unknown"):
-            out.print(
-                "Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR "
-                f"({', '.join(r.get('vendors') or [])})."
-            )
-        if not r["enrolled"]:
-            out.print("It fetches its configuration in the next enrolment window: vaxelctl enrol open")
+        for line in _assigned_outlook(r):
+            out.print(line)
 
     emit(result, as_json, human)
+
+
+def _assigned_outlook(row: dict[str, Any]) -> list[str]:
+    """What the assigned device gets next, from the agent's reply (`vendor`, `vendor_unknown`: seen
+    without a vendor, `vendors`, `enrolled`): a file is promised only where its vendor is known."""
+    named = f"--vendor VENDOR ({', '.join(row.get('vendors') or [])})"
+    if row.get("vendor_unknown"):  # it asked already and nothing in its request named a vendor
+        return [f"Its vendor is unknown, so it gets no file: assign it again with {named}."]
+    window = "vaxelctl enrol open"
+    if row.get("vendor") is None:  # never seen, nobody named it: its first request may tell
+        return [
+            "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
+            f"User-Agent or MAC, or name its vendor with {named}.",
+            f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
+        ]
+    if not row["enrolled"]:
+        return [f"It fetches its configuration in the next enrolment window: {window}"]
+    return []
 
 
 def phones_unassign(mac: str, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:

@@ -256,8 +256,17 @@ def test_a_device_of_unknown_vendor_gets_404_is_listed_and_served_once_named(app
     listed = {row["mac"]: row for row in json.loads(appliance.vaxelbox("phones", "--json"))}
     assert listed["a0:b1:c2:d3:e4:f5"]["vendor"] is None
     assert listed["a0:b1:c2:d3:e4:f5"]["user_agent"] == ua
+    vendors = "(yealink, snom, poly, grandstream, gigaset, fanvil)"
     out = appliance.vaxelbox("phones", "assign", "a0:b1:c2:d3:e4:f5", "fredrik")
-    assert "Its vendor is unknown, so it gets no file" in out
+    assert out.splitlines()[1:] == [  # no configuration promised to a device whose vendor nobody knows
+        f"Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR {vendors}."
+    ]
+    out = appliance.vaxelbox("phones", "assign", "a0:b1:c2:d3:e4:f6", "fredrik")  # never seen
+    assert out.splitlines()[1:] == [
+        "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
+        f"User-Agent or MAC, or name its vendor with --vendor VENDOR {vendors}.",
+        "It fetches its configuration in an enrolment window once its vendor is known: vaxelbox enrol open",
+    ]
     status, _, _ = appliance.curl("https", f"{mac}.cfg", ua)
     assert status == 404  # assigned, window open, still nothing: nobody said which vendor
     appliance.vaxelbox("phones", "assign", "a0:b1:c2:d3:e4:f5", "fredrik", "--vendor", "yealink")

@@ -33,6 +33,7 @@ from vaxelbox.mgmt.firmware import FirmwareUpdate, restart_soon
 from vaxelbox.mgmt.payload import Conflict, PayloadError, field
 from vaxelbox.mgmt.resources import Snapshot, build_site
 from vaxelbox.mgmt.security import Installers, PairingCredentials, PairingSecret, write_private
+from vaxelbox.mgmt.udp_errors import attribute_udp_errors
 from vaxelbox.site import Site, SiteError, parse_site
 from vaxelbox.site.edit import EditError
 from vaxelbox.site.fields import colon_mac
@@ -219,7 +220,8 @@ class ManagementBackend:
             "changed": changed,  # False: it was assigned so already; no new site version
             "vendor": vendor,  # the site's word; None until the device or the installer says
             "vendor_unknown": unknown,
-            "vendors": [v.value for v in Vendor] if unknown else [],  # what --vendor accepts
+            # What --vendor accepts, whenever nobody named the vendor (seen or not): the installer may.
+            "vendors": [v.value for v in Vendor] if vendor is None else [],
         }
 
     def enrolment(self) -> dict[str, Any]:
@@ -382,6 +384,7 @@ class Management:
             bind=(self.agent.options.lan.host, self.agent.options.coap_port),
             transports=["udp6", "tcpserver"],
         )
+        attribute_udp_errors(self._context)  # a watcher gone away must not end another's exchange
         await self._announce()
 
     def push(self, *names: str) -> None:
