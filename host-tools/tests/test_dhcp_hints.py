@@ -1,6 +1,7 @@
 """`vaxelctl dhcp-hints`: per-vendor options, and snippets the real DHCP servers accept."""
 
 import json
+import re
 import subprocess
 
 from test_vaxelctl import vaxelctl
@@ -48,3 +49,24 @@ def test_bad_address_is_refused_plainly():
     result = vaxelctl("dhcp-hints", "office-router")
     assert result.returncode == 2
     assert "is not an IP address" in result.stderr
+
+
+def test_help_names_the_options_it_emits_and_says_43_is_in_the_notes():
+    """The help said "(options 66, 160, 114, 43)", yet option 43 is never emitted (vendor-encoded:
+    phoneprov.dhcp describes it in the notes instead)."""
+    from typer.testing import CliRunner
+    from vaxelctl.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "80"})
+    result = runner.invoke(app, ["dhcp-hints", "--help"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    promised = re.search(r"it emits options ([0-9, and]+);", said)
+    assert promised, said
+    assert (
+        "option 43 is vendor-encoded, so it is not emitted, and the notes say where a vendor reads it" in said
+    )
+    rows = json.loads(runner.invoke(app, ["dhcp-hints", "192.0.2.1", "--json"]).output)
+    emitted = {int(number) for row in rows for number in row["options"]}
+    assert set(map(int, re.findall(r"\d+", promised[1]))) == emitted
+    assert any("43" in row["notes"] for row in rows)

@@ -54,7 +54,8 @@ def dhcp_hints(
     ] = "table",
     as_json: JsonOption = False,
 ) -> None:
-    """What the office's DHCP server should hand each vendor's phones (options 66, 160, 114, 43)."""
+    """What the office's DHCP server should hand each vendor's phones: it emits options 66, 160 and
+    114; option 43 is vendor-encoded, so it is not emitted, and the notes say where a vendor reads it."""
     if as_json:
         output = "json"
     try:
