@@ -47,9 +47,26 @@ def test_unknown_time_zone(demo_with):
 
 
 def test_unknown_field_suggests_the_right_one(demo_with):
+    """A misspelt required field is one problem: "required field is missing" for the very field the
+    suggestion names was printed first, before the line that says what happened."""
     assert problems(demo_with('extension = "301"', 'extention = "301"')) == [
-        "users[5].extension: required field is missing",
         "users[5].extention: unknown field (did you mean 'extension'?)",
+    ]
+
+
+def test_check_site_reports_a_misspelt_field_first_on_its_own(demo_with, tmp_path):
+    """`vaxelbox check-site` as the README shows it: the misspelling first, then other problems."""
+    from typer.testing import CliRunner
+    from vaxelbox.cli import app
+
+    text = demo_with('extension = "301"', 'extention = "301"').replace('"070-174 06 07"', '"070-174 06"')
+    (tmp_path / "site.toml").write_text(text)
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["check-site", str(tmp_path / "site.toml")])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{tmp_path}/site.toml: users[5].extention: unknown field (did you mean 'extension'?)",
+        f"{tmp_path}/site.toml: users[4].mobile: '070-174 06' is not a valid E.164 phone number",
+        "2 problem(s); nothing was applied",
     ]
 
 

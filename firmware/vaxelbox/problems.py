@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 Path = tuple[str | int, ...]
+MISSING = "required field is missing"
 
 
 def format_path(path: Path | str) -> str:
@@ -75,18 +76,26 @@ def read_config(path: "os.PathLike[str]", error: type[ConfigError]) -> str:
 
 
 def validation_problems(exc: ValidationError, root: type[BaseModel]) -> list[Problem]:
-    """pydantic's errors as located problems, in words for people."""
-    problems = []
+    """pydantic's errors as located problems, in words for people. A misspelt field is one problem:
+    its unknown-field line (with the field meant) comes first, and no "required field is missing"
+    for the field it suggests follows; unknown fields come before every other problem."""
+    unknown: list[Problem] = []
+    others: list[Problem] = []
+    meant: set[Path] = set()  # where the unknown fields' suggestions are
     for error in exc.errors():
         path = _clean_path(error["loc"])
         if error["type"] == "missing":
-            message = "required field is missing"
+            others.append(Problem(path, MISSING))
         elif error["type"] == "extra_forbidden":
-            message = _unknown_field(root, path)
+            close = _closest_field(root, path)
+            if close:
+                meant.add((*path[:-1], close))
+            unknown.append(
+                Problem(path, f"unknown field (did you mean {close!r}?)" if close else "unknown field")
+            )
         else:
-            message = error["msg"].removeprefix("Value error, ")
-        problems.append(Problem(path, message))
-    return problems
+            others.append(Problem(path, error["msg"].removeprefix("Value error, ")))
+    return unknown + [p for p in others if not (p.message == MISSING and p.path in meant)]
 
 
 def _clean_path(loc: tuple[int | str, ...]) -> Path:
@@ -94,9 +103,10 @@ def _clean_path(loc: tuple[int | str, ...]) -> Path:
     return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
 
 
-def _unknown_field(root: type[BaseModel], path: Path) -> str:
+def _closest_field(root: type[BaseModel], path: Path) -> str | None:
+    """The field the unknown one at `path` most likely misspells (as written in files), if any."""
     close = difflib.get_close_matches(str(path[-1]), _fields_at(root, path[:-1]), n=1)
-    return f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
+    return close[0] if close else None
 
 
 def _fields_at(root: type[BaseModel], path: Path) -> list[str]:
