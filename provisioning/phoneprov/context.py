@@ -95,7 +95,9 @@ def build_context(
             "recheck_minutes": prov.recheck_minutes if full else BOOTSTRAP_RECHECK_MINUTES,
             "username": credentials.username if full and credentials else None,
             "password": credentials.password if full and credentials else None,
-            "ca_url": appliance.base("http") + "/ca.pem",
+            # Over HTTPS, as the full file itself: a trust anchor fetched over plain HTTP could be
+            # swapped by anyone on the LAN (the HTTPS server serves /ca.pem too).
+            "ca_url": appliance.base("https") + "/ca.pem",
             "ca_pem": ca_pem,
         },
     }

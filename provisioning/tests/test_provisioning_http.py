@@ -160,6 +160,16 @@ def test_https_needs_the_site_ca(appliance):
     assert "certificate" in error
     status, _, _ = appliance.curl("https", "ca.pem", "curl/8")
     assert status == 200
+    # A Yealink's full file (over HTTPS) names its trust anchor for SIP over TLS: it was an http://
+    # URL, so anyone on the LAN could hand the phone their own CA. It is the HTTPS server's now.
+    appliance.vaxelbox("enrol", "open")
+    yealink = DEMO_PHONES[0]
+    status, body, _ = appliance.curl("https", yealink.device_files()[0], yealink.user_agent)
+    assert status == 200
+    (url,) = re.findall(rb"^static\.trusted_certificates\.url = (\S+)$", body, re.M)
+    assert url.decode() == appliance.url("https", "ca.pem")
+    status, served, _ = run_curl(["--cacert", str(appliance.ca)], url.decode())
+    assert (status, served) == (200, appliance.ca.read_bytes())
 
 
 def test_miss_budget_trips_and_fail2ban_matches_every_refusal(appliance):

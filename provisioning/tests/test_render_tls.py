@@ -46,7 +46,7 @@ TLS_SETTINGS = {
         r"account\.1\.outbound_proxy\.1\.port = 5061\n",
         r"account\.1\.transport = 2\n",
         r"static\.security\.trust_certificates = 1\n",
-        r"static\.trusted_certificates\.url = http://192\.0\.2\.1/ca\.pem\n",
+        r"static\.trusted_certificates\.url = https://192\.0\.2\.1/ca\.pem\n",
     ],
     "snom": [r"<user_outbound idx=\"1\" perm=\"R\">192\.0\.2\.1:5061;transport=tls</user_outbound>"],
     "poly": [
@@ -117,7 +117,7 @@ CA_BODY = "MIIBsiteCAAbCd=="  # CA_PEM without its armour lines and line breaks
 def yealink_trusts(text: str) -> bool:
     settings = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
     return (
-        settings.get("static.trusted_certificates.url") == "http://192.0.2.1/ca.pem"
+        settings.get("static.trusted_certificates.url") == "https://192.0.2.1/ca.pem"  # as the file came
         and settings.get("static.security.trust_certificates") == "1"
     )
 
