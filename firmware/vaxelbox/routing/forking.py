@@ -10,6 +10,7 @@ tests run them on a fake clock.
 """
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -155,6 +156,12 @@ def _is_sips(request: Request) -> bool:
     return getattr(request.uri, "scheme", "") == "sips" or getattr(uri, "scheme", "") == "sips"
 
 
+def _alive(fork: "weakref.ref[Fork]") -> "Fork":
+    found = fork()
+    assert found is not None, "a call used after its fork was gone"
+    return found
+
+
 class Fork:
     """One ProxyCall over a target set. Cancel it with `cancel()`; a ring timer cancels it too and
     marks it `no_answer`, so the plan runner knows why it ended."""
@@ -179,7 +186,16 @@ class Fork:
             copy = forking.copy_for(context, target, target.flow)
             self._branches[id(copy)] = (target, target.flow)
             copies.append(copy)
-        self.call = ProxyCall(context.request, self._send_branch, self._send_cancel, self._respond_upstream)
+        # The call refers back to its fork weakly: bound methods would close a cycle that only the
+        # cyclic collector frees, keeping every message of a finished call (hundreds of objects)
+        # alive until a full collection. The fork outlives its call's use: every caller holds it.
+        fork = weakref.ref(self)
+        self.call = ProxyCall(
+            context.request,
+            lambda branch: _alive(fork)._send_branch(branch),
+            lambda branch: _alive(fork)._send_cancel(branch),
+            lambda response: _alive(fork)._respond_upstream(response),
+        )
         self._copies = copies
         self._respond = respond
 
