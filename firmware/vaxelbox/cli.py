@@ -129,6 +129,7 @@ def _serve(options: RunOptions, redactor: Redactor, log_ring: LogRing) -> None:
         asyncio.run(agent.run())
         if not agent.factory_reset_done:
             return
+        log_ring.forget()  # a fresh box: /log and status's last_errors start empty
         get_logger("vaxelbox").warning("agent starting again after the factory reset")
 
 

@@ -16,13 +16,14 @@ from typing import Any, Protocol
 from aiocoap import CHANGED, CREATED, DELETED, Code, Message, resource
 from aiocoap.numbers import ContentFormat
 from aiocoap.pipe import Pipe
-from vaxelbox.agent.logs import audit
+from vaxelbox.agent.logs import audit, get_logger
 from vaxelbox.bundle import BundleError
 from vaxelbox.mgmt.firmware import BundleMismatch, FirmwareUpdate, UpdateRefused
 from vaxelbox.mgmt.payload import Conflict, PayloadError, decode, field, reply
 from vaxelbox.mgmt.security import INSTALLER_CLAIM_PREFIX, PAIRING_CLAIM, Installers, PairingSecret
 
 RT_PREFIX = "vaxelbox."
+log = get_logger("vaxelbox.mgmt")
 
 
 class Backend(Protocol):
@@ -150,7 +151,11 @@ class Guarded:
 
 
 class Snapshot(Guarded, resource.ObservableResource):
-    """A read-only view; observers hear of every change (the service polls `changed`)."""
+    """A read-only view; observers hear of every change (the service polls `changed`).
+
+    A watcher that goes away (Ctrl-C sends nothing) is dropped by aiocoap when a notification to
+    it fails (ICMP port unreachable, vaxelbox.mgmt.udp_errors): its render task is cancelled, the
+    count here drops, and later changes render nothing for it. Only a debug line says so."""
 
     def __init__(self, rt: str, read: Callable[[], Any]) -> None:
         super().__init__()
@@ -158,9 +163,15 @@ class Snapshot(Guarded, resource.ObservableResource):
         self.if_ = "core.s"
         self._read = read
         self._last: Any = None
+        self.watchers = 0  # observations aiocoap holds for this resource
+
+    def update_observation_count(self, newcount: int) -> None:
+        """aiocoap's hook, called when a watcher comes or goes."""
+        self.watchers = newcount
+        log.debug("coap watchers", resource=self.rt, watchers=newcount)
 
     def changed(self) -> None:
-        if not self._observations:
+        if not self.watchers:
             return  # nobody is watching: no need to read the state
         current = self._read()
         if current != self._last:
