@@ -71,17 +71,20 @@ run: setup
 # A local call on the demo office, while `make run` runs in another terminal (its cloud is made up,
 # so the office runs locally): Björn's phone (102) registers and answers, Anna's (101) calls him.
 # Two sipp phones with the demo site's credentials.
-SIPP_DEMO = sipp 127.0.0.1:5060 -i 127.0.0.1 -m 1 -timeout 30s -timeout_error -nostdin -key expires 120
+# The agent's LAN side: LAN=127.0.0.1:5070 after make run ARGS="--lan 127.0.0.1:5070". The demo phones
+# take free ports of their own (sipp picks them), so they never clash with a moved agent.
+LAN ?= 127.0.0.1:5060
+SIPP_DEMO = sipp $(LAN) -i 127.0.0.1 -m 1 -timeout 30s -timeout_error -nostdin -key expires 120
 demo-call:
 	@$(NEED_DEBS) sip-tester
 	@echo "Björn's phone (102) registers and waits; Anna's phone (101) calls 102 through the appliance."
 	@cd $$(mktemp -d) && { $(SIPP_DEMO) -sf $(CURDIR)/firmware/tests/peers/sipp/register_wait.xml \
 	  -oocsf $(CURDIR)/firmware/tests/peers/sipp/answer.xml -s demo-102 -au demo-102 -ap demo-pw-bjorn-81d2 \
-	  -p 5070 -d 6000 >bjorn.log 2>&1 & } && sleep 1 \
+	  -d 6000 >bjorn.log 2>&1 & } && sleep 1 \
 	  && $(SIPP_DEMO) -sf $(CURDIR)/firmware/tests/peers/sipp/local_call_hold.xml -s demo-101 -au demo-101 \
-	  -ap demo-pw-anna-4f9c -key callee 102 -p 5071 -d 3000 >anna.log 2>&1 \
+	  -ap demo-pw-anna-4f9c -key callee 102 -d 3000 >anna.log 2>&1 \
 	  && echo "Anna called Björn: answered, talked 3 s, hung up. The agent's log shows 'local call ...'." \
-	  || { tail -5 anna.log; echo "the call failed: is 'make run' running, and has it said mode local?" >&2; \
+	  || { tail -5 anna.log; echo "the call failed: is 'make run' running (on $(LAN)? else LAN=...), and has it said mode local?" >&2; \
 	       exit 1; }; wait
 
 # The whole suite: lint, then every test (nothing is skipped for a missing tool), then the HIL
