@@ -8,6 +8,9 @@ import pytest
 from vaxelbox.agent.management import _auth_alarms
 from vaxelbox.edge import auth_guard
 from vaxelbox.edge.auth_guard import FAILURES_TO_HOLD, FIRST_HOLD, MAX_HOLD, WINDOW, AuthGuard
+from vaxelbox.edge.health import CloudState
+from vaxelbox.hw import companion_protocol as wire
+from vaxelbox.hw.board_services import BoardServices
 from vaxelbox.routing.chain import Next, RequestContext, Target
 from vaxelbox.routing.mode import Mode
 from vaxelbox.sip.message import Request, Response, parse_message
@@ -292,3 +295,22 @@ def test_without_the_knob_the_real_timings_hold(monkeypatch: pytest.MonkeyPatch)
     assert (guard.window, guard.first_hold, guard.max_hold, guard.forget_after) == (
         WINDOW, FIRST_HOLD, MAX_HOLD, auth_guard.FORGET_AFTER,
     )  # fmt: skip
+
+
+def test_a_held_phone_lights_the_companions_fault_code(guard: AuthGuard) -> None:
+    """The LED state the agent sends its companion (hw.board_services) carries fault code 3 while
+    the guard holds a phone, and none otherwise. The agent around the real guard is a stand-in
+    (only the attributes leds() reads): the real companion link is in test_companion_link.py."""
+    agent = SimpleNamespace(
+        local=None,
+        health=SimpleNamespace(state=CloudState.UP),
+        store=SimpleNamespace(devices=SimpleNamespace(enrolment=lambda: None)),
+        management=None,
+        edge=SimpleNamespace(relay=SimpleNamespace(auth_guard=guard)),
+    )
+    services = BoardServices.__new__(BoardServices)
+    services.agent = agent
+    assert services.leds().fault == 0
+    fail(guard, times=FAILURES_TO_HOLD)
+    assert held(guard)
+    assert services.leds().fault == wire.FAULT_AGENT

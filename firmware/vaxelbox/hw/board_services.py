@@ -65,7 +65,14 @@ class BoardServices:
         window = agent.store.devices.enrolment()
         management = agent.management
         updating = management is not None and management.backend.firmware.status.state == State.UPDATING
-        return Leds(link, window is not None and window.until > time.time(), updating, 0)
+        fault = wire.FAULT_AGENT if self._alarmed() else 0
+        return Leds(link, window is not None and window.until > time.time(), updating, fault)
+
+    def _alarmed(self) -> bool:
+        """Whether `vaxelctl status` lists an alarm of the agent's own (today: a phone the auth guard
+        holds for retrying a wrong password), shown as red fault code 3 (README, the LED table)."""
+        edge = self.agent.edge
+        return edge is not None and edge.relay is not None and bool(edge.relay.auth_guard.alarms())
 
     def button(self, event: int) -> bool:
         """A press on the companion's button; True when done."""
