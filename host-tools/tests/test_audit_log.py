@@ -7,14 +7,13 @@ client for the one action vaxelctl has no command for yet (applying a staged bun
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import aiocoap
 import pytest
 from aiocoap import Code, Message
 from aiocoap.oscore import FilesystemSecurityContext
-from test_management import Appliance, listed_serial, ok, vaxelctl
+from test_management import Appliance, listed_serial, ok, packed_bundle, vaxelctl
 from vaxelbox.mgmt.security import release
 
 OWN_LOGGERS = ("vaxelbox", "phoneprov")
@@ -63,24 +62,7 @@ def push_a_changed_site(laptop: Path, tmp_path: Path) -> None:
 
 
 def upload_a_bundle(laptop: Path, tmp_path: Path, private: Path) -> None:
-    image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
-    image.write_bytes(os.urandom(600 * 1024))  # several BERT blocks
-    ok(
-        vaxelctl(
-            laptop,
-            "fw",
-            "pack",
-            str(image),
-            "--key",
-            str(private),
-            "--version",
-            "2.0",
-            "-o",
-            str(bundle),
-            "--board",
-            "simboard",
-        )
-    )
+    bundle = packed_bundle(laptop, tmp_path, private, "2.0", 600 * 1024)  # several BERT blocks
     ok(vaxelctl(laptop, "fw", "upload", str(bundle)))
 
 

@@ -21,7 +21,7 @@ from aiocoap import Code, Message
 from aiocoap.oscore import FilesystemSecurityContext
 from netns import lan_pair
 from peers import free_port
-from test_management import BLOCK, Appliance, listed_serial, ok, vaxelctl
+from test_management import BLOCK, Appliance, listed_serial, ok, packed_bundle, vaxelctl
 from typer.testing import CliRunner
 from vaxelbox.mgmt.security import release
 from vaxelbox.site import demo_site_text
@@ -331,24 +331,7 @@ def test_the_signing_key_is_read_when_an_upload_starts_and_the_refusal_says_wher
     """The key was read only at agent start; the refusal did not say where the key goes."""
     private, public = tmp_path / "signing.key", tmp_path / "signing.pub"
     ok(vaxelctl(tmp_path, "fw", "keygen", str(private), str(public)))
-    image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
-    image.write_bytes(os.urandom(100_000))
-    ok(
-        vaxelctl(
-            tmp_path,
-            "fw",
-            "pack",
-            str(image),
-            "--key",
-            str(private),
-            "--version",
-            "5",
-            "-o",
-            str(bundle),
-            "--board",
-            "simboard",
-        )
-    )
+    bundle = packed_bundle(tmp_path, tmp_path, private, "5", 100_000)
     refused = vaxelctl(laptop, "fw", "upload", str(bundle))
     assert refused.returncode == 1
     installed = appliance.data / "firmware-signing.pub"

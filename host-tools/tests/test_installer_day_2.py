@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from test_management import Appliance, listed_serial
+from test_management import Appliance, listed_serial, packed_bundle
 
 DEMO_PASSWORD = "demo-pw-anna-4f9c"  # a SIP password in the demo site
 
@@ -304,24 +304,7 @@ def test_the_upload_progress_bar_shows_words_not_markup(tmp_path, keys):
     try:
         laptop = tmp_path / "laptop"
         ok(vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code()))
-        image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
-        image.write_bytes(os.urandom(2_000_000))
-        ok(
-            vaxelctl(
-                tmp_path,
-                "fw",
-                "pack",
-                str(image),
-                "--key",
-                str(private),
-                "--version",
-                "7",
-                "-o",
-                str(bundle),
-                "--board",
-                "simboard",
-            )
-        )
+        bundle = packed_bundle(tmp_path, tmp_path, private, "7", 2_000_000)
         code, stdout, screen = in_a_terminal(laptop, "fw", "upload", str(bundle))
     finally:
         appliance.stop()
@@ -360,24 +343,7 @@ def test_fw_status_says_applying_a_staged_bundle_comes_later(tmp_path, keys):
     try:
         laptop = tmp_path / "laptop"
         ok(vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code()))
-        image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
-        image.write_bytes(os.urandom(1_000_000))
-        ok(
-            vaxelctl(
-                tmp_path,
-                "fw",
-                "pack",
-                str(image),
-                "--key",
-                str(private),
-                "--version",
-                "3.1",
-                "-o",
-                str(bundle),
-                "--board",
-                "simboard",
-            )
-        )
+        bundle = packed_bundle(tmp_path, tmp_path, private, "3.1", 1_000_000)
         uploaded = ok(vaxelctl(laptop, "fw", "upload", str(bundle)))
         status = ok(vaxelctl(laptop, "fw", "status"))
     finally:

@@ -102,6 +102,16 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def packed_bundle(config: Path, tmp_path: Path, private: Path, version: str, size: int) -> Path:
+    """A bundle of `size` random bytes for the simulated board, signed with `private` by
+    `vaxelctl fw pack` (tmp_path/image.bin packed into tmp_path/image.bundle)."""
+    image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
+    image.write_bytes(os.urandom(size))
+    ok(vaxelctl(config, "fw", "pack", str(image), "--key", str(private), "--version", version,
+                "-o", str(bundle), "--board", "simboard"))  # fmt: skip
+    return bundle
+
+
 @pytest.fixture
 def appliance(tmp_path):
     running = Appliance(tmp_path)
@@ -364,24 +374,7 @@ def test_an_interrupted_upload_resumes_where_the_appliance_copy_ends(tmp_path, s
     try:
         laptop = tmp_path / "laptop"
         ok(vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code()))
-        image, bundle = tmp_path / "image.bin", tmp_path / "image.bundle"
-        image.write_bytes(os.urandom(3 * 1024 * 1024))
-        ok(
-            vaxelctl(
-                laptop,
-                "fw",
-                "pack",
-                str(image),
-                "--key",
-                str(private),
-                "--version",
-                "3.1",
-                "-o",
-                str(bundle),
-                "--board",
-                "simboard",
-            )
-        )
+        bundle = packed_bundle(laptop, tmp_path, private, "3.1", 3 * 1024 * 1024)
         data = bundle.read_bytes()
         half = (len(data) // 2) // BLOCK * BLOCK
         _send_blocks(appliance, laptop, data[:half])  # then the laptop "loses" the connection
