@@ -318,6 +318,11 @@ async def test_an_activity_forwards_and_a_vip_rings_through(offline_office, tmp_
     done = subprocess.run([*vaxelbox, "set", "bjorn", "lunch", *data], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "bjorn: Lunch (lunch) until" in done.stdout
+    listed = subprocess.run(
+        [*vaxelbox, *data], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"}
+    )
+    assert "│ bjorn │ lunch    │ 20" in listed.stdout, listed.stdout  # the time under "until", said once
+    assert "until 20" not in listed.stdout, listed.stdout
     bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=14)
     cecilia = await offline_office.phone("register_wait.xml", "103", answers="answer.xml", hold=14)
     await asyncio.sleep(1.0)

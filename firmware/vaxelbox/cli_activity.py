@@ -57,7 +57,7 @@ def activities(ctx: typer.Context, data: DataOption = None) -> None:
         return
     store, _ = _open(data)
     rows = [
-        [a.user, a.activity, _when(a.until) if a.until else "until further notice", a.origin]
+        [a.user, a.activity, _clock(a.until) if a.until else "further notice", a.origin]
         for a in store.users.activities()
         if a.until is None or a.until > time.time()
     ]
@@ -96,4 +96,9 @@ def clear_activity(
 
 
 def _when(stamp: float) -> str:
-    return "until " + datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+    return "until " + _clock(stamp)
+
+
+def _clock(stamp: float) -> str:
+    """Local time to the minute, e.g. `2026-11-30 14:05` (the table's column says "until")."""
+    return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")

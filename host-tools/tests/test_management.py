@@ -301,9 +301,13 @@ def test_mode_drill_is_reported(appliance, installer):
         "forced local by an installer",
     )
     assert json.loads(ok(vaxelctl(installer, "status", "--json")))["mode"] == "local"
+    shown = ok(vaxelctl(installer, "mode"))
+    assert ": forced by an installer (`vaxelctl mode auto` ends it); cloud " in shown, shown
+    assert shown.count("forced") == 1, shown  # said once
     appliance.stop()
     appliance.start()  # the override is kept across a restart
-    assert "forced local by an installer" in ok(vaxelctl(installer, "mode"))
+    assert "mode local since " in (kept := ok(vaxelctl(installer, "mode"))), kept
+    assert ": forced by an installer" in kept, kept
     state = json.loads(ok(vaxelctl(installer, "mode", "auto", "--json")))
     assert state["override"] == "auto"
     log = ok(vaxelctl(installer, "log", "--json"))

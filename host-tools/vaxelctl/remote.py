@@ -530,8 +530,9 @@ def mode(
             return await connection.call(Code.PUT, "mode", {"mode": new_mode})
 
     def show(s: dict[str, Any]) -> None:
-        forced = " (forced by an installer: `vaxelctl mode auto` ends it)" if s["forced"] else ""
-        out.print(f"mode {s['mode']} since {s['since']}{forced}: {s['reason']}; cloud {s['cloud']}")
+        # Forced, the reason would only say so again ("forced local by an installer").
+        why = "forced by an installer (`vaxelctl mode auto` ends it)" if s["forced"] else s["reason"]
+        out.print(f"mode {s['mode']} since {s['since']}: {why}; cloud {s['cloud']}")
         if failback := s.get("failback"):
             f = failback
             out.print(
