@@ -22,9 +22,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from peers import DOMAIN, Kamailio, free_port, phone
+from peers import DOMAIN, Kamailio, Phone, free_port, phone
 from test_edge_relay import registered
 from test_phone_tls import messages
 from vaxelbox.edge.bindings import BindingMirror
@@ -110,6 +111,15 @@ async def running_edge(kamailio: Kamailio, link: Link, limits: Limits) -> AsyncI
         await edge.stop()
 
 
+async def bo_over_tcp(edge: Edge, link: Link, tmp_path: Path) -> Phone:
+    """Bo (102), a sipp phone at the far end of `link`, registering over TCP through the edge and
+    answering calls for 30 s."""
+    return await phone(
+        "register_wait.xml", edge.addresses.lan, "102", tmp_path, transport="t1",
+        local=link.far_address, netns=link.namespace, answers="answer.xml", hold=30,
+    )  # fmt: skip
+
+
 @pytest.fixture
 async def edge(kamailio, link) -> AsyncIterator[Edge]:
     async with running_edge(kamailio, link, FAST_KEEPALIVE) as running:
@@ -119,10 +129,7 @@ async def edge(kamailio, link) -> AsyncIterator[Edge]:
 async def test_a_phone_gone_behind_a_nat_is_found_dead_and_not_called(edge, link, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="vaxelbox.edge.service")
     aor = f"sip:102@{DOMAIN}"
-    bo = await phone(
-        "register_wait.xml", edge.addresses.lan, "102", tmp_path, transport="t1",
-        local=link.far_address, netns=link.namespace, answers="answer.xml", hold=30,
-    )  # fmt: skip
+    bo = await bo_over_tcp(edge, link, tmp_path)
     try:
         await registered(edge, "102")
         ((binding, flow),) = edge.bindings.contacts_of(aor)
@@ -169,10 +176,7 @@ async def test_a_call_sent_to_a_phone_that_just_vanished_fails_within_the_window
     limits = Limits(keepalive_idle=3, keepalive_interval=1, keepalive_probes=1)  # window 4 s
     aor = f"sip:102@{DOMAIN}"
     async with running_edge(kamailio, link, limits) as edge:
-        bo = await phone(
-            "register_wait.xml", edge.addresses.lan, "102", tmp_path, transport="t1",
-            local=link.far_address, netns=link.namespace, answers="answer.xml", hold=30,
-        )  # fmt: skip
+        bo = await bo_over_tcp(edge, link, tmp_path)
         try:
             await registered(edge, "102")
             ((_, flow),) = edge.bindings.contacts_of(aor)

@@ -11,48 +11,15 @@ answers it). Unit tests of the rule: test_sips_routing.py.
 """
 
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import pytest
-from peers import Kamailio, free_port, phone
-from phoneprov.pki import ServerIdentity, ensure_site_pki
+from peers import phone
 from test_edge_relay import registered
-from test_phone_tls import PhoneTls, messages
-from vaxelbox.edge.service import Edge, EdgeSettings, phone_tls_context
+from test_phone_tls import PhoneTls, edge, kamailio, messages, site_pki  # noqa: F401 (fixtures, as test_phone_tls has them)
 
-CLOUD_HOST = "127.0.0.3"
 WARNING = re.compile(r'^Warning: 380 (\S+) "SIPS Not Allowed"', re.MULTILINE)
 
 
-@pytest.fixture
-def kamailio(tmp_path: Path) -> Iterator[Kamailio]:
-    cloud = Kamailio(CLOUD_HOST, free_port(CLOUD_HOST), tmp_path / "kamailio").start()
-    yield cloud
-    cloud.stop()
-
-
-@pytest.fixture
-def site_pki(tmp_path: Path) -> ServerIdentity:
-    return ensure_site_pki(tmp_path / "pki", "127.0.0.1")
-
-
-@pytest.fixture
-async def edge(kamailio: Kamailio, site_pki: ServerIdentity) -> AsyncIterator[Edge]:
-    settings = EdgeSettings(
-        lan=("127.0.0.1", 0),
-        wan=("127.0.0.2", 0),
-        proxies=[f"sip:{kamailio.address}:{kamailio.port};transport=tcp"],
-        lan_tls=phone_tls_context(site_pki.certificate, site_pki.key),
-        lan_tls_port=free_port("127.0.0.1"),
-    )
-    edge = Edge(settings)
-    await edge.start()
-    yield edge
-    await edge.stop()
-
-
-async def test_a_tls_phones_sips_call_is_refused_when_the_cloud_is_reached_over_tcp(edge, site_pki, tmp_path):
+async def test_a_tls_phones_sips_call_is_refused_when_the_cloud_is_reached_over_tcp(edge, site_pki, tmp_path):  # noqa: F811
     tls_address = edge.addresses.lan_tls
     assert tls_address is not None
     async with PhoneTls(tls_address, site_pki.ca_certificate) as anna_tls:
@@ -70,7 +37,7 @@ async def test_a_tls_phones_sips_call_is_refused_when_the_cloud_is_reached_over_
     assert "404" not in log  # the cloud never saw the INVITE
 
 
-async def test_the_clouds_sips_request_is_refused_for_a_phone_on_tcp(edge, tmp_path):
+async def test_the_clouds_sips_request_is_refused_for_a_phone_on_tcp(edge, tmp_path):  # noqa: F811
     """Bo registers a SIPS Contact over plain TCP; the cloud, calling him, addresses that Contact:
     the edge does not carry it to Bo over TCP but answers 480 / 380, which the cloud relays."""
     bo = await phone(
