@@ -8,17 +8,16 @@ read and written under a lock by the agent and the board's init alike, each
 write tmp + fsync + rename so a power cut leaves the old state or the new.
 """
 
-import fcntl
 import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from vaxelbox.update.slots import SLOT_NAMES, Slots, Step
+from vaxelbox.update.state_file import locked, write_json
 
 
 class DirectorySlots:
@@ -36,16 +35,11 @@ class DirectorySlots:
             return Slots(versions={"A": _installed_version(self.slot_dir("A")), "B": None})
 
     def save(self, state: Slots) -> None:
-        tmp = self.root / "selector.json.tmp"
-        with tmp.open("w") as file:
-            json.dump(state.to_dict(), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, self.root / "selector.json")
+        write_json(self.root / "selector.json", state.to_dict())
 
     def change(self, event: Callable[[Slots], Step]) -> Step:
         """Feed one event under the lock and save its new state (before the caller acts on it)."""
-        with self._locked():
+        with locked(self.root / "selector.lock"):
             step = event(self.load())
             self.save(step.state)
             return step
@@ -65,13 +59,6 @@ class DirectorySlots:
             os.replace(self.slot_dir(slot), old)
         os.replace(fresh, self.slot_dir(slot))
         shutil.rmtree(old, ignore_errors=True)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "selector.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
 
 
 def build_image(package: Path, version: str, out: BinaryIO) -> None:

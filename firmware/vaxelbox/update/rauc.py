@@ -19,14 +19,11 @@ own message.
 """
 
 import asyncio
-import fcntl
 import json
 import logging
-import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +31,7 @@ from typing import BinaryIO
 from vaxelbox import __version__
 from vaxelbox.update import slots
 from vaxelbox.update.slots import Failure, Outcome, Slots, Step, Trial
+from vaxelbox.update.state_file import locked, write_json
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +136,7 @@ class RaucSlots:
         client talks to the service on D-Bus; `env` may point it at another bus);
         `reboot`: the command that restarts the board into the slot RAUC made primary."""
         self.state_file, self.deadline_s = state_file, deadline_s
+        self._lock_file = state_file.with_suffix(".lock")
         self._rauc, self._env = list(rauc), dict(env) if env is not None else None
         self._boot_id, self._reboot, self._clock = boot_id, list(reboot), clock
 
@@ -148,7 +147,7 @@ class RaucSlots:
     def load(self) -> Slots:
         """Both slots as the state machine sees them, the trial settled for this boot first
         (started, rolled back, or past its deadline; the marks that follow are made)."""
-        with self._locked():
+        with locked(self._lock_file):
             view = self._view()
             step = self._settle(view)
             if step.state != view or self._read().boot_id != self._boot_id():
@@ -158,7 +157,7 @@ class RaucSlots:
 
     def save(self, state: Slots) -> None:
         """Keep what RAUC does not hold (trial, outcome) with this boot's id."""
-        with self._locked():
+        with locked(self._lock_file):
             self._write(state)
 
     def change(self, event: Callable[[Slots], Step]) -> Step:
@@ -167,7 +166,7 @@ class RaucSlots:
         and reboot for a Restart. A running slot that is primary and not on trial is marked
         good as well: U-Boot spends one of its attempts at every boot (boards/rauc/boot.cmd),
         so each healthy start gives them back."""
-        with self._locked():
+        with locked(self._lock_file):
             settled = self._settle(self._view())
             step = event(settled.state)
             self._write(step.state)
@@ -300,19 +299,7 @@ class RaucSlots:
             "boot_id": self._boot_id(),
             "versions": data["versions"],
         }
-        tmp = self.state_file.with_suffix(".tmp")
-        with tmp.open("w") as file:
-            json.dump(kept, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, self.state_file)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.state_file.with_suffix(".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+        write_json(self.state_file, kept)
 
 
 @dataclass(frozen=True)
