@@ -446,6 +446,9 @@ class MemoryStack:
         response.add("Contact", f"{request.get('Contact')};expires=600")
         asyncio.get_running_loop().call_soon(on_response, response)
 
+    def release(self, running) -> None:
+        pass  # the fork lets go of a branch after its final response: nothing held here
+
 
 def mirrored_phones(count: int) -> tuple[BindingMirror, list[tuple[Restore, Flow]]]:
     mirror = BindingMirror()

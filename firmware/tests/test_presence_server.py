@@ -43,6 +43,9 @@ class FakeStack:
     def send_request(self, request, flow, on_response, on_timeout):
         self.sent.append((request, flow, on_response, on_timeout))
 
+    def release(self, running) -> None:
+        pass  # the fork lets go of a branch after its final response: nothing held here
+
 
 class FakeCloud:
     target = None

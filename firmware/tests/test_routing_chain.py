@@ -1,6 +1,8 @@
 """The routing chains without sockets: each processor on a request context, the target chain's
 per-branch flows and Record-Route, and the local plan runner's fallbacks on a fake clock."""
 
+import gc
+import weakref
 from dataclasses import dataclass, field
 
 from vaxelbox.edge.bindings import BindingMirror
@@ -38,9 +40,14 @@ class FakeStack:
     """Records the client transactions the target chain starts, so the test can answer them."""
 
     sent: list[tuple[Request, Flow, object, object]] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)  # indexes into `sent` whose user let go
 
-    def send_request(self, request, flow, on_response, on_timeout):
+    def send_request(self, request, flow, on_response, on_timeout) -> int:
         self.sent.append((request, flow, on_response, on_timeout))
+        return len(self.sent) - 1
+
+    def release(self, running: int) -> None:
+        self.released.append(running)
 
 
 @dataclass
@@ -54,7 +61,7 @@ class FakeScheduler:
 
         class Handle:
             def cancel(self_inner) -> None:
-                entry[2] = True
+                entry[1:] = [None, True]  # and the callback goes, as asyncio's handles let it go
 
         return Handle()
 
@@ -227,6 +234,31 @@ def test_each_branch_leaves_on_its_own_flow_with_tokens_that_route_back():
     forth = context(bye, mode=Mode.LOCAL)
     RouteToken(is_ours, flow_of)(forth)
     assert forth.far_target is PHONE_B
+
+
+def test_a_fork_lets_go_of_the_call_once_each_branch_has_its_final_response():
+    """Issue 12: the call's state (fork, copies, context) is freed when the call is settled, not held
+    by the client transactions' 32 s wait for 2xx retransmissions (those go on statelessly); and it
+    is freed by reference counting alone: no cycle waits for the collector."""
+    stack, scheduler = FakeStack(), FakeScheduler()
+    targets = [Target("lan", PHONE_B, None, "b"), Target("wan", CLOUD, None, "c")]
+    fork = forking(stack, scheduler).fork(context(request("INVITE", "sip:201@example.net")), targets, lambda r: None)
+    (invite_b, _, on_b, _), (invite_c, _, on_c, on_timeout_c) = stack.sent
+    on_b(answer(invite_b, 180))
+    on_c(answer(invite_c, 180))
+    on_b(answer(invite_b, 200))
+    assert stack.released == [0]  # the winner; the other branch is being cancelled
+    assert stack.sent[-1][0].method == "CANCEL"
+    on_c(answer(invite_c, 487))
+    assert stack.released == [0, 1]
+    freed = weakref.ref(fork)
+    gc.disable()
+    try:
+        del fork, on_b, on_c, on_timeout_c
+        stack.sent.clear()  # the real stack drops the handlers it released
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 def test_register_to_the_cloud_carries_a_path_naming_the_phone():

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import signal
 import ssl
+import time
 from dataclasses import dataclass
 
 from vaxelbox import __version__
@@ -50,6 +51,7 @@ from vaxelbox.store.sites import digest_of
 from vaxelbox.update.trial import watch_deadline
 
 log = get_logger("vaxelbox.agent")
+SITE_RECHECK = 1.0  # s: how stale the active site may be when the store's stamp missed a change
 
 
 class StartupError(RuntimeError):
@@ -76,6 +78,8 @@ class Agent:
         self.notifier = notifier or SystemdNotifier()
         self.supervisor = Supervisor()
         self.active: ActiveSite | None = None
+        self._site_stamp: tuple[int, ...] = ()  # the store's stamp when current_site last looked
+        self._site_checked = 0.0  # and when (monotonic s)
         self.edge: Edge | None = None
         self.provisioning: Provisioning | None = None
         self.management: Management | None = None
@@ -357,10 +361,16 @@ class Agent:
         if (slot_store := management.backend.firmware.slot_store) is not None:  # a trial's own deadline
             self.supervisor.add("firmware-trial", lambda: watch_deadline(slot_store, restart_soon))
 
-    def current_site(self) -> Site:
+    def current_site(self, changed: bool = False) -> Site:
         """The active site, following the store: `vaxelbox phones assign` (another process) changes it.
-        Called from worker threads; a plain attribute swap is atomic."""
+        Asked on every call (presence), so the store is queried only after it changed or once a
+        second: a query waits for the store's lock, which a flush holds over an fsync. Called from
+        worker threads; plain attribute swaps are atomic. `changed`: the caller just changed it."""
         assert self.active
+        stamp, now = self.store.stamp(), time.monotonic()
+        if not changed and stamp == self._site_stamp and now - self._site_checked < SITE_RECHECK:
+            return self.active.site
+        self._site_stamp, self._site_checked = stamp, now
         number = self.store.sites.active_number()
         if number is not None and number != self.active.version.number:
             stored = self.store.sites.get(number)

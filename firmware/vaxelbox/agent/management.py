@@ -159,7 +159,7 @@ class ManagementBackend:
             version = self.store.sites.apply(source, f"pushed by installer {who}", if_active=expected)
         except SiteConflict as exc:
             raise Conflict(f"{exc}: pull it again") from None
-        self.agent.current_site()  # activate now, not at the next phone request
+        self.agent.current_site(changed=True)  # activate now, not at the next phone request
         return _version_row(version, version.number)
 
     def site_versions(self) -> list[dict[str, Any]]:
@@ -177,7 +177,7 @@ class ManagementBackend:
         except SiteError as exc:
             raise PayloadError(f"version {number} no longer validates: {exc}") from None
         version = self.store.sites.apply(old.source, f"rollback to {number} by installer {who}")
-        self.agent.current_site()
+        self.agent.current_site(changed=True)
         return _version_row(version, version.number)
 
     def phones(self) -> list[dict[str, Any]]:
@@ -205,7 +205,7 @@ class ManagementBackend:
             raise PayloadError(str(exc)) from None
         except SiteError as exc:
             raise PayloadError(_problems(exc)) from None
-        self.agent.current_site()
+        self.agent.current_site(changed=True)
         log.info("phones changed", installer=who, mac=colon_mac(mac), site_version=version.number)
         return self._phone_row(mac, version, changed=True)
 

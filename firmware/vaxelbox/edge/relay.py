@@ -252,13 +252,8 @@ class EdgeRelay:
                 self.call_table.answered(context.request.call_id)
             else:
                 self.call_table.ended(context.request.call_id)
-        if context.request.method != "INVITE":
-            self.calls.pop(id(transaction), None)
-        else:
-            # Keep INVITE calls until their transaction ends, for CANCEL; bounded by Timer L/H.
-            asyncio.get_running_loop().call_later(
-                64 * self.stack.timers.t1, self.calls.pop, id(transaction), None
-            )
+        # A CANCEL after the final response changes nothing (§9.2): the call's state goes now.
+        self.calls.pop(id(transaction), None)
 
     def _with_cloud_flow(self, send: Callable[[Flow], None], context: RequestContext | None = None) -> None:
         if (flow := self.upstream.ready_flow()) is not None:

@@ -238,8 +238,10 @@ class Fork:
             timer_c = self.forking.schedule(TIMER_C, lambda: self.call.ring_timeout(branch))
 
         def on_response(response: Response) -> None:
-            if timer_c is not None and response.status >= 200:
-                timer_c.cancel()  # and with it the last reference to a finished call
+            if response.status >= 200:
+                if timer_c is not None:
+                    timer_c.cancel()
+                stack.release(running)  # late 2xx go on statelessly: the call's state is freed now
             self.forking.responses(self.context, target, response)
             self.call.on_response(branch, response)
 
@@ -249,7 +251,8 @@ class Fork:
             self.forking.responses(self.context, target, None)
             self.call.on_timeout(branch)
 
-        self.forking.stack.send_request(branch.request, flow, on_response, on_timeout)
+        stack = self.forking.stack
+        running = stack.send_request(branch.request, flow, on_response, on_timeout)
 
     def _send_cancel(self, branch: Branch) -> None:
         _, flow = self._branches[id(branch.request)]

@@ -59,7 +59,7 @@ class Running:
     machine: Transaction
     flow: Flow
     key: tuple[str, ...]
-    on_response: ResponseHandler | None = None
+    on_response: ResponseHandler | None = None  # None once the user let go (see `release`)
     on_timeout: TimeoutHandler | None = None
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
 
@@ -99,6 +99,13 @@ class SipStack:
         self.clients[running.key] = running
         self._run(running, machine.start())
         return running
+
+    def release(self, running: Running) -> None:
+        """The user is done with a client transaction that had its final response. It still waits
+        (Timer M: 32 s over UDP and TCP) to catch 2xx retransmissions, which now go to the user's
+        `on_stray`, as a proxy forwards them statelessly anyway (RFC 6026 §7.2): what the user held
+        for the call is freed at once, not half a minute later."""
+        running.on_response = running.on_timeout = None
 
     def respond(self, transaction: Running, response: Response) -> None:
         machine = transaction.machine
@@ -204,6 +211,8 @@ class SipStack:
             if isinstance(message, Response):
                 if running.on_response is not None:
                     running.on_response(message)
+                else:  # its user let go after the final response: a late 2xx goes on statelessly
+                    self._stray(message, running.flow)
             elif self.user is not None:
                 self.user.on_request(running, message)
         except SipSyntaxError as error:

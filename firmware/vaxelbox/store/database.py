@@ -182,6 +182,20 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    def stamp(self) -> tuple[int, ...]:
+        """What changes when any process commits here (the WAL grows or is rewritten, a checkpoint
+        writes the file): a stat, not a query, so a value asked on every SIP request can be re-read
+        only after a change. Timestamps are coarse (a clock tick): callers re-read now and then anyway."""
+        stamp: list[int] = []
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                found = os.stat(path)
+            except FileNotFoundError:
+                stamp += (0, 0)
+            else:
+                stamp += (found.st_mtime_ns, found.st_size)
+        return tuple(stamp)
+
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             cursor = self._db.execute(sql, params)
