@@ -242,7 +242,9 @@ def test_a_fork_lets_go_of_the_call_once_each_branch_has_its_final_response():
     is freed by reference counting alone: no cycle waits for the collector."""
     stack, scheduler = FakeStack(), FakeScheduler()
     targets = [Target("lan", PHONE_B, None, "b"), Target("wan", CLOUD, None, "c")]
-    fork = forking(stack, scheduler).fork(context(request("INVITE", "sip:201@example.net")), targets, lambda r: None)
+    fork = forking(stack, scheduler).fork(
+        context(request("INVITE", "sip:201@example.net")), targets, lambda r: None
+    )
     (invite_b, _, on_b, _), (invite_c, _, on_c, on_timeout_c) = stack.sent
     on_b(answer(invite_b, 180))
     on_c(answer(invite_c, 180))

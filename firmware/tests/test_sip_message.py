@@ -63,3 +63,34 @@ def test_compact_and_long_names_are_the_same_header():
     assert message.call_id == "c1@192.0.2.10"
     assert message.get("Call-ID") == message.get("i")
     assert message.from_.tag == "f1"
+
+
+def test_a_uri_read_again_is_a_new_object_and_a_bad_one_fails_every_time():
+    """The relay remembers the parts of URIs it validated (issue 12); each parse still gets its own
+    object, so a change to one never shows in another."""
+    from vaxelbox.sip.errors import SipSyntaxError
+    from vaxelbox.sip.uri import parse_uri
+
+    first, second = (
+        parse_uri("sip:201@192.0.2.20:5060;transport=tcp"),
+        parse_uri("sip:201@192.0.2.20:5060;transport=tcp"),
+    )
+    assert first == second
+    assert first is not second
+    first.params["lr"] = None  # type: ignore[union-attr]
+    assert second.params == {"transport": "tcp"}  # type: ignore[union-attr]
+    assert parse_uri("sip:201@192.0.2.20:5060;transport=tcp").params == {"transport": "tcp"}  # type: ignore[union-attr]
+    for _ in range(2):
+        with pytest.raises(SipSyntaxError):
+            parse_uri("sip:201@192.0.2.20:99999")
+
+
+def test_flow_tokens_are_remembered_only_when_valid():
+    from vaxelbox.edge.flowtoken import make_token, read_token
+
+    token = make_token("udp", "192.0.2.10", 5060)
+    assert make_token("udp", "192.0.2.10", 5060) == token
+    assert read_token(token) == read_token(token) == ("udp", "192.0.2.10", 5060)
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert read_token(forged) is None
+    assert read_token(forged) is None

@@ -52,6 +52,7 @@ from vaxelbox.update.trial import watch_deadline
 
 log = get_logger("vaxelbox.agent")
 SITE_RECHECK = 1.0  # s: how stale the active site may be when the store's stamp missed a change
+STAMP_INTERVAL = 0.05  # s: how often current_site looks at the store's stamp at most
 
 
 class StartupError(RuntimeError):
@@ -79,7 +80,8 @@ class Agent:
         self.supervisor = Supervisor()
         self.active: ActiveSite | None = None
         self._site_stamp: tuple[int, ...] = ()  # the store's stamp when current_site last looked
-        self._site_checked = 0.0  # and when (monotonic s)
+        self._site_checked = 0.0  # and when it last queried the store (monotonic s)
+        self._site_looked = 0.0  # and when it last took the stamp
         self.edge: Edge | None = None
         self.provisioning: Provisioning | None = None
         self.management: Management | None = None
@@ -367,7 +369,10 @@ class Agent:
         second: a query waits for the store's lock, which a flush holds over an fsync. Called from
         worker threads; plain attribute swaps are atomic. `changed`: the caller just changed it."""
         assert self.active
-        stamp, now = self.store.stamp(), time.monotonic()
+        now = time.monotonic()
+        if not changed and now - self._site_looked < STAMP_INTERVAL:
+            return self.active.site  # a burst of calls stats the store once
+        self._site_looked, stamp = now, self.store.stamp()
         if not changed and stamp == self._site_stamp and now - self._site_checked < SITE_RECHECK:
             return self.active.site
         self._site_stamp, self._site_checked = stamp, now

@@ -16,7 +16,8 @@ transaction layer answers that request 400 (or drops that response) too.
 """
 
 import re
-from functools import cached_property
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from vaxelbox.sip.address import Address, parse_address, parse_address_list
 from vaxelbox.sip.errors import SipParseError, SipSyntaxError
@@ -46,6 +47,28 @@ _PARSED_FROM = {
     "record-route": ("record_routes",), "max-forwards": ("max_forwards",),
 }  # fmt: skip
 _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s]+)", re.I)
+
+
+T = TypeVar("T")
+
+
+class cached(Generic[T]):  # lower case: a decorator, like functools.cached_property
+    """functools.cached_property without its lock: Python 3.11 takes an RLock on each first read,
+    a measurable share of a relay's time (issue 12). Messages are used from one thread."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = instance.__dict__[self.name] = self.func(instance)
+        return value
 
 
 _KEYS: dict[str, str] = {}  # header name as written -> its key: a few dozen names in practice
@@ -104,11 +127,11 @@ class Message:
         key = header_key(name)
         return [h.value for h in self.headers if h.key == key]
 
-    @cached_property
+    @cached
     def vias(self) -> list[Via]:
         return [via for value in self.get_all("Via") for via in parse_via_list(value)]
 
-    @cached_property
+    @cached
     def top_via(self) -> Via:
         """The first Via value, parsed alone (the rest stay text until `vias` is read)."""
         first = self.get("Via")
@@ -119,32 +142,32 @@ class Message:
             raise SipSyntaxError("malformed Via")
         return parse_via(values[0])
 
-    @cached_property
+    @cached
     def from_tag(self) -> str | None:
         """The From tag, read without parsing the rest of the header (its display name may be
         anything a peer wrote: the proxy does not use it)."""
         return header_tag(self._required("From"))
 
-    @cached_property
+    @cached
     def to_tag(self) -> str | None:
         return header_tag(self._required("To"))
 
-    @cached_property
+    @cached
     def from_(self) -> Address:
         return parse_address(self._required("From"))
 
-    @cached_property
+    @cached
     def to(self) -> Address:
         return parse_address(self._required("To"))
 
-    @cached_property
+    @cached
     def call_id(self) -> str:
         value = self._required("Call-ID")
         if not value or any(c.isspace() for c in value):
             raise SipSyntaxError("malformed Call-ID")
         return value
 
-    @cached_property
+    @cached
     def cseq(self) -> tuple[int, str]:
         parts = self._required("CSeq").split()
         if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
@@ -154,7 +177,7 @@ class Message:
             raise SipSyntaxError("CSeq number out of range")
         return number, parts[1]
 
-    @cached_property
+    @cached
     def contacts(self) -> list[Address]:
         values = self.get_all("Contact")
         if [v.strip() for v in values] == ["*"]:
@@ -176,11 +199,11 @@ class Message:
                     bad.append(element.strip())
         return parsed, bad
 
-    @cached_property
+    @cached
     def routes(self) -> list[Address]:
         return [a for value in self.get_all("Route") for a in parse_address_list(value)]
 
-    @cached_property
+    @cached
     def record_routes(self) -> list[Address]:
         return [a for value in self.get_all("Record-Route") for a in parse_address_list(value)]
 
@@ -253,7 +276,7 @@ class Request(Message):
         self.method = method
         self.uri = uri
 
-    @cached_property
+    @cached
     def max_forwards(self) -> int | None:
         value = self.get("Max-Forwards")
         if value is None:

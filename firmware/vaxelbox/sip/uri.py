@@ -73,7 +73,27 @@ def parse_uri(text: str) -> Uri:
     return _parse_sip(lowered, rest)
 
 
+# Validated SIP URI text -> its parts. A relay reads the same few URIs over and over (Request-URIs,
+# Route and Record-Route entries, Contacts of the office's phones); each parse still gets its own
+# SipUri and params dict, so nothing parsed is shared. Bounded: cleared when full.
+UriParts = tuple[str, int | None, str | None, str | None, dict[str, str | None], str | None]
+_PARTS: dict[tuple[str, str], UriParts] = {}
+_PARTS_KEPT = 4096
+
+
 def _parse_sip(scheme: str, rest: str) -> SipUri:
+    parts = _PARTS.get((scheme, rest))
+    if parts is None:
+        parts = _sip_parts(rest)
+        if len(_PARTS) >= _PARTS_KEPT:
+            _PARTS.clear()
+        _PARTS[scheme, rest] = parts
+    host, port, user, password, params, headers = parts
+    return SipUri(scheme, host, port, user, password, dict(params), headers)
+
+
+def _sip_parts(rest: str) -> UriParts:
+    """(host, port, user, password, params, headers) of a SIP URI after its scheme."""
     user = password = None
     if "@" in rest:  # '@' never occurs unescaped after the userinfo
         userinfo, _, rest = rest.partition("@")
@@ -96,7 +116,7 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
             if not _PARAM_PART.fullmatch(name) or (equals and not _PARAM_PART.fullmatch(value)):
                 raise SipSyntaxError("malformed URI parameter")
             params[name.lower()] = value if equals else None
-    return SipUri(scheme, host, port, user, password, params, headers if question else None)
+    return host, port, user, password, params, headers if question else None
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
