@@ -43,7 +43,7 @@ class ProxyChecks:
     our_sent_by: frozenset[str]
 
     def __call__(self, context: RequestContext) -> Next:
-        refusal = check_request(context.request, set(self.our_sent_by))
+        refusal = check_request(context.request, self.our_sent_by)
         if refusal is None:
             return Next.CONTINUE
         context.response = refusal

@@ -28,7 +28,25 @@ class Address:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
+# Validated address text -> (display, URI text, params): the relay reads the same Route, From and
+# Contact values again and again. Each parse gets its own Address, URI and params. Bounded.
+_PARTS: dict[str, tuple[str | None, str, dict[str, str | None]]] = {}
+_PARTS_KEPT = 4096
+
+
 def parse_address(text: str) -> Address:
+    parts = _PARTS.get(text)
+    if parts is None:
+        address = _parse_address(text)
+        if len(_PARTS) >= _PARTS_KEPT:
+            _PARTS.clear()
+        _PARTS[text] = (address.display, str(address.uri), dict(address.params))
+        return address
+    display, uri_text, params = parts
+    return Address(parse_uri(uri_text), display, dict(params))
+
+
+def _parse_address(text: str) -> Address:
     text = text.strip()
     if not text:
         raise SipSyntaxError("empty address")

@@ -9,7 +9,7 @@ business (the edge's routing, later the local mode's groups).
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,7 +21,7 @@ from vaxelbox.sip.via import MAGIC_COOKIE, Via
 DEFAULT_MAX_FORWARDS = 70
 
 
-def check_request(request: Request, our_sent_by: set[str]) -> Response | None:
+def check_request(request: Request, our_sent_by: Collection[str]) -> Response | None:
     """§16.3: the error response a proxy owes this request instead of forwarding it, if any."""
     if request.max_forwards == 0:
         return make_response(request, 483, "Too Many Hops")
@@ -29,6 +29,11 @@ def check_request(request: Request, our_sent_by: set[str]) -> Response | None:
         response = make_response(request, 420, "Bad Extension")
         response.add("Unsupported", tags)
         return response
+    # Only a Via of ours below the top one can make a loop: most requests have none, and need
+    # neither the hash nor every Via parsed.
+    via_text = ",".join(request.get_all("Via")).lower()
+    if not any(sent_by in via_text for sent_by in our_sent_by):
+        return None
     expected = loop_hash(request)
     for via in request.vias[1:] if request.vias else []:
         branch = via.branch or ""
@@ -70,7 +75,18 @@ def loop_hash(request: Request) -> str:
 
 
 def new_branch(request: Request) -> str:
-    return f"{MAGIC_COOKIE}{loop_hash(request)}.{secrets.token_hex(4)}"
+    return f"{MAGIC_COOKIE}{loop_hash(request)}.{_random_hex()}"
+
+
+_entropy = b""  # from the OS in blocks: one getrandom(2) per 1,024 branches, not one per branch
+
+
+def _random_hex(size: int = 4) -> str:
+    global _entropy
+    if len(_entropy) < size:
+        _entropy = secrets.token_bytes(4096)
+    chunk, _entropy = _entropy[:size], _entropy[size:]
+    return chunk.hex()
 
 
 def preprocess_routes(request: Request, is_ours: Callable[[Uri], bool]) -> None:

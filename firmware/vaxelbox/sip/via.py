@@ -37,7 +37,25 @@ def parse_via_list(text: str) -> list[Via]:
     return [parse_via(value) for value in split_list(text)]
 
 
+# Validated "SIP/2.0/UDP host:port" -> (transport, host, port): every phone and the cloud write
+# the same one on each message; the parameters (a fresh branch each time) are parsed every time.
+_SENT: dict[str, tuple[str, str, int | None]] = {}
+_SENT_KEPT = 4096
+
+
 def parse_via(text: str) -> Via:
+    head, semicolon, params = text.partition(";")
+    sent = _SENT.get(head)
+    if sent is None:
+        via = _parse_via(text)
+        if len(_SENT) >= _SENT_KEPT:
+            _SENT.clear()
+        _SENT[head] = (via.transport, via.host, via.port)
+        return via
+    return Via(*sent, parse_params(semicolon + params))
+
+
+def _parse_via(text: str) -> Via:
     match = _SENT_PROTOCOL.fullmatch(text)
     if not match:
         raise SipSyntaxError("malformed Via" if text.strip() else "empty Via value")
