@@ -253,7 +253,7 @@ async def test_a_retransmitted_invite_of_a_transaction_taken_on_is_answered_by_i
 
 
 def test_the_ceiling_is_sized_from_the_boards_ram():
-    assert transactions_for_ram(1024) == 26_214  # a quarter of 1 GiB at 10 KiB each
+    assert transactions_for_ram(1024) == 131_072  # a quarter of 1 GiB at 2 KiB each
     assert transactions_for_ram(2048) == 2 * transactions_for_ram(1024)
     assert Limits().max_transactions == transactions_for_ram(1024)
 

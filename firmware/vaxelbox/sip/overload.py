@@ -25,40 +25,58 @@ import re
 
 TARGET = 0.020  # s of waiting tolerated before a message is read
 INTERVAL = 0.100  # s the waiting must last to count as a standing queue
+SEVERE = 4  # times the target: a queue standing above this sheds continuations too
 RETRY_AFTER = (2, 10)  # s, drawn uniformly: refused phones do not all come back at once
-# A live transaction with what hangs on it (parsed messages, the proxy's call, timers) costs about
-# 10 KiB (bench/sip_relay.py, 200 calls/s); SIP state may take a quarter of the board's RAM.
-TRANSACTION_BYTES = 10 * 1024
+# A live transaction costs about 1.1 KiB: most of them wait (Timers L and M: 32 s after a call is
+# answered) holding only bytes and timers (bench/sip_relay.py memory part, 200 calls/s: 47 MiB of
+# RSS over about 42,000 live transactions). Twice that for margin; SIP state may take a quarter of
+# the board's RAM.
+TRANSACTION_BYTES = 2 * 1024
 SIP_SHARE_OF_RAM = 4
 
 # A request that starts new work: its method, and no To tag (outside a dialog, RFC 3261 §12).
 _NEW_WORK = re.compile(rb"(?:INVITE|REGISTER|SUBSCRIBE|OPTIONS|MESSAGE|PUBLISH|REFER|NOTIFY|INFO) ")
 _TO_LINE = re.compile(rb"\r\n(?:to|t)[ \t]*:([^\r\n]*)", re.I)
 _TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.I)
+_CREDENTIALS = re.compile(rb"\r\n(?:proxy-)?authorization[ \t]*:", re.I)
 SHED_TAG = "shed-"  # To tag prefix of our stateless refusals: their ACKs are absorbed (§17.1.1.3)
 _ACK_OF_SHED = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=[ \t]*" + SHED_TAG.encode(), re.I)
 
 
 class OverloadControl:
-    """Whether new work is shed now. `observe(sojourn, now)` per message read (or loop tick)."""
+    """Whether new work is shed now, and whether severely. `observe(sojourn, now)` per message read
+    (or loop tick).
+
+    Shedding refuses fresh attempts first: what continues work already paid for (an INVITE sent
+    again with credentials after our 407 round, or the cloud's leg of a call that crossed the edge)
+    is refused only when the queue stands above `SEVERE` times the target as well. Refusing those
+    would throw away the work spent on their first half and drag goodput far below capacity."""
 
     def __init__(self, target: float = TARGET, interval: float = INTERVAL) -> None:
         self.target = target
         self.interval = interval
         self.shedding = False
+        self.severe = False  # the queue stands above SEVERE * target too: shed continuations as well
         self.episodes = 0  # times shedding started
         self._above_until: float | None = None  # when a sojourn above target becomes standing
+        self._severe_until: float | None = None  # the same, above SEVERE * target
 
     def observe(self, sojourn: float, now: float) -> None:
         if sojourn < self.target:
-            self._above_until = None
-            self.shedding = False
+            self._above_until = self._severe_until = None
+            self.shedding = self.severe = False
             return
         if self._above_until is None:
             self._above_until = now + self.interval
         if now >= self._above_until and not self.shedding:
             self.shedding = True
             self.episodes += 1
+        if sojourn < SEVERE * self.target:
+            self._severe_until, self.severe = None, False
+            return
+        if self._severe_until is None:
+            self._severe_until = now + self.interval
+        self.severe = now >= self._severe_until
 
     @staticmethod
     def retry_after() -> int:
@@ -79,6 +97,12 @@ def starts_new_work(data: bytes) -> bool:
     head = data.split(b"\r\n\r\n", 1)[0]
     to = _TO_LINE.search(head)
     return to is None or _TAG.search(to.group(1)) is None
+
+
+def carries_credentials(data: bytes) -> bool:
+    """Whether raw request `data` carries Authorization or Proxy-Authorization (an attempt sent again
+    after a challenge: the continuation of work already done)."""
+    return _CREDENTIALS.search(data.split(b"\r\n\r\n", 1)[0]) is not None
 
 
 def acks_a_refusal(data: bytes) -> bool:

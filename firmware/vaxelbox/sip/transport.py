@@ -29,6 +29,7 @@ from vaxelbox.sip.overload import (
     SHED_TAG,
     OverloadControl,
     acks_a_refusal,
+    carries_credentials,
     starts_new_work,
     transactions_for_ram,
 )
@@ -436,9 +437,8 @@ class TransportLayer:
         if data.startswith(b"ACK ") and acks_a_refusal(data):
             self.stats["shed_acks"] += 1  # hop by hop, for a refusal of ours: it ends here
             return
-        full = self.transactions() >= self.limits.max_transactions
-        if (full or self.overloaded) and starts_new_work(data) and not self.taken_on(data):
-            self._shed(data, flow, "full" if full else "overload")
+        if (why := self._sheds(data, source)) is not None:
+            self._shed(data, flow, why)
             return
         if len(data) > self.limits.max_message:
             self._refuse(data, flow, SipParseError("Message Too Large", is_request=True, status=513))
@@ -456,6 +456,19 @@ class TransportLayer:
         except Exception:  # a bug above must not take the transport down with it
             self.stats["handler_errors"] += 1
             log.exception("message handler failed for %r", flow)
+
+    def _sheds(self, data: bytes, source: str) -> str | None:
+        """Why raw `data` is new work to refuse now ("full", "overload"), or None: at the transaction
+        ceiling, any; overloaded, fresh attempts, and continuations (sip.overload.OverloadControl)
+        only when severely so."""
+        full = self.transactions() >= self.limits.max_transactions
+        if not (full or self.overloaded) or not starts_new_work(data) or self.taken_on(data):
+            return None
+        if full:
+            return "full"
+        severe = self.queueing.severe or self.lateness.severe
+        continues = self.trusted(source) or carries_credentials(data)
+        return "overload" if severe or not continues else None
 
     def _shed(self, data: bytes, flow: Flow, why: str) -> None:
         """503 with Retry-After to new work while overloaded or at the transaction ceiling (RFC 3261
