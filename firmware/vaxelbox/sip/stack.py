@@ -37,6 +37,7 @@ from vaxelbox.sip.transaction import (
     server_key,
 )
 from vaxelbox.sip.transport import Flow, TransportLayer
+from vaxelbox.sip.waits import WAIT_TIMERS, Waits
 
 log = logging.getLogger("vaxelbox.sip.stack")
 _TOP_BRANCH = re.compile(rb"\r\n(?:via|v)[ \t]*:[^\r\n]*?;[ \t]*branch[ \t]*=[ \t]*([^;,\s]+)", re.I)
@@ -52,7 +53,7 @@ class TransactionUser(Protocol):
     def on_stray(self, message: Request | Response, flow: Flow) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Running:
     """A transaction with what the driver needs to run it: its flow, its timers, its user."""
 
@@ -75,6 +76,7 @@ class SipStack:
         self.clients: dict[tuple[str, ...], Running] = {}
         self.servers: dict[tuple[str, ...], Running] = {}
         self._server_branches: Counter[bytes] = Counter()  # of live server transactions, for taken_on
+        self._waits: Waits[Running] = Waits(self._fire)
         transports.on_message = self.on_message
         transports.on_flow_closed = self._flow_closed
         transports.taken_on = self.taken_on
@@ -199,6 +201,9 @@ class SipStack:
     def _start_timer(self, running: Running, action: StartTimer) -> None:
         if old := running.timers.pop(action.name, None):
             old.cancel()
+        if action.name in WAIT_TIMERS and action.delay > 0:
+            self._waits.add(action.delay, running, action.name)  # never stopped: they end the transaction
+            return
         loop = asyncio.get_running_loop()
         running.timers[action.name] = loop.call_later(action.delay, self._fire, running, action.name)
 

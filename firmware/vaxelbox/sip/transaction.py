@@ -87,6 +87,7 @@ class Transaction:
     transactions wait at any time under load, and parsed messages are several times larger."""
 
     initial_state = State.TRYING
+    __slots__ = ("_interval", "_wire", "label", "reliable", "request", "state", "timers")  # many wait at once
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         self.request: Request | None = request
@@ -139,6 +140,7 @@ class ClientInviteTransaction(Transaction):
     """RFC 3261 §17.1.1 with RFC 6026 §7.2: Calling -> Proceeding -> Accepted | Completed."""
 
     initial_state = State.CALLING
+    __slots__ = ("_ack",)
 
     def start(self) -> list[Action]:
         actions: list[Action] = [Send(self.request), StartTimer("B", self.timers.timeout)]
@@ -182,6 +184,8 @@ class ClientInviteTransaction(Transaction):
 class ClientNonInviteTransaction(Transaction):
     """RFC 3261 §17.1.2: Trying -> Proceeding -> Completed."""
 
+    __slots__ = ()
+
     def start(self) -> list[Action]:
         actions: list[Action] = [Send(self.request), StartTimer("F", self.timers.timeout)]
         if not self.reliable:
@@ -219,6 +223,7 @@ class ServerInviteTransaction(Transaction):
     """RFC 3261 §17.2.1 with RFC 6026 §7.1: Proceeding -> Accepted | Completed -> Confirmed."""
 
     initial_state = State.PROCEEDING
+    __slots__ = ("last_response",)
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         super().__init__(request, reliable, timers)
@@ -257,6 +262,7 @@ class ServerInviteTransaction(Transaction):
         self._waiting()
         if status < 300:
             self.state = State.ACCEPTED
+            self.last_response = None  # Accepted absorbs retransmitted INVITEs: nothing to resend
             return [Send(wire), StartTimer("L", self.timers.timeout)]
         self.state = State.COMPLETED
         actions: list[Action] = [Send(wire), StartTimer("H", self.timers.timeout)]
@@ -277,6 +283,8 @@ class ServerInviteTransaction(Transaction):
 
 class ServerNonInviteTransaction(Transaction):
     """RFC 3261 §17.2.2: Trying -> Proceeding -> Completed."""
+
+    __slots__ = ("last_response",)
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         super().__init__(request, reliable, timers)
