@@ -75,7 +75,7 @@ class SipStack:
         self.user: TransactionUser | None = None
         self.clients: dict[tuple[str, ...], Running] = {}
         self.servers: dict[tuple[str, ...], Running] = {}
-        self._server_branches: Counter[bytes] = Counter()  # of live server transactions, for taken_on
+        self._server_branches: Counter[str] = Counter()  # of live server transactions, for taken_on
         self._waits: Waits[Running] = Waits(self._fire)
         transports.on_message = self.on_message
         transports.on_flow_closed = self._flow_closed
@@ -148,10 +148,10 @@ class SipStack:
         """Whether raw request bytes retransmit a request a server transaction holds (read from the
         top Via's branch without parsing): overload control never refuses those."""
         branch = _TOP_BRANCH.search(data)
-        return branch is not None and branch.group(1) in self._server_branches
+        return branch is not None and branch.group(1).decode(errors="replace") in self._server_branches
 
     def _new_server_transaction(self, request: Request, key: tuple[str, ...], flow: Flow) -> None:
-        self._server_branches[key[0].encode()] += 1
+        self._server_branches[key[0]] += 1
         if request.method == "INVITE":
             machine: Transaction = ServerInviteTransaction(request, flow.reliable, self.timers)
             running = Running(machine, flow, key)
@@ -246,7 +246,7 @@ class SipStack:
         if table.get(running.key) is running:
             del table[running.key]
             if table is self.servers:
-                branch = running.key[0].encode()
+                branch = running.key[0]
                 self._server_branches[branch] -= 1
                 if self._server_branches[branch] <= 0:
                     del self._server_branches[branch]

@@ -10,6 +10,7 @@ Timer names are the RFC's letters. Over a reliable transport the
 retransmission timers are never started and the waiting timers are zero.
 """
 
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -87,11 +88,10 @@ class Transaction:
     transactions wait at any time under load, and parsed messages are several times larger."""
 
     initial_state = State.TRYING
-    __slots__ = ("_interval", "_wire", "label", "reliable", "request", "state", "timers")  # many wait at once
+    __slots__ = ("_interval", "_wire", "reliable", "request", "state", "timers")  # many wait at once
 
     def __init__(self, request: Request, reliable: bool, timers: TimerSettings | None = None) -> None:
         self.request: Request | None = request
-        self.label = f"{request.method} {request.get('Call-ID')}"  # for errors, once `request` has gone
         self.reliable = reliable
         self.timers = timers = timers or TimerSettings()
         self.state = self.initial_state
@@ -255,7 +255,7 @@ class ServerInviteTransaction(Transaction):
         if self.state is State.ACCEPTED and 200 <= status < 300:
             return [Send(response)]  # the user retransmits its 2xx itself
         if self.state is not State.PROCEEDING:
-            raise LocalProtocolError(f"{status} to {self.label} in state {self.state}")
+            raise LocalProtocolError(f"{status} to {_label(response)} in state {self.state}")
         self.last_response = wire = response.to_bytes()
         if status < 200:
             return [Send(wire)]
@@ -301,7 +301,7 @@ class ServerNonInviteTransaction(Transaction):
 
     def respond(self, response: Response) -> list[Action]:
         if self.state not in (State.TRYING, State.PROCEEDING):
-            raise LocalProtocolError(f"{response.status} to {self.label} in state {self.state}")
+            raise LocalProtocolError(f"{response.status} to {_label(response)} in state {self.state}")
         self.last_response = wire = response.to_bytes()
         if response.status < 200:
             self.state = State.PROCEEDING
@@ -318,6 +318,12 @@ class ServerNonInviteTransaction(Transaction):
 
 ClientTransaction = ClientInviteTransaction | ClientNonInviteTransaction
 ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
+
+
+def _label(response: Response) -> str:
+    """The request a response answers, for errors: its method and Call-ID (the request may be gone)."""
+    method = (response.get("CSeq") or "").rpartition(" ")[2]
+    return f"{method} {response.get('Call-ID')}"
 
 
 def ack_for(invite: Request, response: Response) -> Request:
@@ -354,7 +360,7 @@ def server_key(request: Request) -> tuple[str, ...]:
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch or ""
     if branch.startswith("z9hG4bK") and len(branch) > len("z9hG4bK"):
-        return branch, via.sent_by.lower(), method
+        return branch, sys.intern(via.sent_by.lower()), method  # one copy per peer, not per transaction
     return (
         "rfc2543",
         str(request.uri),

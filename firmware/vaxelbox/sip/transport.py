@@ -38,6 +38,7 @@ from vaxelbox.sip.responses import error_response_for_raw
 HostPort = tuple[str, int]
 MessageHandler = Callable[[Request | Response, "Flow"], None]
 UDP_RECEIVE_BUFFER = 2 * 1024 * 1024
+MAX_UDP_PEERS = 8192  # flows kept per UDP socket (an office has hundreds of phones)
 RECEIVE_SIZE = 65_536  # one datagram, whatever its size (larger than max_message: 513, not cut)
 READ_BATCH = 64  # datagrams read per wake-up of a UDP socket
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the socket module lacks the name
@@ -195,7 +196,18 @@ class _UdpEndpoint:
         self.socket = sock
         self.local: HostPort = sock.getsockname()[:2]
         self._stamped = _enable_timestamps(sock)
+        self._flows: dict[HostPort, UdpFlow] = {}  # one per peer, not one per datagram
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def flow(self, remote: HostPort) -> "UdpFlow":
+        """The flow to `remote` through this socket: the same object for every datagram of a peer
+        (thousands of transactions hold one). Bounded: forgotten all at once when full."""
+        flow = self._flows.get(remote)
+        if flow is None:
+            if len(self._flows) >= MAX_UDP_PEERS:
+                self._flows.clear()
+            flow = self._flows[remote] = UdpFlow(self, self.local, remote)
+        return flow
 
     def sendto(self, data: bytes, remote: HostPort) -> None:
         try:
@@ -215,7 +227,7 @@ class _UdpEndpoint:
                 self._layer.stats["udp_errors"] += 1
                 continue
             sojourn = _sojourn(ancillary) if self._stamped else None
-            self._layer._received(data, UdpFlow(self, self.local, (str(addr[0]), int(addr[1]))), sojourn)
+            self._layer._received(data, self.flow((str(addr[0]), int(addr[1]))), sojourn)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -336,7 +348,7 @@ class TransportLayer:
         endpoint = self._udp.get(local) if local else next(iter(self._udp.values()), None)
         if endpoint is None:
             raise OSError("no UDP socket to send from")
-        return UdpFlow(endpoint, endpoint.local, remote)
+        return endpoint.flow(remote)
 
     def stream_flow(self, transport: str, remote: HostPort) -> StreamFlow | None:
         """The open connection to `remote`, if there is one."""
