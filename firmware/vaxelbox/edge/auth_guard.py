@@ -166,11 +166,13 @@ class AuthGuard:
             or context.mode is not Mode.ONLINE
         ):
             return
-        key = _key(context)
-        if 200 <= response.status < 300:
-            self._records.pop(key, None)
+        if response.status < 200:
+            return
+        if response.status < 300:
+            if self._records:  # the key parses the From or To: only when there is a record to wipe
+                self._records.pop(_key(context), None)
         elif (username := _refused(context.request, response)) is not None:
-            self._failed(key, username)
+            self._failed(_key(context), username)
 
     def _failed(self, key: Key, username: str) -> None:
         now = self.now()

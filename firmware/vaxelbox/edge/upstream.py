@@ -143,8 +143,7 @@ class Upstream:
     def on_response(self, response: Response, remote: tuple[str, int] | None = None) -> float | None:
         """A response from the cloud (to a probe or a relayed request); a 503 with Retry-After holds
         the target it came from (`remote`, else the current one). Returns the seconds held, if any."""
-        seconds = retry_after(response)
-        if response.status != 503 or seconds is None:
+        if response.status != 503 or (seconds := retry_after(response)) is None:
             return None
         target = self.target
         if remote is not None:

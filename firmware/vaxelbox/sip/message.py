@@ -46,7 +46,9 @@ _PARSED_FROM = {
     "call-id": ("call_id",), "cseq": ("cseq",), "contact": ("contacts",), "route": ("routes",),
     "record-route": ("record_routes",), "max-forwards": ("max_forwards",),
 }  # fmt: skip
+_LIST_OF = {"via": "vias", "route": "routes", "record-route": "record_routes"}  # key -> parsed list
 _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s]+)", re.I)
+_SPACE = re.compile(r"\s")
 
 
 T = TypeVar("T")
@@ -166,7 +168,7 @@ class Message:
     @cached
     def call_id(self) -> str:
         value = self._required("Call-ID")
-        if not value or any(c.isspace() for c in value):
+        if not value or _SPACE.search(value):
             raise SipSyntaxError("malformed Call-ID")
         return value
 
@@ -246,7 +248,10 @@ class Message:
                 del self.headers[i]
             else:
                 self.headers[i] = Header(header.name, ",".join(values[1:]).strip())
+            parsed = self.__dict__.get(_LIST_OF.get(key, ""))
             self._forget(key)
+            if parsed:  # the rest parses as before: keep it (popping our Routes one by one, §16.4)
+                self.__dict__[_LIST_OF[key]] = parsed[1:]
             return values[0].strip()
         return None
 
