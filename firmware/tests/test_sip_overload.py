@@ -13,6 +13,7 @@ from test_sip_transport import Recorder, udp_client
 from vaxelbox.sip.overload import (
     INTERVAL,
     RETRY_AFTER,
+    SEVERE,
     TARGET,
     OverloadControl,
     acks_a_refusal,
@@ -51,6 +52,21 @@ def test_a_burst_that_drains_within_the_interval_is_never_shed():
     control.observe(TARGET * 3, now + 0.15)
     assert not control.shedding
     assert control.episodes == 0
+
+
+def test_a_queue_standing_above_the_severe_level_sheds_continuations_too():
+    control = OverloadControl()
+    control.observe(TARGET * 2, 100.0)
+    control.observe(TARGET * 2, 100.0 + INTERVAL)
+    assert control.shedding
+    assert not control.severe
+    control.observe(TARGET * SEVERE, 100.0 + INTERVAL)
+    assert not control.severe  # above the severe level only from now on
+    control.observe(TARGET * SEVERE, 100.0 + 2 * INTERVAL)
+    assert control.severe
+    control.observe(TARGET * 2, 100.0 + 2 * INTERVAL)
+    assert control.shedding
+    assert not control.severe
 
 
 def test_a_standing_queue_sheds_until_the_first_message_below_target():
@@ -139,6 +155,55 @@ async def test_new_work_gets_503_with_retry_after_unparsed_and_its_ack_ends_here
         await asyncio.wait_for(recorder.arrived.wait(), 2)
     assert [m.method for m, _ in recorder.messages] == ["BYE"]
     assert (layer.stats["shed"], layer.stats["shed_acks"], layer.stats["received"]) == (1, 1, 2)
+
+
+class Held(OverloadControl):
+    """A controller held at one level (stands in for a queue we cannot make stand on cue)."""
+
+    def __init__(self, severe: bool) -> None:
+        super().__init__()
+        self.shedding, self.severe = True, severe
+
+    def observe(self, sojourn: float, now: float) -> None:
+        pass
+
+
+async def test_overloaded_fresh_attempts_go_first_and_continuations_only_when_severe():
+    """A retry with credentials (after our 407 round) and the cloud's leg of a call continue work
+    already done: refused only when the queue stands above the severe level."""
+    recorder = Recorder()
+    layer = TransportLayer(recorder)
+    layer.trusted = lambda address: address == "127.0.0.1" and cloud_says[0]
+    cloud_says = [False]
+    address = await layer.listen_udp("127.0.0.1", 0)
+    credentials = invite("2").replace(
+        b"Content-Length", b'Proxy-Authorization: Digest username="101"\r\nContent-Length'
+    )
+
+    async def outcome(data: bytes) -> str:
+        recorder.messages.clear()
+        recorder.arrived.clear()
+        with udp_client() as phone:
+            phone.sendto(data, address)
+            phone.settimeout(2)
+            try:
+                reply = await asyncio.wait_for(asyncio.to_thread(phone.recv, 4096), 0.5)
+            except TimeoutError:
+                return "passed" if recorder.messages else "lost"
+        return "refused" if reply.startswith(b"SIP/2.0 503") else "other"
+
+    try:
+        layer.queueing = Held(severe=False)
+        assert await outcome(invite("1")) == "refused"
+        assert await outcome(credentials) == "passed"
+        cloud_says[0] = True
+        assert await outcome(invite("3")) == "passed"
+        layer.queueing = Held(severe=True)
+        assert await outcome(invite("4")) == "refused"
+        cloud_says[0] = False
+        assert await outcome(credentials.replace(b"z9hG4bK-2", b"z9hG4bK-5")) == "refused"
+    finally:
+        await layer.close()
 
 
 async def test_responses_and_in_dialog_requests_are_never_shed(overloaded):
