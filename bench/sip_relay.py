@@ -489,7 +489,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, help="keep the logs and sipp files here (default: a temporary one)"
     )
-    parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000", help="the ladder, calls/s")
+    parser.add_argument(
+        "--rates", default="100,200,300,400,450,500,550,600,700,800,1000,1200", help="the ladder, calls/s"
+    )
     parser.add_argument("--step-seconds", type=float, default=10.0, help="each ladder step")
     parser.add_argument("--clean-rate", type=int, help="calls/s taken as clean when the ladder does not run "
                         "(default 200; with the ladder, each edge's own)")  # fmt: skip
@@ -502,7 +504,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="memory: wait after registering, until the transactions ended (64*T1 = 32 s)")  # fmt: skip
     parser.add_argument("--soak-minutes", type=float, default=10.0)
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="at 100 calls/s per target")
-    parser.add_argument("--profile-rate", type=int, default=150)
+    parser.add_argument("--profile-rate", type=int, default=300)
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
     args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
