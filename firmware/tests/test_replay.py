@@ -30,6 +30,7 @@ import pytest
 from agent_process import AgentProcess
 from peers import free_port
 from test_failback import FailbackOffice
+from test_local_mode import ended, heard
 from vaxelbox.local.registrar import challenge
 from vaxelbox.local.replay import (
     BACKOFF,
@@ -910,9 +911,8 @@ async def test_online_a_code_the_cloud_confirms_is_copied_and_routes_the_next_ou
         caller = await peers.phone("local_call.xml", office.lan, "103", tmp_path, callee="101",
                                    password=E2E_USERS["103"])  # fmt: skip
         await caller.finish()
-        await bjorn.finish()
-        trace = "".join(p.read_text(errors="replace") for p in bjorn.workdir.glob("*_messages.log"))
-        assert re.search(r"message received \[\d+\] bytes :\s+INVITE ", trace)
+        assert await heard(bjorn, {"INVITE": 1}) == {"INVITE": 1}
+        await ended(bjorn)
     finally:
         await asyncio.to_thread(office.agent.stop)
         cloud.stop()

@@ -5,7 +5,7 @@ phone hears "answered and ended" or a clear refusal. Real agent, real sipp."""
 import asyncio
 
 import pytest
-from test_local_mode import Office, offline, received
+from test_local_mode import Office, ended, heard, offline
 from vaxelbox.store import Store
 
 
@@ -33,8 +33,8 @@ async def test_a_forward_set_by_code_routes_at_once_and_is_journaled(office, tmp
     await asyncio.sleep(1.0)
     cecilia = await office.phone("local_call.xml", "103", callee="101")  # to anna -> bjorn
     await cecilia.finish()
-    await bjorn.finish()
-    assert received(bjorn, "INVITE") == 1
+    assert await heard(bjorn, {"INVITE": 1}) == {"INVITE": 1}
+    await ended(bjorn)
     said = await dial(office, "101", "#21#")
     assert "forward always off" in said
     journal = Store(tmp_path / "data").journal.entries()
@@ -66,8 +66,8 @@ async def test_an_activity_with_a_time_and_a_restart_mid_outage(tmp_path):
         await asyncio.sleep(1.0)
         david = await office.phone("local_call.xml", "104", callee="102")  # bjorn at lunch -> cecilia
         await david.finish()
-        await cecilia.finish()
-        assert received(cecilia, "INVITE") == 1
+        assert await heard(cecilia, {"INVITE": 1}) == {"INVITE": 1}
+        await ended(cecilia)
         assert [e.code for e in Store(tmp_path / "data").journal.pending()] == ["*24*1*2#"]
     finally:
         await office.stop()
@@ -89,5 +89,5 @@ async def test_bypass_rings_past_an_activity(office, tmp_path):
     await asyncio.sleep(1.0)
     david = await office.phone("local_call.xml", "104", callee="*60*102%23")
     await david.finish()
-    await bjorn.finish()
-    assert received(bjorn, "INVITE") == 1
+    assert await heard(bjorn, {"INVITE": 1}) == {"INVITE": 1}
+    await ended(bjorn)
