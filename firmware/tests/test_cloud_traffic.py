@@ -121,3 +121,19 @@ async def test_the_fallback_trunk_is_not_the_cloud(office):
     await asyncio.sleep(0.1)
     assert office.cloud.received == []
     assert office.edge.upstream.footprint() == before
+
+
+def test_the_counters_tell_requests_retransmissions_responses_and_keepalives_apart():
+    """CloudTraffic alone: a packet each; requests by kind once per branch, again = retransmission."""
+    from vaxelbox.edge.traffic import CloudTraffic
+
+    traffic = CloudTraffic()
+    invite = (
+        b"INVITE sip:102@example.net SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.2:5062;branch=z9hG4bK-t1\r\n\r\n"
+    )
+    for data in (b"\r\n\r\n", invite, invite, b"SIP/2.0 200 OK\r\nVia: x;branch=z9hG4bK-t1\r\n\r\n",
+                 invite.replace(b"INVITE", b"BYE").replace(b"-t1", b"-t2")):  # fmt: skip
+        traffic.sent(data, "127.0.0.3:5060/tcp")
+    assert traffic.packets == 5
+    assert dict(traffic.requests) == {"INVITE": 1, "other": 1}
+    assert traffic.retransmissions == 1

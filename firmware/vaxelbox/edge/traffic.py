@@ -34,9 +34,10 @@ class CloudTraffic:
         """One message (`data`, its bytes as sent) went to the cloud at `target`."""
         self.packets += 1
         self.by_target[target] += 1
-        method = data.split(b" ", 1)[0]
-        if not data.strip() or method == b"SIP/2.0":
-            return  # a keepalive or a response: a packet, not a request
+        space = data.find(b" ", 0, 32)  # not split or strip: they copy the whole message
+        method = data[:space] if space > 0 else b""
+        if not method or method == b"SIP/2.0":
+            return  # a keepalive (CRLFs) or a response: a packet, not a request
         branch = _BRANCH.search(data)
         key = (method, branch.group(1) if branch else data)
         if key in self._seen:

@@ -224,6 +224,12 @@ class Message:
             self.headers.append(header)
         self._forget(header.key)
 
+    def push_via(self, via: Via) -> None:
+        """Put our own `via` on top (RFC 3261 §16.6 step 8), its parsed form known without a parse:
+        the client transaction reads it at once to key itself (§17.1.3)."""
+        self.add("Via", str(via), first=True)
+        self.__dict__["top_via"] = via
+
     def remove(self, name: str) -> None:
         key = header_key(name)
         self.headers = [h for h in self.headers if h.key != key]

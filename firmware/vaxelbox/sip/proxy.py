@@ -118,7 +118,7 @@ def forward_copy(
     copy.replace("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
     for uri in reversed(record_route):
         copy.add("Record-Route", f"<{uri}>", first=True)
-    copy.add("Via", str(via), first=True)
+    copy.push_via(via)
     strict_route(copy)
     return copy
 
