@@ -103,10 +103,10 @@ class SipStack:
         return running
 
     def release(self, running: Running) -> None:
-        """The user is done with a client transaction that had its final response. It still waits
-        (Timer M: 32 s over UDP and TCP) to catch 2xx retransmissions, which now go to the user's
-        `on_stray`, as a proxy forwards them statelessly anyway (RFC 6026 §7.2): what the user held
-        for the call is freed at once, not half a minute later."""
+        """The user is done with a client transaction that had its final response: what it held for
+        the call is freed at once, not half a minute later. Later 2xx retransmissions go to the
+        user's `on_stray`, as a proxy forwards them statelessly anyway (RFC 6026 §7.2); so a client
+        INVITE released as it is accepted does not wait for Timer M (32 s) at all."""
         running.on_response = running.on_timeout = None
 
     def respond(self, transaction: Running, response: Response) -> None:
@@ -201,8 +201,15 @@ class SipStack:
     def _start_timer(self, running: Running, action: StartTimer) -> None:
         if old := running.timers.pop(action.name, None):
             old.cancel()
+        if action.name == "M" and running.on_response is None:
+            # A released client INVITE would only hand 2xx retransmissions to on_stray, where a
+            # response matching no transaction goes anyway (RFC 6026 §7.2): it need not wait.
+            self._forget(running)
+            return
         if action.name in WAIT_TIMERS and action.delay > 0:
             self._waits.add(action.delay, running, action.name)  # never stopped: they end the transaction
+            if not running.timers:
+                running.timers = {}  # a dict that held timers keeps its larger table: this one waits long
             return
         loop = asyncio.get_running_loop()
         running.timers[action.name] = loop.call_later(action.delay, self._fire, running, action.name)
