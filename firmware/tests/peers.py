@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import ipaddress
 import os
+import random
 import re
 import shutil
 import signal
@@ -36,17 +37,34 @@ def tool(name: str) -> str:
 
 
 def free_port(host: str) -> int:
-    """A port free for both UDP and TCP on `host` right now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
+    """A port free for both UDP and TCP on `host` right now, below the kernel's ephemeral range: a
+    port handed out for bind(0) or connect() (a process's own client socket) could be taken again
+    by one before the test binds it, and was ("held by another program" at an agent's start)."""
+    floor = _ephemeral_floor()
+    for _ in range(1000):
+        port = random.randrange(FREE_PORTS_FROM, floor)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        ):
+            try:
+                tcp.bind((host, port))
+                udp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} between {FREE_PORTS_FROM} and {floor}")
+
+
+FREE_PORTS_FROM = 10000  # above the well-known ports tests use by default (5060, 5683, 8080...)
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out on its own (Linux: ip_local_port_range, 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def options_ping(address: tuple[str, int], timeout: float = 0.3) -> bytes | None:
