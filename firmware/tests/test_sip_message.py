@@ -94,3 +94,18 @@ def test_flow_tokens_are_remembered_only_when_valid():
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert read_token(forged) is None
     assert read_token(forged) is None
+
+
+def test_parse_memos_stay_bounded_under_a_flood_of_distinct_values():
+    """A flood of distinct URIs, addresses and Via sent-by values (issue 12: bounded memory) meets the
+    memo's size, and what it parses stays right after the memo starts again."""
+    from vaxelbox.sip import address, uri, via
+
+    for n in range(10_000):
+        uri.parse_uri(f"sip:{n}@192.0.2.{n % 250}")
+        address.parse_address(f"<sip:{n}@192.0.2.1>;tag=t{n}")
+        via.parse_via(f"SIP/2.0/UDP 192.0.2.1:{1024 + n};branch=z9hG4bK{n}")
+    for memo in (uri._PARTS, address._PARTS, via._SENT):
+        assert 0 < len(memo) <= memo.size
+    assert uri.parse_uri("sip:9999@192.0.2.249").user == "9999"  # type: ignore[union-attr]
+    assert via.parse_via("SIP/2.0/UDP 192.0.2.1:11023;branch=z9hG4bKx").port == 11023

@@ -9,16 +9,16 @@ import base64
 import hashlib
 import hmac
 import secrets
-from typing import Any
+
+from vaxelbox.memo import Memo
 
 _KEY = secrets.token_bytes(16)  # per process: tokens die with the flows they name
 
 
 # Tokens made and tokens verified, so each message does not cost an HMAC or two: an office has a few
 # hundred flows. Only valid tokens are kept; both are bounded (cleared when full).
-_MADE: dict[tuple[str, str, int], str] = {}
-_READ: dict[str, tuple[str, str, int]] = {}
-_KEPT = 4096
+_MADE: Memo[tuple[str, str, int], str] = Memo()
+_READ: Memo[str, tuple[str, str, int]] = Memo()
 
 
 def make_token(transport: str, host: str, port: int) -> str:
@@ -27,7 +27,7 @@ def make_token(transport: str, host: str, port: int) -> str:
         payload = f"{transport}|{host}|{port}".encode()
         mac = hmac.new(_KEY, payload, hashlib.sha256).digest()[:6]
         token = base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
-        _keep(_MADE, (transport, host, port), token)
+        _MADE.keep((transport, host, port), token)
     return token
 
 
@@ -37,14 +37,8 @@ def read_token(token: str) -> tuple[str, str, int] | None:
     if target is None:
         target = _verify(token)
         if target is not None:
-            _keep(_READ, token, target)
+            _READ.keep(token, target)
     return target
-
-
-def _keep(table: dict[Any, Any], key: Any, value: Any) -> None:
-    if len(table) >= _KEPT:
-        table.clear()
-    table[key] = value
 
 
 def _verify(token: str) -> tuple[str, str, int] | None:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 
+from vaxelbox.memo import Memo
 from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.syntax import format_params, has_lws, parse_params, quoted_string_end, split_list
 from vaxelbox.sip.uri import SipUri, Uri, parse_uri
@@ -30,17 +31,14 @@ class Address:
 
 # Validated address text -> (display, URI text, params): the relay reads the same Route, From and
 # Contact values again and again. Each parse gets its own Address, URI and params. Bounded.
-_PARTS: dict[str, tuple[str | None, str, dict[str, str | None]]] = {}
-_PARTS_KEPT = 4096
+_PARTS: Memo[str, tuple[str | None, str, dict[str, str | None]]] = Memo()
 
 
 def parse_address(text: str) -> Address:
     parts = _PARTS.get(text)
     if parts is None:
         address = _parse_address(text)
-        if len(_PARTS) >= _PARTS_KEPT:
-            _PARTS.clear()
-        _PARTS[text] = (address.display, str(address.uri), dict(address.params))
+        _PARTS.keep(text, (address.display, str(address.uri), dict(address.params)))
         return address
     display, uri_text, params = parts
     return Address(parse_uri(uri_text), display, dict(params))

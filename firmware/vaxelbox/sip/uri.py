@@ -4,6 +4,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from vaxelbox.memo import Memo
 from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.syntax import format_params
 
@@ -77,17 +78,13 @@ def parse_uri(text: str) -> Uri:
 # Route and Record-Route entries, Contacts of the office's phones); each parse still gets its own
 # SipUri and params dict, so nothing parsed is shared. Bounded: cleared when full.
 UriParts = tuple[str, int | None, str | None, str | None, dict[str, str | None], str | None]
-_PARTS: dict[tuple[str, str], UriParts] = {}
-_PARTS_KEPT = 4096
+_PARTS: Memo[tuple[str, str], UriParts] = Memo()
 
 
 def _parse_sip(scheme: str, rest: str) -> SipUri:
     parts = _PARTS.get((scheme, rest))
     if parts is None:
-        parts = _sip_parts(rest)
-        if len(_PARTS) >= _PARTS_KEPT:
-            _PARTS.clear()
-        _PARTS[scheme, rest] = parts
+        parts = _PARTS.keep((scheme, rest), _sip_parts(rest))
     host, port, user, password, params, headers = parts
     return SipUri(scheme, host, port, user, password, dict(params), headers)
 

@@ -3,6 +3,7 @@
 import re
 from dataclasses import dataclass, field
 
+from vaxelbox.memo import Memo
 from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.syntax import TOKEN, format_params, parse_params, split_list
 from vaxelbox.sip.uri import split_hostport
@@ -39,8 +40,7 @@ def parse_via_list(text: str) -> list[Via]:
 
 # Validated "SIP/2.0/UDP host:port" -> (transport, host, port): every phone and the cloud write
 # the same one on each message; the parameters (a fresh branch each time) are parsed every time.
-_SENT: dict[str, tuple[str, str, int | None]] = {}
-_SENT_KEPT = 4096
+_SENT: Memo[str, tuple[str, str, int | None]] = Memo()
 
 
 def parse_via(text: str) -> Via:
@@ -48,9 +48,7 @@ def parse_via(text: str) -> Via:
     sent = _SENT.get(head)
     if sent is None:
         via = _parse_via(text)
-        if len(_SENT) >= _SENT_KEPT:
-            _SENT.clear()
-        _SENT[head] = (via.transport, via.host, via.port)
+        _SENT.keep(head, (via.transport, via.host, via.port))
         return via
     return Via(*sent, parse_params(semicolon + params))
 
