@@ -6,10 +6,14 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -252,23 +256,96 @@ def test_fw_status_says_each_thing_once(signed):
 # --- 6: Ctrl-C and revoking yourself ---------------------------------------------------------
 
 
+class HeldLink:
+    """The laptop's TCP link to the appliance, as a relay on 127.0.0.1 that the test holds: it
+    passes the laptop's first `limit` bytes, then reads no more of them until `release()`; the
+    appliance's answers always pass. vaxelctl sends a block only once the previous one is answered,
+    so an upload through it stops between `limit` and `limit` + one block, however fast the link."""
+
+    def __init__(self, target: tuple[str, int], limit: int) -> None:
+        self.target, self.limit = target, limit
+        self.held, self._released = threading.Event(), threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._listener]
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
+
+    def _serve(self) -> None:
+        laptop, _ = self._listener.accept()  # one connection: the upload's
+        appliance = socket.create_connection(self.target)
+        self._sockets += [laptop, appliance]
+        answers = threading.Thread(target=self._pump, args=(appliance, laptop, None), daemon=True)
+        self._threads.append(answers)
+        answers.start()
+        self._pump(laptop, appliance, self.limit)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        """Copy source to sink until EOF; after `limit` bytes (if any), wait for the release."""
+        passed = 0
+        try:
+            while True:
+                if limit is not None and passed >= limit and not self.held.is_set():
+                    self.held.set()
+                    self._released.wait()
+                room = 65536 if limit is None or passed >= limit else min(65536, limit - passed)
+                data = source.recv(room)
+                if not data:
+                    break
+                sink.sendall(data)
+                passed += len(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:  # the other side is gone, or close() closed the sockets under us
+            pass
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        """Let everything held pass, wait (briefly) for both directions to end, close the sockets."""
+        self.release()
+        for thread in self._threads[1:]:
+            thread.join(10)
+        for sock in self._sockets:
+            sock.close()
+
+
+@contextmanager
+def held_link(laptop: Path, limit: int) -> Iterator[HeldLink]:
+    """The laptop's only pairing pointed at a HeldLink to the appliance it names, then back."""
+    (info_path,) = (laptop / "appliances").glob("*/appliance.json")
+    info = json.loads(info_path.read_text())
+    link = HeldLink((info["host"], int(info["port"])), limit)
+    info_path.write_text(json.dumps({**info, "port": link.port}))
+    try:
+        yield link
+    finally:
+        link.close()
+        info_path.write_text(json.dumps(info))
+
+
 def test_ctrl_c_during_an_upload_prints_one_line_exits_130_and_the_upload_resumes(signed):
-    """It printed 43-48 lines of traceback."""
+    """It printed 43-48 lines of traceback. The upload goes through a link the test holds after
+    1 MiB until the signal is sent: on a fast link it used to finish before Ctrl-C arrived (exit 0)."""
     appliance, laptop, pack = signed
     bundle = pack("a", 48 * 1024 * 1024, "4.0")
-    part = appliance.data / "firmware" / "bundle.part"
-    upload = subprocess.Popen(
-        [sys.executable, "-c", "from vaxelctl.cli import main; main()", "fw", "upload", str(bundle)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "VAXELCTL_CONFIG": str(laptop), "COLUMNS": "80"},
-    )
-    deadline = time.monotonic() + 30
-    while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    upload.send_signal(signal.SIGINT)
-    stdout, stderr = upload.communicate(timeout=30)
+    with held_link(laptop, 1024 * 1024) as link:
+        upload = subprocess.Popen(
+            [sys.executable, "-c", "from vaxelctl.cli import main; main()", "fw", "upload", str(bundle)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "VAXELCTL_CONFIG": str(laptop), "COLUMNS": "80"},
+        )
+        try:
+            assert link.held.wait(30), "the upload never sent its first MiB"
+            assert upload.poll() is None  # mid-upload: it cannot get past the held link
+            upload.send_signal(signal.SIGINT)
+            stdout, stderr = upload.communicate(timeout=30)
+        finally:
+            if upload.poll() is None:
+                upload.kill()
+                upload.communicate()
     assert upload.returncode == 130, stderr
     assert stdout == ""
     found = lines(stderr)
