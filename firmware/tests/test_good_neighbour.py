@@ -445,7 +445,7 @@ async def test_a_relayed_503_retry_after_holds_its_proxy_and_with_none_left_the_
         assert upstream.ready_flow() is None
         assert (await upstream.flow()).remote == second
         assert told == []  # the second proxy is still there
-        busy.headers[-1] = Header("Retry-After", "60")
+        busy.replace("Retry-After", "60")
         upstream.on_response(busy, second)
         assert told == [30]  # the first is free again in 30 s
         with pytest.raises(CloudBusy):

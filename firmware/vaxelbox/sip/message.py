@@ -89,23 +89,21 @@ def header_key(name: str) -> str:
 
 
 class Header:
-    """One header line: its name as written, its unfolded value, and its original text."""
+    """One header line: its name as written, its unfolded value, and its original text.
+
+    Never changed once made (edits replace the line in a message's list), so forwarded copies and
+    responses share the received lines instead of copying them."""
 
     __slots__ = ("key", "name", "raw", "value")
 
     def __init__(self, name: str, value: str, raw: str | None = None) -> None:
         self.name = name
-        self.key = header_key(name)
+        self.key = _KEYS.get(name) or header_key(name)
         self.value = value
         self.raw = raw  # written back verbatim while the header is unchanged
 
     def line(self) -> str:
         return self.raw if self.raw is not None else f"{self.name}: {self.value}"
-
-    def copy(self) -> "Header":
-        twin = Header.__new__(Header)
-        twin.key, twin.name, twin.raw, twin.value = self.key, self.name, self.raw, self.value
-        return twin
 
     def __repr__(self) -> str:
         return f"Header({self.name!r}, {self.value!r})"
@@ -122,11 +120,13 @@ class Message:
 
     def get(self, name: str) -> str | None:
         """The value of the first header called `name` (long or compact form), or None."""
-        key = header_key(name)
-        for header in self.headers:  # a plain loop: the hottest read of a relay (issue 12)
-            if header.key == key:
-                return header.value
-        return None
+        return self._firsts.get(_KEYS.get(name) or header_key(name))
+
+    @cached
+    def _firsts(self) -> dict[str, str]:
+        """Header key -> the value of its first line, made in one pass: `get` is the hottest read of
+        a relay (issue 12), a dozen per message. Dropped by every edit (`_forget`)."""
+        return {header.key: header.value for header in reversed(self.headers)}
 
     def get_all(self, name: str) -> list[str]:
         key = header_key(name)
@@ -280,6 +280,7 @@ class Message:
 
     def _forget(self, key: str) -> None:
         """Drop the parsed forms of a header that was edited."""
+        self.__dict__.pop("_firsts", None)
         for attribute in _PARSED_FROM.get(key, ()):
             self.__dict__.pop(attribute, None)
 
@@ -422,11 +423,9 @@ def header_tag(value: str) -> str | None:
 
 def _validate(message: Request | Response) -> None:
     """Check what the forwarding path needs, so a bad one fails here and not mid-transaction."""
-    counts: dict[str, int] = {}
-    for header in message.headers:
-        counts[header.key] = counts.get(header.key, 0) + 1
+    keys = [header.key for header in message.headers]
     for key in SINGLE_VALUED:
-        if counts.get(key, 0) > 1:
+        if keys.count(key) > 1:
             raise SipSyntaxError(f"more than one {key} header")
     _ = message.top_via, message.from_tag, message.to_tag, message.call_id
     _, method = message.cseq

@@ -113,8 +113,7 @@ def forward_copy(
     `record_route` lists our Record-Route URIs, the one facing the next hop
     first (two of them when the request changes interface or transport).
     """
-    headers = [h.copy() for h in request.headers]
-    copy = Request(request.method, target or request.uri, headers, request.body)
+    copy = Request(request.method, target or request.uri, list(request.headers), request.body)
     copy.replace("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
     for uri in reversed(record_route):
         copy.add("Record-Route", f"<{uri}>", first=True)
@@ -139,7 +138,7 @@ def strict_route(request: Request) -> None:
 
 def strip_top_via(response: Response) -> Response:
     """§16.7 step 3: the response as it goes upstream, without our Via."""
-    copy = Response(response.status, response.reason, [h.copy() for h in response.headers])
+    copy = Response(response.status, response.reason, list(response.headers))
     copy.body = response.body
     copy.pop_first_value("Via")
     return copy
@@ -292,6 +291,6 @@ def cancel_for(branch_request: Request) -> Request:
     """§9.1: the CANCEL for a forwarded INVITE: same Request-URI, top Via, Route, Call-ID, CSeq number."""
     keep = ("from", "to", "call-id", "route", "max-forwards")
     headers = [Header("Via", str(branch_request.top_via))]
-    headers += [Header(h.name, h.value, h.raw) for h in branch_request.headers if h.key in keep]
+    headers += [h for h in branch_request.headers if h.key in keep]
     headers.append(Header("CSeq", f"{branch_request.cseq[0]} CANCEL"))
     return Request("CANCEL", branch_request.uri, headers)

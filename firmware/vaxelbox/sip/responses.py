@@ -15,7 +15,7 @@ def new_tag() -> str:
 
 def make_response(request: Request, status: int, reason: str, *, to_tag: str | None = None) -> Response:
     """A response that echoes the request's Via, From, To, Call-ID and CSeq; a To tag for finals."""
-    headers = [Header(h.name, h.value) for h in request.headers if h.key in _ECHOED]
+    headers = [h for h in request.headers if h.key in _ECHOED]  # shared: a Header never changes
     if status > 100 and request.to_tag is None:
         tag = to_tag or new_tag()
         headers = [Header(h.name, f"{h.value};tag={tag}") if h.key == "to" else h for h in headers]

@@ -329,7 +329,7 @@ def _label(response: Response) -> str:
 def ack_for(invite: Request, response: Response) -> Request:
     """The ACK a client INVITE transaction sends for a non-2xx final response (§17.1.1.3)."""
     keep = ("via", "route", "from", "call-id", "max-forwards")
-    headers = [Header(h.name, h.value, h.raw) for h in invite.headers if h.key in keep]
+    headers = [h for h in invite.headers if h.key in keep]
     # Only the top Via: the ACK goes exactly where the INVITE went.
     via_index = next(i for i, h in enumerate(headers) if h.key == "via")
     top_via = invite.top_via
