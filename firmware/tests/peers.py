@@ -201,6 +201,7 @@ class Kamailio:
         return int(match.group(1))
 
     def stop(self) -> None:
+        """End Kamailio's process group; also safe when start() never ran (a test's finally)."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -208,7 +209,8 @@ class Kamailio:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        self.log.close()
+        if log := getattr(self, "log", None):  # start() opens it
+            log.close()
 
     def output(self) -> str:
         return (self.workdir / "kamailio.log").read_text()

@@ -601,6 +601,22 @@ def cloud_bindings(cloud: peers.Kamailio) -> dict[str, list[str]]:
     return found
 
 
+async def end_all(phones_: list[peers.Phone], office: FailbackOffice, cloud: peers.Kamailio) -> None:
+    """End every process a test started, each one even if ending another failed: the sipp phones
+    (killed: a phone holding its registration would otherwise run on for its whole hold), then the
+    agent, then the cloud."""
+    try:
+        for phone_ in phones_:
+            if phone_.process.returncode is None:
+                phone_.process.kill()
+            await phone_.process.wait()
+    finally:
+        try:
+            await asyncio.to_thread(office.agent.stop)
+        finally:
+            cloud.stop()
+
+
 async def test_after_the_hold_down_every_phone_is_registered_with_the_cloud_at_the_sites_rate(
     tmp_path, logging_cloud_config
 ):
@@ -647,6 +663,7 @@ async def test_after_the_hold_down_every_phone_is_registered_with_the_cloud_at_t
         # A call through the cloud reaches a phone that only failback registered there.
         caller = await peers.phone("register_call.xml", office.lan, CALLER, tmp_path, callee="105",
                                    password=E2E_USERS[CALLER])  # fmt: skip
+        phones_.append(caller)
         await caller.finish()
         callee_log = "".join(p.read_text() for p in phones_[4].workdir.glob("*_messages.log"))
         assert "INVITE sip:105@127.0.0.1:" in callee_log
@@ -678,12 +695,7 @@ async def test_after_the_hold_down_every_phone_is_registered_with_the_cloud_at_t
             f"{len(times)} REGISTERs over {times[-1] - times[0]:.2f} s"
         )
     finally:
-        for phone_ in phones_:
-            if phone_.process.returncode is None:
-                phone_.process.kill()
-                await phone_.process.wait()
-        await asyncio.to_thread(office.agent.stop)
-        cloud.stop()
+        await end_all(phones_, office, cloud)
 
 
 async def test_a_call_set_up_locally_is_not_disturbed_by_failback(tmp_path, logging_cloud_config):
@@ -692,14 +704,17 @@ async def test_a_call_set_up_locally_is_not_disturbed_by_failback(tmp_path, logg
     cloud_port = free_port("127.0.0.3")
     office = FailbackOffice(tmp_path, cloud_port)
     cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS)
+    phones_: list[peers.Phone] = []
     try:
         await office.ready()
         await office.mode("local")
         callee = await peers.phone("register_wait.xml", office.lan, "102", tmp_path, password=E2E_USERS["102"],
                                    answers="answer.xml", hold=40, timeout=60)  # fmt: skip
+        phones_.append(callee)
         await registered_locally(callee)
         caller = await peers.phone("local_call_hold.xml", office.lan, "101", tmp_path, callee="102",
                                    password=E2E_USERS["101"], hold=15, timeout=60)  # fmt: skip
+        phones_.append(caller)
         await asyncio.sleep(2.0)  # the call is up, in local mode
         await asyncio.to_thread(cloud.start)
         await office.mode("online", timeout=30)
@@ -708,5 +723,4 @@ async def test_a_call_set_up_locally_is_not_disturbed_by_failback(tmp_path, logg
         bye = "".join(p.read_text(errors="replace") for p in callee.workdir.glob("*_messages.log"))
         assert re.search(r"message received \[\d+\] bytes :\s+BYE ", bye)  # ... by the callee itself
     finally:
-        await asyncio.to_thread(office.agent.stop)
-        cloud.stop()
+        await end_all(phones_, office, cloud)
