@@ -79,9 +79,8 @@ class Agent:
         self.notifier = notifier or SystemdNotifier()
         self.supervisor = Supervisor()
         self.active: ActiveSite | None = None
-        self._site_stamp: tuple[int, ...] = ()  # the store's stamp when current_site last looked
-        self._site_checked = 0.0  # and when it last queried the store (monotonic s)
-        self._site_looked = 0.0  # and when it last took the stamp
+        self._site_stamp: tuple[int, ...] = ()  # current_site's last stamp of the store, and its second
+        self._site_looked = 0.0  # when current_site last took it (monotonic s)
         self.edge: Edge | None = None
         self.provisioning: Provisioning | None = None
         self.management: Management | None = None
@@ -364,18 +363,22 @@ class Agent:
             self.supervisor.add("firmware-trial", lambda: watch_deadline(slot_store, restart_soon))
 
     def current_site(self, changed: bool = False) -> Site:
-        """The active site, following the store: `vaxelbox phones assign` (another process) changes it.
-        Asked on every call (presence), so the store is queried only after it changed or once a
-        second: a query waits for the store's lock, which a flush holds over an fsync. Called from
-        worker threads; plain attribute swaps are atomic. `changed`: the caller just changed it."""
+        """The active site, following the store, which another process may change (`vaxelbox phones
+        assign`). Asked on every SIP request, so the rule is: take the store's stamp (a stat of its
+        files) at most every STAMP_INTERVAL (50 ms); query the store only when the stamp differs
+        from the last one, and the stamp includes which SITE_RECHECK period (1 s) of the clock it
+        was taken in, so a change the coarse stamp missed is read within a period too. `changed=True`
+        (management just changed the site) stats and queries at once. A query waits for the
+        store's lock, which a flush holds over an fsync. Called from worker threads: plain
+        attribute swaps are atomic."""
         assert self.active
         now = time.monotonic()
         if not changed and now - self._site_looked < STAMP_INTERVAL:
             return self.active.site  # a burst of calls stats the store once
-        self._site_looked, stamp = now, self.store.stamp()
-        if not changed and stamp == self._site_stamp and now - self._site_checked < SITE_RECHECK:
+        self._site_looked, stamp = now, (*self.store.stamp(), int(now // SITE_RECHECK))
+        if not changed and stamp == self._site_stamp:
             return self.active.site
-        self._site_stamp, self._site_checked = stamp, now
+        self._site_stamp = stamp
         number = self.store.sites.active_number()
         if number is not None and number != self.active.version.number:
             stored = self.store.sites.get(number)
