@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from vaxelbox import __version__
 from vaxelbox.agent.app import Agent, StartupError
@@ -18,6 +17,7 @@ from vaxelbox.agent.logs import LogFormat, LogRing, Redactor, configure_logging,
 from vaxelbox.agent.options import OptionsError, RunOptions
 from vaxelbox.agent.runtime import registered
 from vaxelbox.cli_activity import activity_app
+from vaxelbox.cli_console import console
 from vaxelbox.cli_factory_reset import HELP as FACTORY_RESET_HELP
 from vaxelbox.cli_factory_reset import factory_reset
 from vaxelbox.cli_provisioning import (
@@ -49,8 +49,8 @@ fw_app = typer.Typer(
 )
 app.add_typer(fw_app, name="fw")
 # Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
-out = Console(soft_wrap=True, markup=False)
-err = Console(stderr=True, soft_wrap=True, markup=False)
+out = console(soft_wrap=True, markup=False)
+err = console(stderr=True, soft_wrap=True, markup=False)
 
 EXIT_INVALID = 1  # the file checked is not valid
 EXIT_USAGE = 2  # the agent cannot start with these flags or files

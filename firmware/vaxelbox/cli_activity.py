@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from vaxelbox.cli_console import console
 from vaxelbox.cli_provisioning import WHICH_STORE, DataOption, agent_data_dir
 from vaxelbox.site import SiteError, parse_site
 from vaxelbox.site.model import Activity, Site, User
@@ -21,7 +21,7 @@ from vaxelbox.store import Store
 from vaxelbox.tables import print_table
 
 activity_app = typer.Typer(help=f"Users' activities (hänvisning): the active ones, set, clear. {WHICH_STORE}")
-out = Console(soft_wrap=True, markup=False)
+out = console(soft_wrap=True, markup=False)
 
 
 def _open(data: Path | None) -> tuple[Store, Site]:

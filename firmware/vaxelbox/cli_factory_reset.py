@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from vaxelbox.agent.factory_reset import KEPT, WipeError, doomed, request, wipe
 from vaxelbox.agent.logs import Redactor, audit, configure_logging
 from vaxelbox.agent.runtime import RunningAgent, running_agents
+from vaxelbox.cli_console import console
 from vaxelbox.cli_provisioning import BoardOption, DataOption, agent_data_dir
 from vaxelbox.store.database import DB_NAME
 
@@ -28,8 +28,8 @@ HELP = (
 )
 AGENT_TIMEOUT = 30.0  # s for a running agent to wipe and start again
 
-out = Console(soft_wrap=True, markup=False)
-err = Console(stderr=True, soft_wrap=True, markup=False)
+out = console(soft_wrap=True, markup=False)
+err = console(stderr=True, soft_wrap=True, markup=False)
 
 YesOption = Annotated[bool, typer.Option("--yes", help="Do not ask: reset at once (for scripts)")]
 

@@ -15,9 +15,9 @@ from typing import Annotated
 
 import typer
 from phoneprov.device import installer_mac
-from rich.console import Console
 
 from vaxelbox.agent.runtime import NoAgentState, local_data_dir
+from vaxelbox.cli_console import console
 from vaxelbox.cli_help import plain_flags
 from vaxelbox.hw.board import BoardError
 from vaxelbox.inventory import (
@@ -51,8 +51,8 @@ enrol_app = typer.Typer(
     help=f"The enrolment window: when assigned phones may fetch their secrets. {WHICH_STORE}"
 )
 # Printed as it is: a '[' in data (a phone's User-Agent, a log line) is not rich markup.
-out = Console(soft_wrap=True, markup=False)
-err = Console(stderr=True, soft_wrap=True, markup=False)
+out = console(soft_wrap=True, markup=False)
+err = console(stderr=True, soft_wrap=True, markup=False)
 
 DataOption = Annotated[
     Path | None,

@@ -16,11 +16,10 @@ When no table keeps all that at the terminal's width, the rows are printed as re
 """
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when a table prints: the agent imports this module, never prints
+    from rich.console import Console
 
 PADDING = 2  # one space either side of a cell
 FOLD_FLOOR = 3  # the narrowest a foldable column gets, in terminal cells
@@ -28,7 +27,7 @@ WHOLE_TOKEN = 40  # longest word never folded in any column, in cells: an IPv6 a
 
 
 def print_table(
-    console: Console,
+    console: "Console",
     title: str,
     columns: Sequence[str],
     rows: Sequence[Sequence[str]],
@@ -39,6 +38,9 @@ def print_table(
 
     `whole` and `words` name columns (as in `columns`) whose cells, or whose cells' words, never break.
     """
+    from rich.table import Table
+    from rich.text import Text
+
     cells = [[_lines(cell) for cell in row] for row in rows]
     widths = column_widths(console.width, columns, cells, whole, words)
     if widths is None:
@@ -131,10 +133,13 @@ def _height(text: str, width: int) -> int:
 
 
 def print_records(
-    console: Console, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
+    console: "Console", title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
 ) -> None:
     """The rows as blocks of `column  value` lines, for terminals too narrow for any table; a value
     wraps between words beside its name."""
+    from rich.table import Table
+    from rich.text import Text
+
     console.print(Text(title, style="bold"))
     for row in rows:
         console.print()
@@ -144,6 +149,13 @@ def print_records(
         for name, cell in zip(columns, row, strict=True):
             record.add_row(Text(name), Text(cell))
         console.print(record)
+
+
+def cell_len(text: str) -> int:
+    """`text`'s width on a terminal, in cells (rich's measure: a wide character takes two)."""
+    from rich.cells import cell_len as rich_cell_len
+
+    return rich_cell_len(text)
 
 
 def _lines(text: str) -> list[str]:

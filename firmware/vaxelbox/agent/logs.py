@@ -13,10 +13,33 @@ import logging
 import re
 import sys
 from collections import deque
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
-import structlog
+
+@contextmanager
+def _absent(name: str) -> Iterator[None]:
+    """Within the block, `import name` (and of its submodules) fails as if it were not installed:
+    a None in sys.modules stops an import (a documented rule of Python's import system). The
+    entry is put back after, so code that imports `name` later still finds it."""
+    before = sys.modules.get(name)
+    sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if before is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = before
+
+
+# structlog's dev and tracebacks modules import rich (its console, traceback and pretty modules,
+# and pygments: about 5 MiB the agent would keep for life) whenever it is installed, for pretty
+# tracebacks and locals this log never uses: it renders tracebacks plainly (format_exc_info,
+# plain_traceback). The CLI's commands import rich themselves when they print.
+with _absent("rich"):
+    import structlog
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|private|psk|credential", re.IGNORECASE)
