@@ -25,6 +25,8 @@ runpy.run_module("vaxelbox", run_name="__main__", alter_sys=True)
 NOT_IN_THE_AGENT = {
     "rich": "the CLI's other commands print with it (and structlog's pretty tracebacks, unused)",
     "pygments": "rich's syntax highlighting, through structlog.dev",
+    "tomlkit": "an installer's site edit (phones assign), imported when one comes",
+    "tarfile": "a firmware update installing, imported then",
 }
 
 

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import signal
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -167,6 +166,8 @@ class FirmwareUpdate:
     def _apply(self, step: slots.Step, loop: asyncio.AbstractEventLoop | None) -> bool:
         """Carry out an accepted apply (the restart on `loop`'s thread, if given); whether it
         installed. A failed install leaves the slot as it was and the bundle staged, and says why."""
+        import tarfile  # only when an update installs: the idle agent need not keep it
+
         try:
             for action in step.actions:
                 if isinstance(action, slots.Restart) and loop is not None:

@@ -1,9 +1,12 @@
 """Changes to a site's text that keep the installer's comments and layout (tomlkit)."""
 
-import tomlkit
-from tomlkit.items import AoT, Table
+from typing import TYPE_CHECKING
 
 from vaxelbox.site.fields import colon_mac
+
+if TYPE_CHECKING:  # tomlkit is imported by an edit: the agent edits its site only when an installer asks
+    import tomlkit
+    from tomlkit.items import AoT
 
 
 class EditError(ValueError):
@@ -14,6 +17,8 @@ def assign_phone(
     source: str, mac: str, users: list[str], vendor: str | None, model: str | None, dect: bool = False
 ) -> str:
     """Add a phone (or replace the one with this MAC) with `users` on its lines or handsets."""
+    import tomlkit
+
     document = tomlkit.parse(source)
     phones = _phones(document)
     phone = tomlkit.table()
@@ -35,6 +40,8 @@ def assign_phone(
 
 
 def unassign_phone(source: str, mac: str) -> str:
+    import tomlkit
+
     document = tomlkit.parse(source)
     phones = _phones(document)
     index = _index(phones, mac)
@@ -46,7 +53,10 @@ def unassign_phone(source: str, mac: str) -> str:
     return tomlkit.dumps(document)
 
 
-def _phones(document: tomlkit.TOMLDocument) -> AoT:
+def _phones(document: "tomlkit.TOMLDocument") -> "AoT":
+    import tomlkit
+    from tomlkit.items import AoT
+
     if "phones" not in document:
         document.append("phones", tomlkit.aot())
     phones = document["phones"]
@@ -55,7 +65,9 @@ def _phones(document: tomlkit.TOMLDocument) -> AoT:
     return phones
 
 
-def _index(phones: AoT, mac: str) -> int | None:
+def _index(phones: "AoT", mac: str) -> int | None:
+    from tomlkit.items import Table
+
     for i, phone in enumerate(phones):
         if isinstance(phone, Table) and _bare(str(phone.get("mac", ""))) == mac:
             return i

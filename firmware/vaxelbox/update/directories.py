@@ -11,13 +11,15 @@ write tmp + fsync + rename so a power cut leaves the old state or the new.
 import json
 import os
 import shutil
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from vaxelbox.update.slots import SLOT_NAMES, Slots, Step
 from vaxelbox.update.state_file import locked, write_json
+
+if TYPE_CHECKING:  # tarfile is imported where an image is packed or unpacked: the idle agent never does
+    import tarfile
 
 
 class DirectorySlots:
@@ -49,6 +51,8 @@ class DirectorySlots:
         Raises tarfile.TarError or OSError; the slot is then left as it was."""
         if slot not in SLOT_NAMES:
             raise ValueError(f"no slot {slot!r}")
+        import tarfile
+
         fresh = self.root / f"{slot}.new"
         shutil.rmtree(fresh, ignore_errors=True)
         with tarfile.open(fileobj=image, mode="r:gz") as archive:
@@ -63,6 +67,8 @@ class DirectorySlots:
 
 def build_image(package: Path, version: str, out: BinaryIO) -> None:
     """A tar.gz of the agent package directory `package` (e.g. firmware/vaxelbox) at `version`."""
+    import tarfile
+
     with tarfile.open(fileobj=out, mode="w:gz") as archive:
         archive.add(package, arcname="vaxelbox", filter=_no_bytecode)
         metadata = f"Metadata-Version: 2.1\nName: vaxelbox\nVersion: {version}\n".encode()
@@ -85,7 +91,7 @@ def _installed_version(slot_dir: Path) -> str | None:
     return found[0].name.removeprefix("vaxelbox-").removesuffix(".dist-info") if found else None
 
 
-def _no_bytecode(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+def _no_bytecode(info: "tarfile.TarInfo") -> "tarfile.TarInfo | None":
     return None if "__pycache__" in info.name else info
 
 
