@@ -8,11 +8,12 @@ escape into the transport and is a bug.
 """
 
 import asyncio
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sip_corpus import all_messages
-from vaxelbox.sip.errors import SipParseError
+from vaxelbox.sip.errors import SipParseError, SipSyntaxError
 from vaxelbox.sip.message import Request, Response, parse_message
 from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.stack import SipStack
@@ -178,3 +179,19 @@ def test_the_corpus_itself_creates_transactions_that_all_end():
     assert held >= 20  # most valid corpus requests opened a server transaction
     assert stack.servers == {}
     assert stack.clients == {}
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=';= \t\r\n"\\[]:.aB1-~é\x0b', max_size=30))
+def test_parameters_read_fast_and_slowly_agree(text: str) -> None:
+    """parse_params reads with one regex per parameter (issue 12) and falls back to the piece-by-piece
+    reader on anything it does not take: both give the same parameters, or the same error."""
+    from vaxelbox.sip.syntax import _parse_params_slowly, parse_params
+
+    def outcome(parse: Callable[[str], dict[str, str | None]]) -> object:
+        try:
+            return parse(text)
+        except SipSyntaxError as error:
+            return str(error)
+
+    assert outcome(parse_params) == outcome(_parse_params_slowly)

@@ -57,8 +57,28 @@ def split_list(text: str, separator: str = ",") -> list[str]:
     return parts
 
 
+# One `;name[=value]` with the LWS around it; `parse_params` walks a text with it in C.
+_PARAM = re.compile(
+    rf"[ \t\r\n]*;[ \t\r\n]*({TOKEN.pattern})[ \t\r\n]*(?:=[ \t\r\n]*({_PARAM_VALUE.pattern})[ \t\r\n]*)?",
+    re.S,
+)
+
+
 def parse_params(text: str) -> dict[str, str | None]:
-    """`;name=value;flag` (with LWS anywhere around ';' and '=') as {lower-case name: value}."""
+    """`;name=value;flag` (with LWS anywhere around ';' and '=') as {lower-case name: value}.
+    Raises SipSyntaxError saying what is wrong."""
+    params: dict[str, str | None] = {}
+    position, end = 0, len(text)
+    while position < end:  # the common case, a few regex matches (a relay reads every Via's)
+        match = _PARAM.match(text, position)
+        if match is None:
+            return _parse_params_slowly(text)  # an odd or wrong one: read piece by piece, says why
+        params[match[1].lower()] = match[2]
+        position = match.end()
+    return params
+
+
+def _parse_params_slowly(text: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if not text.strip():
         return params
