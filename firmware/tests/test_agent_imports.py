@@ -27,6 +27,7 @@ NOT_IN_THE_AGENT = {
     "pygments": "rich's syntax highlighting, through structlog.dev",
     "tomlkit": "an installer's site edit (phones assign), imported when one comes",
     "tarfile": "a firmware update installing, imported then",
+    "aiohttp": "nothing: the provisioning server speaks HTTP itself (phoneprov.http11)",
 }
 
 
