@@ -92,6 +92,36 @@ def test_forwarded_copy_has_our_via_on_top_double_record_route_and_one_hop_less(
     assert original.max_forwards == 70  # the original is untouched
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INVITE sip:201@example.net SIP/2.0\r\nMax-Forwards: 9\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-c1, SIP/2.0/UDP 192.0.2.11;branch=z9hG4bK-c0\r\n"
+        "Record-Route: <sip:sbc.example.net;lr>\r\nRecord-Route: <sip:core.example.net;lr>\r\n",
+        "INVITE sip:201@example.net SIP/2.0\r\nv: SIP/2.0/TCP 192.0.2.10;branch=z9hG4bK-c1\r\n",  # no Max-Forwards
+        "BYE sip:201@192.0.2.20 SIP/2.0\r\nMax-Forwards: 70\r\nRoute: <sip:192.0.2.1;lr>\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK-c1\r\n",
+    ],
+)
+def test_the_forwarded_copy_is_the_request_edited_step_by_step(text: str) -> None:
+    """forward_copy builds the copy in one pass (issue 12); it must equal §16.6's edits made one at
+    a time: Max-Forwards less one where it stood (70 when absent), our Record-Routes above the
+    first one (on top when there is none), our Via above the first."""
+    request = parse_message(
+        (text + "From: <sip:101@example.net>;tag=f\r\nTo: <sip:201@example.net>\r\nCall-ID: c@x\r\n"
+         f"CSeq: 1 {text.split()[0]}\r\nContent-Length: 0\r\n\r\n").encode()
+    )  # fmt: skip
+    assert isinstance(request, Request)
+    via = Via("TCP", "198.51.100.1", 5062, {"branch": "z9hG4bK-ours"})
+    ours = ("sip:198.51.100.1:5062;transport=tcp;lr", "sip:192.0.2.1;lr")
+    expected = Request(request.method, request.uri, list(request.headers), request.body)
+    expected.replace("Max-Forwards", str((request.max_forwards or 70) - 1))
+    for uri in reversed(ours):
+        expected.add("Record-Route", f"<{uri}>", first=True)
+    expected.add("Via", str(via), first=True)
+    assert forward_copy(request, via, record_route=ours).to_bytes() == expected.to_bytes()
+
+
 def test_a_strict_next_hop_gets_the_request_uri_and_the_old_one_goes_last_in_route():
     """Issue 13: the cloud's 200 carried a Record-Route without ;lr above ours, and the phone's ACK
     and BYE went out loose-routed, so the strict hop dropped them (§16.6 step 6)."""

@@ -113,13 +113,40 @@ def forward_copy(
     `record_route` lists our Record-Route URIs, the one facing the next hop
     first (two of them when the request changes interface or transport).
     """
-    copy = Request(request.method, target or request.uri, list(request.headers), request.body)
-    copy.replace("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
-    for uri in reversed(record_route):
-        copy.add("Record-Route", f"<{uri}>", first=True)
-    copy.push_via(via)
+    ours = [Header("Record-Route", f"<{uri}>") for uri in record_route]
+    routes_placed = request.get("Record-Route") is None  # none yet: ours go on top
+    headers = list(ours) if routes_placed else []
+    via_placed = mf_placed = False
+    for header in request.headers:  # one pass: an edit at a time rebuilt the list each (issue 12)
+        key = header.key
+        if key == "via" and not via_placed:
+            headers.append(Header("Via", str(via)))  # §16.6 step 8: ours above the first Via
+            via_placed = True
+        elif key == "record-route" and not routes_placed:
+            headers += ours  # step 4: ours above the first Record-Route
+            routes_placed = True
+        if key != "max-forwards":
+            headers.append(header)
+        elif not mf_placed:  # step 3: the first one, less one; any others dropped
+            headers.append(_max_forwards_less_one(request))
+            mf_placed = True
+    if not mf_placed:
+        headers.append(_max_forwards_less_one(request))
+    copy = Request(request.method, target or request.uri, headers, request.body)
+    copy.__dict__["top_via"] = via  # the client transaction keys itself on it at once (§17.1.3)
+    for name in _SAME_IN_COPIES:
+        if name in request.__dict__:
+            copy.__dict__[name] = request.__dict__[name]
     strict_route(copy)
     return copy
+
+
+def _max_forwards_less_one(request: Request) -> Header:
+    return Header("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
+
+
+# Parsed forms a forwarded copy keeps as they are: immutable, so sharing them shares nothing.
+_SAME_IN_COPIES = ("from_tag", "to_tag", "call_id", "cseq")
 
 
 def strict_route(request: Request) -> None:
