@@ -43,6 +43,7 @@ from vaxelbox.sip.message import Request, Response
 from vaxelbox.sip.proxy import forward_copy, new_branch, strip_top_via
 from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.stack import Running, SipStack
+from vaxelbox.sip.transaction import State
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import SipUri, Uri
 from vaxelbox.sip.via import Via
@@ -172,7 +173,7 @@ class EdgeRelay:
         elif context.confirm is not None and self.confirmations is not None:
             self.confirmations.answer_and_hang_up(transaction, request, context.confirm)
         elif context.plan is not None and self.execute_plan is not None:
-            self.calls[id(transaction)] = self.execute_plan(context, lambda r: self._respond(context, r))
+            self._keep_call(transaction, self.execute_plan(context, lambda r: self._respond(context, r)))
         elif context.targets:
             self._fork(context)
         else:
@@ -236,8 +237,14 @@ class EdgeRelay:
     def _start_fork(self, context: RequestContext, targets: list[Target]) -> None:
         assert context.transaction is not None
         fork = self.forking.fork(context, targets, lambda response: self._respond(context, response))
-        if not fork.finished:
-            self.calls[id(context.transaction)] = fork
+        self._keep_call(context.transaction, fork)
+
+    def _keep_call(self, transaction: Running, call: Cancellable) -> None:
+        """Keep `call` for a CANCEL while `transaction` waits for its final response. A call answered
+        before its runner returned (a Reject plan, nobody to ring) is not kept: `_respond` already ran,
+        nothing would ever drop it, and it holds the context, the request and the transaction."""
+        if transaction.machine.state in (State.TRYING, State.PROCEEDING):
+            self.calls[id(transaction)] = call
 
     def _respond(self, context: RequestContext, response: Response) -> None:
         transaction = context.transaction

@@ -1,0 +1,81 @@
+"""What the relay and the transaction layer hold for a call, and for how long (issue 12 review):
+state is freed at the final response, but never before what still needs it has run.
+
+Sans-I/O where possible: the real SipStack and EdgeRelay over a flow that records what is sent."""
+
+from vaxelbox.edge.bindings import BindingMirror
+from vaxelbox.edge.relay import EdgeAddresses, EdgeRelay
+from vaxelbox.edge.upstream import Upstream
+from vaxelbox.local.plan import Reject, Ring
+from vaxelbox.local.plan_runner import LocalCalls
+from vaxelbox.routing.chain import Next, RequestContext
+from vaxelbox.routing.mode import Mode
+from vaxelbox.sip.message import Request, parse_message
+from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.transport import Flow, TransportLayer
+
+LAN, WAN = ("192.0.2.1", 5060), ("198.51.100.1", 5062)
+
+
+class RecordingFlow(Flow):
+    transport = "udp"
+    reliable = False
+
+    def __init__(self, local: tuple[str, int], remote: tuple[str, int]) -> None:
+        super().__init__(local, remote)
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def invite(branch: str, call_id: str) -> Request:
+    message = parse_message(
+        (
+            f"INVITE sip:102@office.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:101@office.example>;tag=a\r\nTo: <sip:102@office.example>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(message, Request)
+    return message
+
+
+def local_relay(plan: object) -> EdgeRelay:
+    """A relay in local mode whose local chain settles every request with `plan`."""
+    layer = TransportLayer(lambda message, flow: None)
+    stack = SipStack(layer)
+    relay = EdgeRelay(
+        stack, EdgeAddresses(LAN, WAN), Upstream(layer, ["sip:cloud.example"], WAN), BindingMirror()
+    )
+
+    def settle(context: RequestContext) -> Next:
+        context.plan = plan  # type: ignore[assignment]
+        return Next.STOP
+
+    relay.set_chains(local=[settle], responses=[])
+    relay.mode = lambda: Mode.LOCAL
+    relay.execute_plan = LocalCalls(relay.forking, lambda user: [], lambda context, trunk: [])
+    return relay
+
+
+async def test_a_local_call_answered_at_once_leaves_nothing_behind_in_the_relay():
+    """A plan answered before `execute_plan` returns (a Reject, or a Ring with nobody registered:
+    local mode's everyday 480) must not leave its runner in `relay.calls`: the runner holds the
+    context, the parsed INVITE and its transaction, so nothing would ever free them (one per call)."""
+    for plan in (Reject(486, "Busy Here", "busy"), Ring(("anna",), 20.0, "ring anna")):
+        relay = local_relay(plan)
+        phone = RecordingFlow(LAN, ("192.0.2.10", 5060))
+        for n in range(3):
+            relay.stack.on_message(invite(f"z9hG4bK-local{n}", f"local-{n}"), phone)
+        finals = [data.split(b"\r\n", 1)[0] for data in phone.sent if not data.startswith(b"SIP/2.0 100")]
+        assert (
+            finals
+            == [
+                b"SIP/2.0 486 Busy Here"
+                if isinstance(plan, Reject)
+                else b"SIP/2.0 480 Temporarily Unavailable"
+            ]
+            * 3
+        )
+        assert relay.calls == {}
