@@ -3,6 +3,7 @@ state is freed at the final response, but never before what still needs it has r
 
 Sans-I/O where possible: the real SipStack and EdgeRelay over a flow that records what is sent."""
 
+from vaxelbox.edge.admission import MAX_BANNED, Admission
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.relay import EdgeAddresses, EdgeRelay
 from vaxelbox.edge.upstream import Upstream
@@ -79,3 +80,18 @@ async def test_a_local_call_answered_at_once_leaves_nothing_behind_in_the_relay(
             * 3
         )
         assert relay.calls == {}
+
+
+def test_scanner_bans_stay_bounded_under_a_flood_of_sources():
+    """Each scanner source is banned for 10 minutes, and a ban was dropped only when that source
+    came back after it: scanners from ever new (or spoofed) addresses grew the table without bound
+    (about 700,000 entries an hour at the per-source rate limit's 200 messages/s)."""
+    admission = Admission()
+    scan = invite("z9hG4bK-scan", "scan")
+    scan.add("User-Agent", "friendly-scanner")
+    for n in range(MAX_BANNED + 500):
+        assert not admission.screen(scan, f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}")
+    assert len(admission._banned) == MAX_BANNED
+    newest = f"10.{(MAX_BANNED + 499) >> 16}.{((MAX_BANNED + 499) >> 8) & 255}.{(MAX_BANNED + 499) & 255}"
+    assert admission.is_banned(newest)  # the oldest bans made room, not the newest
+    assert not admission.is_banned("10.0.0.0")

@@ -17,6 +17,7 @@ SCANNER_AGENTS = re.compile(
     r"friendly-scanner|sipvicious|sipcli|sip-scan|vaxsipuseragent|pplsip|iWar|sundayddr", re.I
 )
 BAN_SECONDS = 600
+MAX_BANNED = 10_000  # sources banned at once: scanners from ever new (or spoofed) addresses stay bounded
 
 
 class Admission:
@@ -37,6 +38,9 @@ class Admission:
         """False (and a ban) if the request comes from a scanner."""
         agent = request.get("User-Agent") or ""
         if SCANNER_AGENTS.search(agent):
+            self._banned.pop(source, None)  # to the end: the dict stays in order of expiry
+            if len(self._banned) >= MAX_BANNED:
+                del self._banned[next(iter(self._banned))]  # the ban closest to its end goes first
             self._banned[source] = time.monotonic() + self.ban_seconds
             log.warning(
                 "SIP scanner banned: source=%s user_agent=%s seconds=%d", source, agent[:60], self.ban_seconds
