@@ -13,7 +13,7 @@ from vaxelbox.routing.chain import Next, RequestContext
 from vaxelbox.routing.mode import Mode
 from vaxelbox.sip.message import Request, parse_message
 from vaxelbox.sip.stack import SipStack
-from vaxelbox.sip.transport import Flow, TransportLayer
+from vaxelbox.sip.transport import Flow, Limits, TransportLayer
 
 LAN, WAN = ("192.0.2.1", 5060), ("198.51.100.1", 5062)
 
@@ -95,3 +95,32 @@ def test_scanner_bans_stay_bounded_under_a_flood_of_sources():
     newest = f"10.{(MAX_BANNED + 499) >> 16}.{((MAX_BANNED + 499) >> 8) & 255}.{(MAX_BANNED + 499) & 255}"
     assert admission.is_banned(newest)  # the oldest bans made room, not the newest
     assert not admission.is_banned("10.0.0.0")
+
+
+def rfc2543_invite(call_id: str, branch: str = "") -> bytes:
+    """An INVITE as an RFC 2543 peer sends it: no magic-cookie branch in its Via (§17.2.3)."""
+    return (
+        f"INVITE sip:102@office.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060{branch}\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:101@office.example>;tag=a\r\nTo: <sip:102@office.example>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_an_rfc2543_peers_retransmission_is_never_refused_as_new_work():
+    """At the transaction ceiling (or overloaded) new work is refused before parsing, but never a
+    retransmission of a request taken on, which `taken_on` finds by its top branch. An RFC 2543
+    peer's request has no such branch: its retransmitted INVITE got the stateless 503, a final
+    answer the phone takes while its call goes on here. Nor may a branch written `rfc2543` (what
+    such transactions were counted under) pass as taken on."""
+    layer = TransportLayer(lambda message, flow: None, Limits(max_transactions=1))
+    stack = SipStack(layer)
+    phone = RecordingFlow(LAN, ("192.0.2.10", 5060))
+    layer._received(rfc2543_invite("old-1"), phone)
+    layer._received(rfc2543_invite("old-1"), phone)  # our 100 was lost: the phone sends it again
+    layer._received(rfc2543_invite("new-2", ";branch=rfc2543"), phone)  # new work, whatever its branch
+    assert [data.split(b"\r\n", 1)[0] for data in phone.sent] == [
+        b"SIP/2.0 100 Trying",
+        b"SIP/2.0 100 Trying",
+        b"SIP/2.0 503 Service Unavailable",
+    ]
+    assert len(stack.servers) == 1

@@ -37,10 +37,12 @@ from vaxelbox.sip.transaction import (
     server_key,
 )
 from vaxelbox.sip.transport import Flow, TransportLayer
+from vaxelbox.sip.via import MAGIC_COOKIE
 from vaxelbox.sip.waits import WAIT_TIMERS, Waits
 
 log = logging.getLogger("vaxelbox.sip.stack")
 _TOP_BRANCH = re.compile(rb"\r\n(?:via|v)[ \t]*:[^\r\n]*?;[ \t]*branch[ \t]*=[ \t]*([^;,\s]+)", re.I)
+_CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
 
 ResponseHandler = Callable[[Response], None]
 TimeoutHandler = Callable[[], None]
@@ -145,13 +147,21 @@ class SipStack:
         self._new_server_transaction(message, key, flow)
 
     def taken_on(self, data: bytes) -> bool:
-        """Whether raw request bytes retransmit a request a server transaction holds (read from the
-        top Via's branch without parsing): overload control never refuses those."""
-        branch = _TOP_BRANCH.search(data)
-        return branch is not None and branch.group(1).decode(errors="replace") in self._server_branches
+        """Whether raw request bytes retransmit a request a server transaction holds (read without
+        parsing: the top Via's branch, or for an RFC 2543 peer without one, the Call-ID): overload
+        control never refuses those."""
+        found = _TOP_BRANCH.search(data)
+        branch = found.group(1).decode(errors="replace") if found else ""
+        if branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+            return branch in self._server_branches
+        call_id = _CALL_ID.search(data)  # an RFC 2543 peer's request: known by its Call-ID
+        return (
+            call_id is not None
+            and _old_style(call_id.group(1).decode("utf-8", "surrogateescape")) in self._server_branches
+        )
 
     def _new_server_transaction(self, request: Request, key: tuple[str, ...], flow: Flow) -> None:
-        self._server_branches[key[0]] += 1
+        self._server_branches[_taken_key(key)] += 1
         if request.method == "INVITE":
             machine: Transaction = ServerInviteTransaction(request, flow.reliable, self.timers)
             running = Running(machine, flow, key)
@@ -253,7 +263,7 @@ class SipStack:
         if table.get(running.key) is running:
             del table[running.key]
             if table is self.servers:
-                branch = running.key[0]
+                branch = _taken_key(running.key)
                 self._server_branches[branch] -= 1
                 if self._server_branches[branch] <= 0:
                     del self._server_branches[branch]
@@ -261,3 +271,13 @@ class SipStack:
     def _flow_closed(self, flow: Flow) -> None:
         for running in [r for r in self.clients.values() if r.flow is flow]:
             self._run(running, running.machine.on_transport_error())
+
+
+def _taken_key(key: tuple[str, ...]) -> str:
+    """What `taken_on` finds a live server transaction by: its branch, or for an RFC 2543 peer's
+    request (keyed "rfc2543", Request-URI, From tag, Call-ID, ...) its Call-ID."""
+    return key[0] if key[0] != "rfc2543" else _old_style(key[3])
+
+
+def _old_style(call_id: str) -> str:
+    return f"rfc2543 {call_id}"  # never a branch: a branch has no white space
