@@ -10,6 +10,7 @@ escape into the transport and is a bug.
 import asyncio
 from collections.abc import Callable
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sip_corpus import all_messages
@@ -195,3 +196,29 @@ def test_parameters_read_fast_and_slowly_agree(text: str) -> None:
             return str(error)
 
     assert outcome(parse_params) == outcome(_parse_params_slowly)
+
+
+BASE = (
+    "INVITE sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h:5060;branch=z9hG4bKx\r\nMax-Forwards: 70\r\n"
+    "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "number"),
+    [
+        ("h:5060;", "h:{};"),  # a Via port
+        ("sip:a@h SIP", "sip:a@h:{} SIP"),  # a Request-URI port
+        ("Max-Forwards: 70", "Max-Forwards: {}"),
+        ("CSeq: 1 ", "CSeq: {} "),
+        ("Content-Length: 0", "Content-Length: {}"),
+    ],
+)
+@pytest.mark.parametrize("digit", ["\u00b2", "\u0665"])  # superscript two, Arabic-Indic five
+def test_a_number_written_with_other_digits_is_a_parse_error(field: str, number: str, digit: str):
+    """str.isdigit() is true for digits int() cannot read ('²') and for non-ASCII ones int() reads
+    ('٥' is 5): a number in SIP is ASCII digits (RFC 3261 §25.1). '²' raised ValueError out of the
+    parser, so the transport raised for one datagram (a traceback logged per packet, a connection
+    torn down) instead of answering 400."""
+    data = BASE.replace(field, number.format(digit)).encode()
+    assert isinstance(verdict(data), SipParseError)

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from vaxelbox.sip.address import Address, parse_address, parse_address_list
 from vaxelbox.sip.errors import SipParseError, SipSyntaxError
-from vaxelbox.sip.syntax import is_token, split_list
+from vaxelbox.sip.syntax import is_number, is_token, split_list
 from vaxelbox.sip.uri import SipUri, Uri, parse_uri
 from vaxelbox.sip.via import Via, parse_via, parse_via_list
 
@@ -175,7 +175,7 @@ class Message:
     @cached
     def cseq(self) -> tuple[int, str]:
         parts = self._required("CSeq").split()
-        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        if len(parts) != 2 or not is_number(parts[0]) or not is_token(parts[1]):
             raise SipSyntaxError("malformed CSeq")
         number = int(parts[0])
         if number > MAX_CSEQ:
@@ -296,7 +296,7 @@ class Request(Message):
         value = self.get("Max-Forwards")
         if value is None:
             return None  # RFC 2543 peers send none; the proxy treats it as 70
-        if not value.isdigit() or int(value) > 255:
+        if not is_number(value) or int(value) > 255:
             raise SipSyntaxError("malformed Max-Forwards")
         return int(value)
 
@@ -392,7 +392,7 @@ def _response(start: str, headers: list[Header]) -> Response:
     code, _, reason = rest.partition(" ")
     if version.upper() != "SIP/2.0":
         raise SipSyntaxError("unsupported SIP version in response")
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not is_number(code) or not 100 <= int(code) <= 699:
         raise SipSyntaxError(f"malformed status code {code[:12]!r}")
     return Response(int(code), reason, headers)
 
@@ -404,7 +404,7 @@ def _body(message: Message, data: bytes, start: int) -> bytes:
     if len(lengths) > 1:
         raise SipSyntaxError("conflicting Content-Length values")
     (text,) = lengths
-    if not text.isdigit():
+    if not is_number(text):
         raise SipSyntaxError("malformed Content-Length")
     length = int(text)
     if start + length > len(data):

@@ -14,6 +14,12 @@ def is_token(text: str) -> bool:
     return TOKEN.fullmatch(text) is not None
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only (RFC 3261 §25.1 DIGIT): str.isdigit() is also true for '²', which int()
+    cannot read, and for other scripts' digits."""
+    return text.isascii() and text.isdigit()
+
+
 def quoted_string_end(text: str, start: int) -> int:
     """Index just past the closing quote of the quoted string opening at `start`."""
     i = start + 1

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from vaxelbox.memo import Memo
 from vaxelbox.sip.errors import SipSyntaxError
-from vaxelbox.sip.syntax import format_params
+from vaxelbox.sip.syntax import format_params, is_number
 
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _USER = re.compile(rf"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|{_ESCAPED})+")
@@ -136,7 +136,7 @@ def split_hostport(text: str) -> tuple[str, int | None]:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    if not is_number(text) or len(text) > 5 or int(text) > 65535:
         raise SipSyntaxError(f"malformed port {text[:10]!r}")
     return int(text)
 
