@@ -137,3 +137,27 @@ def test_the_counters_tell_requests_retransmissions_responses_and_keepalives_apa
     assert traffic.packets == 5
     assert dict(traffic.requests) == {"INVITE": 1, "other": 1}
     assert traffic.retransmissions == 1
+
+
+def test_the_last_4096_first_sendings_are_remembered_and_older_ones_forgotten():
+    """Retransmissions are recognised among the last _REMEMBERED requests sent (kept as one hash
+    each, issue 12); a request older than that counts as a first sending again, and the memory of
+    them stays at _REMEMBERED however many phones register."""
+    from vaxelbox.edge import traffic as module
+
+    traffic = module.CloudTraffic()
+
+    def register(n: int) -> bytes:
+        return (
+            f"REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.2:5062;branch=z9hG4bK-{n}\r\n\r\n".encode()
+        )
+
+    for n in range(module._REMEMBERED + 10):
+        traffic.sent(register(n), "cloud")
+    assert traffic.requests["REGISTER"] == module._REMEMBERED + 10
+    traffic.sent(register(module._REMEMBERED + 9), "cloud")  # the newest again: a retransmission
+    traffic.sent(register(10), "cloud")  # the oldest still remembered
+    assert traffic.retransmissions == 2
+    traffic.sent(register(9), "cloud")  # forgotten: a first sending as far as the counters know
+    assert traffic.requests["REGISTER"] == module._REMEMBERED + 11
+    assert len(traffic._seen) == len(traffic._order) == module._REMEMBERED
