@@ -3,6 +3,8 @@ state is freed at the final response, but never before what still needs it has r
 
 Sans-I/O where possible: the real SipStack and EdgeRelay over a flow that records what is sent."""
 
+import asyncio
+
 from vaxelbox.edge.admission import MAX_BANNED, Admission
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.relay import EdgeAddresses, EdgeRelay
@@ -13,6 +15,7 @@ from vaxelbox.routing.chain import Next, RequestContext
 from vaxelbox.routing.mode import Mode
 from vaxelbox.sip.message import Request, parse_message
 from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.transaction import TimerSettings
 from vaxelbox.sip.transport import Flow, Limits, TransportLayer
 
 LAN, WAN = ("192.0.2.1", 5060), ("198.51.100.1", 5062)
@@ -124,3 +127,58 @@ async def test_an_rfc2543_peers_retransmission_is_never_refused_as_new_work():
         b"SIP/2.0 503 Service Unavailable",
     ]
     assert len(stack.servers) == 1
+
+
+class ReliableFlow(RecordingFlow):
+    transport = "tcp"
+    reliable = True  # waiting timers are zero: a transaction that ends, ends at once
+
+
+class Failing:
+    """A transaction user with a bug: it raises on every request it is handed."""
+
+    def admit(self, message: object, flow: Flow) -> bool:
+        return True
+
+    def on_request(self, transaction: object, request: Request) -> None:
+        raise RuntimeError("a bug in the transaction user")
+
+    def on_cancel(self, invite: object, cancel: Request) -> None:
+        pass
+
+    def on_stray(self, message: object, flow: Flow) -> None:
+        pass
+
+
+def fail(*args: object) -> None:
+    raise RuntimeError("a bug in a response or timeout handler")
+
+
+async def test_a_bug_in_a_transaction_user_does_not_keep_the_transaction_for_ever():
+    """An exception out of a user's handler stopped the transaction's actions half-way: a request
+    was never answered (a server transaction has no timer before its final response), a final
+    response's ACK and wait timer were never run, a timeout never ended its transaction. Each stayed
+    in the stack for ever, counted against the ceiling: a peer that can trigger one bug (a phone's
+    'Expires: ²' reached int() in the registrars) could fill it, and then every new call is refused."""
+    layer = TransportLayer(lambda message, flow: None)
+    stack = SipStack(layer, TimerSettings(t1=0.001))
+    stack.user = Failing()  # type: ignore[assignment]
+    phone = ReliableFlow(LAN, ("192.0.2.10", 5060))
+    layer._received(invite("z9hG4bK-bug1", "bug-1").to_bytes().replace(b"INVITE", b"OPTIONS"), phone)
+    assert [data.split(b"\r\n")[0] for data in phone.sent] == [b"SIP/2.0 500 Server Internal Error"]
+
+    callee = ReliableFlow(LAN, ("192.0.2.20", 5060))
+    answered = invite("z9hG4bK-bug2", "bug-2")
+    stack.send_request(answered, callee, fail, fail)
+    response = parse_message(
+        callee.sent[0]
+        .split(b"\r\n\r\n")[0]
+        .replace(b"INVITE sip:102@office.example SIP/2.0", b"SIP/2.0 486 Busy")
+        + b"\r\n\r\n"
+    )
+    layer._received(response.to_bytes(), callee)
+    assert callee.sent[-1].startswith(b"ACK ")  # the ACK of a non-2xx is still sent
+    stack.send_request(invite("z9hG4bK-bug3", "bug-3"), callee, fail, fail)  # never answered: Timer B
+    await asyncio.sleep(0.2)
+    assert (stack.servers, stack.clients) == ({}, {})
+    assert layer.stats["handler_errors"] == 3

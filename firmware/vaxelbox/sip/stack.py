@@ -203,8 +203,7 @@ class SipStack:
             elif isinstance(action, ToUser):
                 self._to_user(running, action.message)
             elif isinstance(action, TimedOut):
-                if running.on_timeout is not None:
-                    running.on_timeout()
+                self._timed_out(running)
             elif isinstance(action, Terminated):
                 self._forget(running)
 
@@ -239,6 +238,24 @@ class SipStack:
                 self.user.on_request(running, message)
         except SipSyntaxError as error:
             self._malformed(message, error, running)
+        except Exception:  # a bug above: this transaction still runs to its end (its ACK, timers)
+            self._user_failed(repr(message), running, message)
+
+    def _timed_out(self, running: Running) -> None:
+        try:
+            if running.on_timeout is not None:
+                running.on_timeout()
+        except Exception:  # a bug above: the transaction still ends (Terminated comes next)
+            self._user_failed("a timeout", running)
+
+    def _user_failed(self, what: str, running: Running, message: Request | Response | None = None) -> None:
+        """The user raised on `what`: logged and counted, and a request still waiting for its final
+        response is answered 500. Otherwise its transaction would stay for ever (a server transaction
+        has no timer before its final response), counted against the ceiling."""
+        self.transports.stats["handler_errors"] += 1
+        log.exception("transaction user failed on %s", what)
+        if isinstance(message, Request) and _awaits_final(running):
+            self.respond(running, make_response(message, 500, "Server Internal Error"))
 
     def _malformed(self, message: Request | Response, error: SipSyntaxError, running: Running | None) -> None:
         """A field found malformed only when the user read it (see sip.message): a request still
@@ -281,3 +298,12 @@ def _taken_key(key: tuple[str, ...]) -> str:
 
 def _old_style(call_id: str) -> str:
     return f"rfc2543 {call_id}"  # never a branch: a branch has no white space
+
+
+def _awaits_final(running: Running | None) -> bool:
+    """Whether `running` is a server transaction still owing its request a final response."""
+    machine = running.machine if running is not None else None
+    return isinstance(machine, ServerInviteTransaction | ServerNonInviteTransaction) and machine.state in (
+        State.TRYING,
+        State.PROCEEDING,
+    )
