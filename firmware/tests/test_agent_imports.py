@@ -28,6 +28,8 @@ NOT_IN_THE_AGENT = {
     "tomlkit": "an installer's site edit (phones assign), imported when one comes",
     "tarfile": "a firmware update installing, imported then",
     "aiohttp": "nothing: the provisioning server speaks HTTP itself (phoneprov.http11)",
+    "psutil": "the bench; the agent reads its start time from /proc and a board's addresses with ifaddr",
+    "platformdirs": "a development host's default data directory, when no --data or board names one",
 }
 
 

@@ -1,5 +1,8 @@
 """Board files: every shipped board loads, bad ones are refused with the field, the agent reads them."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,39 @@ def test_flags_override_the_board(tmp_path):
 def test_missing_board_interface_is_a_clear_error():
     with pytest.raises(OptionsError, match="LAN interface 'lan0' does not exist here"):
         RunOptions.resolve(board_file=BOARDS / "simboard.yaml")
+
+
+def on_loopback(tmp_path: Path) -> Path:
+    """The simulated board with both its interfaces on `lo`."""
+    text = (
+        (BOARDS / "simboard.yaml").read_text().replace("lan: lan0", "lan: lo").replace("wan: wan0", "wan: lo")
+    )
+    (tmp_path / "lo.yaml").write_text(text)
+    return tmp_path / "lo.yaml"
+
+
+def test_the_board_interfaces_give_the_sip_addresses(tmp_path):
+    options = RunOptions.resolve(board_file=on_loopback(tmp_path))
+    assert (str(options.lan), str(options.wan)) == ("127.0.0.1:5060", "127.0.0.1:5062")
+
+
+def test_a_board_interface_without_ipv4_is_a_clear_error(tmp_path):
+    """In a fresh network namespace `lo` exists but is down, with no address yet."""
+    if os.geteuid() != 0:
+        raise AssertionError("network namespace tests need root (run make test as root)")
+    name = f"vx-board-{os.getpid() % 100000}"
+    probe = (
+        "import sys; from vaxelbox.agent.options import OptionsError, RunOptions\n"
+        "try: RunOptions.resolve(board_file=sys.argv[1])\n"
+        "except OptionsError as e: print(e)\n"
+    )
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        done = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", probe, str(on_loopback(tmp_path))],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)
+    assert done.stdout.strip() == "board simboard: LAN interface 'lo' has no IPv4 address yet", done.stderr
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
-from vaxelbox.agent.options import WAN_PORT_OFFSET, RunOptions
+from vaxelbox.agent.options import WAN_PORT_OFFSET, RunOptions, default_data_dir
 from vaxelbox.site import demo_site
 
 DEFAULT_COAP_PORT = 5683  # vaxelctl's default: `vaxelctl pair HOST` needs no port then
@@ -193,11 +191,6 @@ def next_steps(ready: Ready) -> list[str]:
         shlex.join([command("vaxelctl"), "status"]),
         shlex.join([command("vaxelbox"), "phones", *data]),
     ]
-
-
-def default_data_dir() -> Path:
-    """Where `vaxelbox phones` and friends look without --data."""
-    return Path(platformdirs.user_state_dir("vaxelbox"))
 
 
 def command(name: str) -> str:

@@ -5,12 +5,10 @@ development host (loopback, the user's state directory).
 """
 
 import ipaddress
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-import psutil
+import ifaddr  # zeroconf's, loaded by the agent anyway: psutil would cost it ~0.9 MiB more
 
 from vaxelbox.hw.board import Board, load_board
 from vaxelbox.site.fields import check_proxy_uri
@@ -68,7 +66,7 @@ class RunOptions:
     ) -> "RunOptions":
         board = load_board(board_file) if board_file else None
         if data_dir is None:
-            data_dir = board.storage.data_dir if board else Path(platformdirs.user_state_dir("vaxelbox"))
+            data_dir = board.storage.data_dir if board else default_data_dir()
         lan_address = parse_host_port(lan, flag="--lan") if lan else _board_address(board, "lan")
         if wan:
             wan_address = parse_host_port(wan, flag="--wan")
@@ -117,13 +115,21 @@ def _board_address(board: Board | None, side: str) -> HostPort:
     if board is None:
         return HostPort("127.0.0.1", port)
     name = board.interfaces.lan if side == "lan" else board.wan_interface
-    addresses = psutil.net_if_addrs().get(name)
-    if addresses is None:
+    adapters = {a.name: a for a in ifaddr.get_adapters(include_unconfigured=True)}  # getifaddrs(3)
+    if name not in adapters:
         raise OptionsError(f"board {board.name}: {side.upper()} interface {name!r} does not exist here")
-    ipv4 = [a.address for a in addresses if a.family == socket.AF_INET]
+    ipv4 = [ip.ip for ip in adapters[name].ips if isinstance(ip.ip, str)]  # an IPv6 one is a tuple
     if not ipv4:
         raise OptionsError(f"board {board.name}: {side.upper()} interface {name!r} has no IPv4 address yet")
     return HostPort(ipv4[0], port)
+
+
+def default_data_dir() -> Path:
+    """The agent's data directory on a development host when nothing else says: the user's state
+    directory."""
+    import platformdirs  # a development host's default only: a board's data lives where it says
+
+    return Path(platformdirs.user_state_dir("vaxelbox"))
 
 
 def _cloud_uri(text: str) -> str:
