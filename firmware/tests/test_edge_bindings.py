@@ -18,7 +18,7 @@ class PhoneFlow(Flow):
         pass
 
 
-def register(expires: int, contact: str = CONTACT) -> Request:
+def register(expires: int | str, contact: str = CONTACT) -> Request:
     text = (
         "REGISTER sip:demo.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.50:5062;branch=z9hG4bK-r\r\n"
         "From: <sip:101@demo.example.net>;tag=a\r\nTo: <sip:101@demo.example.net>\r\nCall-ID: r@x\r\n"
@@ -112,3 +112,17 @@ def test_a_contact_the_200_does_not_list_follows_the_register_and_is_logged(capl
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "GW#5550199#0046855501" in logged
     assert "does not list sip:101@192.0.2.50:5062" in logged
+
+
+def test_an_expires_in_other_digits_is_malformed_and_the_default_applies():
+    """A REGISTER's or a 200's Expires of '²' once reached int() (ValueError out of update); '٥'
+    was read as 5 s. Both are malformed: the binding is kept for the default 3600 s."""
+    flow = PhoneFlow(("192.0.2.1", 5060), ("192.0.2.50", 5062))
+    for written in ("\u00b2", "\u0665"):
+        unlisted = BindingMirror()  # the 200 does not list the contact: kept as the REGISTER asked
+        unlisted.update(register(written), ok(""), flow)
+        listed = BindingMirror()  # listed without its expires: the 200's Expires, else the REGISTER's
+        listed.update(register(written), ok(f"Expires: {written}\r\nContact: {CONTACT}\r\n"), flow)
+        for mirror in (unlisted, listed):
+            (binding,) = mirror.all()
+            assert 3595 <= binding.expires_in() <= 3600, written

@@ -336,6 +336,24 @@ def test_interval_too_brief_is_answered_with_the_minimum() -> None:
     assert failback.report().registered == 1
 
 
+@pytest.mark.parametrize("written", ["\u00b2", "\u0665"])
+def test_a_malformed_min_expires_is_a_failure_like_any_other(written: str) -> None:
+    """A Min-Expires of '²' once reached int() (ValueError out of on_response); '٥' was read as
+    5 s and the REGISTER re-sent at once. Malformed, the 423 is a failure: retried once, later."""
+
+    def cloud(outgoing: Outgoing) -> Response:
+        response = make_response(outgoing.request, 423, "Interval Too Brief")
+        response.add("Min-Expires", written)
+        return response
+
+    failback = plan([restore()])
+    sent = drive(failback, cloud)
+    assert len(sent) == 2
+    assert failback.sent_at[1] - failback.sent_at[0] >= RETRY_DELAY
+    report = failback.report()
+    assert (report.registered, report.failures, report.unregistered) == (0, 2, 1)
+
+
 # -- skips, stops, the mirror -------------------------------------------------------------------
 
 

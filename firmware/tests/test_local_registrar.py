@@ -206,6 +206,15 @@ def test_granted_expiry_is_uniform_in_the_range_and_never_more_than_asked(mirror
         LocalRegistrar(auth, mirror, expiry=(120, 60))
 
 
+@pytest.mark.parametrize("written", ["\u00b2", "\u0665", "1\u00b2"])
+def test_an_expires_in_other_digits_is_malformed_and_the_default_applies(registrar, written):
+    """§20.19: a malformed Expires counts as absent (3600 asked, 300-600 granted): '²' once reached
+    int() (ValueError), '٥' was read as 5 and refused 423."""
+    response = registered(registrar, expires=written)
+    assert response.status == 200
+    assert all(300 <= seconds <= 600 for seconds in granted(response).values())
+
+
 def test_a_wrong_password_is_challenged_again_and_binds_nothing(registrar, mirror, caplog):
     caplog.set_level(logging.INFO, "vaxelbox.local.registrar")
     response = registered(registrar, password="guess-me")

@@ -37,7 +37,9 @@ def wire(message):
     return parsed
 
 
-def answer(request: Request, status: int, *headers: tuple[str, str], expires: int | None = None) -> Response:
+def answer(
+    request: Request, status: int, *headers: tuple[str, str], expires: int | str | None = None
+) -> Response:
     """The cloud's response; a 2xx carries Contact, Record-Route and Expires."""
     response = make_response(request, status, "X", to_tag="c1")
     if 200 <= status < 300:
@@ -222,6 +224,21 @@ def test_backoff_doubles_to_300_s_with_jitter_and_honours_retry_after():
     refresh = wire(fresh.tick(fresh.due(), via()))
     fresh.on_response(refresh, answer(refresh, 500), 3000.0, via())
     assert 4 <= waited(fresh, 3000.0) <= 6  # a 2xx started the count again
+
+
+@pytest.mark.parametrize("written", ["\u00b2", "\u0665\u0660\u0660"])
+def test_numbers_in_other_digits_from_the_cloud_are_malformed_and_ignored(written):
+    """'²' once reached int() (ValueError out of on_response); '٥٠٠' was read as 500. A 2xx's
+    malformed Expires grants what we asked; a 503's malformed Retry-After leaves the usual backoff."""
+    sub = subscription()
+    first = wire(sub.start(0.0, via()))
+    assert sub.on_response(first, answer(first, 200, expires=written), 0.05, via()) is None
+    sub.on_notify(notify(first, state="active"), 0.06)
+    assert 0.05 + 3600 * 0.6 <= sub.due() <= 0.05 + 3600 * 0.85
+    fresh = subscription()
+    request = wire(fresh.start(0.0, via()))
+    fresh.on_response(request, answer(request, 503, ("Retry-After", written)), 0.0, via())
+    assert 4 <= waited(fresh, 0.0) <= 6
 
 
 def test_a_refresh_that_got_no_answer_is_retried_in_the_dialog():

@@ -16,7 +16,7 @@ DIALOG_INFO = "application/dialog-info+xml"
 def subscribe(
     *,
     event: str | None = "dialog",
-    expires: int | None = 600,
+    expires: int | str | None = 600,
     to_tag: str | None = None,
     cseq: int = 1,
     contact: str = "<sip:101@192.168.1.10:5062;transport=udp>",
@@ -134,6 +134,15 @@ def test_a_subscribe_without_contact_or_with_a_bad_expires_gets_400():
     assert notifier.subscribe(no_contact, "u-102", "udp", SOURCE, OUR_CONTACT, 0.0)[0].status == 400
     bad = subscribe(expires=None, extra="Expires: soon")
     assert notifier.subscribe(bad, "u-102", "udp", SOURCE, OUR_CONTACT, 0.0)[0].status == 400
+    assert notifier.watchers() == []
+
+
+@pytest.mark.parametrize("written", ["\u00b2", "\u0665"])
+def test_an_expires_in_other_digits_gets_400(written):
+    """'²' once reached int() (ValueError out of subscribe); '٥' was granted as 5 s."""
+    notifier = Notifier()
+    response, sub = notifier.subscribe(subscribe(expires=written), "u-102", "udp", SOURCE, OUR_CONTACT, 0.0)
+    assert (response.status, response.reason, sub) == (400, "Malformed Expires", None)
     assert notifier.watchers() == []
 
 

@@ -387,6 +387,20 @@ def test_retry_after_is_honoured_when_longer_than_the_backoff() -> None:
     assert replay.due(1.0) == pytest.approx(120)
 
 
+@pytest.mark.parametrize("written", ["\u00b2", "\u0661\u0662\u0660"])
+def test_a_retry_after_in_other_digits_is_malformed_and_ignored(written: str) -> None:
+    """'²' once reached float() (ValueError out of on_response); '١٢٠' was read as 120 s. Malformed,
+    it is ignored: the usual backoff (5 s +-20 %)."""
+    replay = plan(JOURNAL[:1])
+    invite = replay.next(0.0, "tcp").invite
+    assert invite is not None
+    busy = make_response(invite, 503, "Service Unavailable")
+    busy.add("Retry-After", written)
+    (record,) = replay.on_response(invite, busy, 1.0).records
+    assert record.retry_in is not None
+    assert 4.0 <= record.retry_in <= 6.0
+
+
 def test_no_answer_and_no_way_to_the_cloud_are_transient() -> None:
     replay = plan(JOURNAL[:1])
     invite = replay.next(0.0, "tcp").invite

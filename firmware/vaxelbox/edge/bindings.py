@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from vaxelbox.sip.address import Address
 from vaxelbox.sip.message import Request, Response
+from vaxelbox.sip.syntax import is_number
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import SipUri, Uri, parse_uri, uri_equal
 from vaxelbox.store import Store
@@ -275,4 +276,4 @@ def _asked_expires(address: Address | None, request: Request) -> int:
 
 
 def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and text.strip().isdigit() else None
+    return int(text) if text is not None and is_number(text.strip()) else None

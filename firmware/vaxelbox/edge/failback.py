@@ -58,6 +58,7 @@ from vaxelbox.routing.forking import EdgeAddresses
 from vaxelbox.sip.digest import answerable, authorization, parse_credentials
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.syntax import is_number
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import parse_uri
 from vaxelbox.sip.via import MAGIC_COOKIE, Via
@@ -498,4 +499,4 @@ def _nonce(challenge: str) -> str:
 
 def _seconds(response: Response, header: str) -> int | None:
     value = (response.get(header) or "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if is_number(value) else None

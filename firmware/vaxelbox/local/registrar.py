@@ -37,6 +37,7 @@ from vaxelbox.sip.address import Address
 from vaxelbox.sip.digest import PasswordLookup, SipDigest, Verdict, parse_credentials
 from vaxelbox.sip.message import Request, Response
 from vaxelbox.sip.responses import make_response
+from vaxelbox.sip.syntax import is_number
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import SipUri, Uri, parse_uri
 from vaxelbox.site import Site
@@ -238,7 +239,7 @@ def _user_part(uri: Uri) -> str:
 
 def _expires(text: str | None, default: int) -> int:
     """A delta-seconds value; `default` when absent or malformed (§20.19), capped at 2**32-1."""
-    if text is None or not text.strip().isdigit():
+    if text is None or not is_number(text.strip()):
         return default
     return min(int(text.strip()), MAX_EXPIRES)
 

@@ -62,6 +62,7 @@ from vaxelbox.sip.digest import answerable, authorization, parse_credentials
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.proxy import cancel_for
 from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.syntax import is_number
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import Uri, parse_uri
 from vaxelbox.sip.via import MAGIC_COOKIE, Via
@@ -467,7 +468,7 @@ def _contact(wan: tuple[str, int], transport: str) -> str:
 def _retry_after(response: Response) -> float:
     """Seconds a 503's Retry-After asks for (its comment and parameters ignored), at most 300."""
     value = (response.get("Retry-After") or "").split("(")[0].split(";")[0].strip()
-    return min(float(value), 300.0) if value.isdigit() else 0.0
+    return min(float(value), 300.0) if is_number(value) else 0.0
 
 
 class ReplayRunner:

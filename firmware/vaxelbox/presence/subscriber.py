@@ -34,7 +34,7 @@ from vaxelbox.sip.digest import answerable, authorization, parse_credentials
 from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.responses import make_response
-from vaxelbox.sip.syntax import value_and_params
+from vaxelbox.sip.syntax import is_number, value_and_params
 from vaxelbox.sip.uri import parse_uri
 from vaxelbox.sip.via import Via
 
@@ -410,7 +410,7 @@ class UpstreamSubscription:
 def _seconds(value: str | None) -> int | None:
     """A delta-seconds value, or None when absent or malformed."""
     value = (value or "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if is_number(value) else None
 
 
 def _retry_after(value: str | None) -> float:

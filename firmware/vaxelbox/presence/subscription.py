@@ -34,7 +34,7 @@ from typing import Any, Literal
 from vaxelbox.sip.dialog import Dialog
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.responses import make_response, new_tag
-from vaxelbox.sip.syntax import value_and_params
+from vaxelbox.sip.syntax import is_number, value_and_params
 from vaxelbox.sip.via import Via
 
 MAX_LOST = 3  # NOTIFYs lost in a row (timeout or 408) that end a subscription
@@ -186,7 +186,7 @@ class Notifier:
         value = request.get("Expires")
         if value is None:
             return self.default_expires
-        if not value.strip().isdigit():
+        if not is_number(value.strip()):
             return make_response(request, 400, "Malformed Expires")
         asked = int(value)
         if 0 < asked < self.min_expires:
