@@ -9,6 +9,8 @@ from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.flowtoken import make_token
 from vaxelbox.edge.front import AnswerOptions, ProxyChecks, RouteToken
 from vaxelbox.edge.online import FromCloud, PhoneLocator, between_phones, to_cloud
+from vaxelbox.edge.relay import EdgeRelay
+from vaxelbox.edge.upstream import Upstream
 from vaxelbox.local.plan import Reject, Ring
 from vaxelbox.local.plan_runner import LocalCalls
 from vaxelbox.local.processors import InDialog, not_served_locally
@@ -16,8 +18,11 @@ from vaxelbox.routing.chain import Chain, ModeGate, Next, RequestContext, Respon
 from vaxelbox.routing.forking import EdgeAddresses, Forking
 from vaxelbox.routing.mode import Mode
 from vaxelbox.sip.message import Request, Response, parse_message
-from vaxelbox.sip.transport import Flow
+from vaxelbox.sip.proxy import forward_copy, new_branch
+from vaxelbox.sip.stack import SipStack
+from vaxelbox.sip.transport import Flow, TransportLayer
 from vaxelbox.sip.uri import SipUri, parse_uri
+from vaxelbox.sip.via import Via
 
 LAN, WAN = ("192.0.2.1", 5060), ("198.51.100.1", 5062)
 ADDRESSES = EdgeAddresses(LAN, WAN)
@@ -135,6 +140,33 @@ def test_proxy_checks_refuse_what_a_proxy_must_refuse():
     ctx = context(request("INVITE", "sip:201@example.net", "Proxy-Require: foo\r\n"))
     assert ProxyChecks(frozenset({"192.0.2.1:5060"}))(ctx) is Next.STOP
     assert ctx.response.status == 420
+
+
+async def test_a_request_looping_back_through_an_ipv6_edge_gets_482():
+    """§16.3 item 4 on IPv6: our Via's sent-by is '[2001:db8::1]:5060', so the relay's own sent-by
+    set must be written so too (it was '2001:db8::1:5060', and a loop was forwarded again)."""
+    lan, wan = ("2001:db8::1", 5060), ("2001:db8:1::1", 5062)
+    layer = TransportLayer(lambda message, flow: None)
+    stack = SipStack(layer)
+    EdgeRelay(stack, EdgeAddresses(lan, wan), Upstream(layer, ["sip:cloud.example"], wan), BindingMirror())
+    phone_via = "SIP/2.0/UDP [2001:db8::10]:5060;branch=z9hG4bK-p1"
+    original = parse_message(
+        (
+            f"INVITE sip:201@example.net SIP/2.0\r\nVia: {phone_via}\r\nMax-Forwards: 70\r\n"
+            "From: <sip:101@example.net>;tag=f\r\nTo: <sip:201@example.net>\r\nCall-ID: loop@x\r\n"
+            "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(original, Request)
+    ours = Via("UDP", *lan, {"branch": new_branch(original)})  # as the relay forwards it
+    looped = forward_copy(original, ours)
+    looped.add("Via", phone_via, first=True)  # back unchanged, above our Via (a hop that echoes it)
+    looped_back = parse_message(looped.to_bytes().replace(b"Max-Forwards: 69", b"Max-Forwards: 70"))
+    assert isinstance(looped_back, Request)
+    phone = FakeFlow(lan, ("2001:db8::10", 5060))
+    stack.on_message(looped_back, phone)
+    finals = [data.split(b"\r\n", 1)[0] for data in phone.sent if not data.startswith(b"SIP/2.0 100")]
+    assert finals == [b"SIP/2.0 482 Loop Detected"]
 
 
 def test_route_token_names_the_flow_of_the_last_of_our_topmost_routes():

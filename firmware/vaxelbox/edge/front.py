@@ -1,7 +1,7 @@
 """The front of the request chain, the same in both modes: what the edge answers itself, the §16.3
 checks a proxy owes every request, and the route token that names a phone's flow."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vaxelbox.edge.flowtoken import read_token
@@ -11,6 +11,7 @@ from vaxelbox.sip.proxy import check_request, preprocess_routes
 from vaxelbox.sip.responses import make_response
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import SipUri, Uri
+from vaxelbox.sip.via import Via
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, UPDATE, PRACK"
 
@@ -40,7 +41,13 @@ class AnswerOptions:
 class ProxyChecks:
     """RFC 3261 §16.3: Max-Forwards, Proxy-Require, loops."""
 
-    our_sent_by: frozenset[str]
+    our_sent_by: frozenset[str]  # lower case, as a Via writes it: an IPv6 host in brackets
+
+    @classmethod
+    def listening_on(cls, addresses: Iterable[tuple[str, int]]) -> "ProxyChecks":
+        """The checks for an edge at `addresses` ((host, port), an IPv6 host bare): each sent-by
+        written as our Via writes it ('[2001:db8::1]:5060'), else no looped Via would ever match."""
+        return cls(frozenset(Via("UDP", host, port).sent_by.lower() for host, port in addresses))
 
     def __call__(self, context: RequestContext) -> Next:
         refusal = check_request(context.request, self.our_sent_by)

@@ -120,7 +120,7 @@ class EdgeRelay:
             "request",
             [
                 AnswerOptions(self.is_ours),
-                ProxyChecks(frozenset(f"{h}:{p}" for h, p in self._ours)),
+                ProxyChecks.listening_on(self._ours),
                 self.route_token,
                 Chain("services", self.services),  # the list itself: services added later count
                 FromCloud(self.locate_phone),
