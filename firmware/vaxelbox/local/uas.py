@@ -4,14 +4,16 @@ The phone hears "answered and ended" (the way a PBX confirms a code after its
 announcement), never silence. The appliance is the UAS of a one-moment
 dialog: 200 OK with an SDP answer that declines the media (port 0, RFC 3264
 §6), then, once the phone's ACK has arrived (RFC 3261 §15: not before), a BYE
-on the flow the call came in on. Should no ACK come, the dialog is forgotten
+on the flow the call came in on. Over UDP the 200 is resent until that ACK
+(RFC 3261 §13.3.1.4: after T1, the interval doubling up to T2), else one lost
+200 leaves the phone waiting. Should no ACK come, the dialog is forgotten
 after 64*T1 (Timer H's span).
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vaxelbox.routing.forking import EdgeAddresses, Scheduler
+from vaxelbox.routing.forking import Cancellable, EdgeAddresses, Scheduler
 from vaxelbox.sip.message import Header, Request
 from vaxelbox.sip.proxy import new_branch
 from vaxelbox.sip.responses import make_response, new_tag
@@ -20,11 +22,13 @@ from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.via import Via
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Confirmed:
     invite: Request
     local_tag: str
     flow: Flow
+    wire: bytes  # the 200 as sent: resent as is until the ACK
+    resend: Cancellable | None = None  # the next retransmission, over UDP
 
 
 class Confirmations:
@@ -43,18 +47,39 @@ class Confirmations:
         if request.body and (request.get("Content-Type") or "").lower().startswith("application/sdp"):
             response.add("Content-Type", "application/sdp")
             response.body = declined_answer(request.body, self.addresses.lan[0])
-        self._waiting[request.call_id] = _Confirmed(request, tag, transaction.flow)
-        self.schedule(64 * self.stack.timers.t1, lambda: self._waiting.pop(request.call_id, None))
+        confirmed = _Confirmed(request, tag, transaction.flow, response.to_bytes())
+        self._waiting[request.call_id] = confirmed
+        self.schedule(64 * self.stack.timers.t1, lambda: self._forget(confirmed))
         self.stack.respond(transaction, response)
+        if not transaction.flow.reliable:
+            self._resend_after(confirmed, self.stack.timers.t1)
 
     def on_ack(self, ack: Request) -> bool:
         """The phone's ACK for one of our 2xx: send the BYE. Whether the ACK was ours."""
         confirmed = self._waiting.get(ack.call_id)
         if confirmed is None or ack.to_tag != confirmed.local_tag:
             return False
-        del self._waiting[ack.call_id]
+        self._forget(confirmed)
         self.stack.send_request(self._bye(confirmed), confirmed.flow, _ignore, lambda: None)
         return True
+
+    def _resend_after(self, confirmed: _Confirmed, interval: float) -> None:
+        """Resend the 200 in `interval` seconds, then at twice that, at most T2 apart (§13.3.1.4),
+        while it is still unacknowledged (`_forget` cancels)."""
+
+        def resend() -> None:
+            confirmed.flow.send(confirmed.wire)
+            self._resend_after(confirmed, min(2 * interval, self.stack.timers.t2))
+
+        confirmed.resend = self.schedule(interval, resend)
+
+    def _forget(self, confirmed: _Confirmed) -> None:
+        """Acknowledged, or 64*T1 passed: no more retransmissions; a later ACK is not ours."""
+        if self._waiting.get(confirmed.invite.call_id) is confirmed:
+            del self._waiting[confirmed.invite.call_id]
+        if confirmed.resend is not None:
+            confirmed.resend.cancel()
+            confirmed.resend = None
 
     def _bye(self, confirmed: _Confirmed) -> Request:
         invite, flow = confirmed.invite, confirmed.flow
