@@ -30,6 +30,8 @@ NOT_IN_THE_AGENT = {
     "aiohttp": "nothing: the provisioning server speaks HTTP itself (phoneprov.http11)",
     "psutil": "the bench; the agent reads its start time from /proc and a board's addresses with ifaddr",
     "platformdirs": "a development host's default data directory, when no --data or board names one",
+    "typer": "the command line's other commands, --help and mistakes (vaxelbox.agent.command)",
+    "vaxelbox.cli": "the same",
 }
 
 

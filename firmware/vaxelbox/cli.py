@@ -1,10 +1,8 @@
 """`vaxelbox`: the agent's command line (run it, check files, print the demo site and schemas)."""
 
-import asyncio
 import json
 import os
 import sys
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -12,10 +10,8 @@ from typing import Annotated
 import typer
 
 from vaxelbox import __version__
-from vaxelbox.agent.app import Agent, StartupError
-from vaxelbox.agent.logs import LogFormat, LogRing, Redactor, configure_logging, get_logger
-from vaxelbox.agent.options import OptionsError, RunOptions
-from vaxelbox.agent.runtime import registered
+from vaxelbox.agent.command import EXIT_USAGE, LOG_FORMATS, RunFlags, run_agent
+from vaxelbox.agent.logs import LogFormat
 from vaxelbox.cli_activity import activity_app
 from vaxelbox.cli_console import console
 from vaxelbox.cli_factory_reset import HELP as FACTORY_RESET_HELP
@@ -53,7 +49,6 @@ out = console(soft_wrap=True, markup=False)
 err = console(stderr=True, soft_wrap=True, markup=False)
 
 EXIT_INVALID = 1  # the file checked is not valid
-EXIT_USAGE = 2  # the agent cannot start with these flags or files
 
 
 @app.command()
@@ -92,51 +87,16 @@ def run(
     log_format: Annotated[str, typer.Option(help="auto (human on a terminal), human or json")] = "auto",
 ) -> None:
     """Run the agent. Without --site it runs the stored site, or the demo office on first start."""
-    redactor = Redactor()
-    log_ring = configure_logging(redactor, log_level, _log_format(log_format))
-    log = get_logger("vaxelbox")
-    try:
-        if (https_cert is None) != (https_key is None):
-            raise OptionsError("--https-cert and --https-key go together")
-        options = RunOptions.resolve(site, data, board, lan, cloud, wan)
-        options = replace(
-            options,
-            rate_limit=sip_rate_limit,
-            http_port=http_port or options.http_port,
-            https_port=https_port or options.https_port,
-            https_certificate=https_cert,
-            https_key=https_key,
-            coap_port=coap_port,
-            lan_tls_port=lan_tls_port,
-            firmware_key=fw_key or _installed_firmware_key(options),
-        )
-        with registered(options.data_dir) as unregistered:  # so `vaxelbox phones` finds this agent's data
-            if unregistered:
-                log.warning(
-                    "local commands will not find this agent's data without --data", reason=unregistered
-                )
-            _serve(options, redactor, log_ring)
-    except (OptionsError, BoardError, StartupError) as exc:
-        log.error("cannot start", reason="; ".join(str(exc).splitlines()))  # one event, however long
-        raise typer.Exit(EXIT_USAGE) from None
-
-
-def _serve(options: RunOptions, redactor: Redactor, log_ring: LogRing) -> None:
-    """Run the agent until it stops; after a factory reset (it wiped its state and stopped), start
-    it again in this process as on a fresh box: its --site is applied to the empty store."""
-    while True:
-        agent = Agent(options, redactor, log_ring=log_ring)
-        asyncio.run(agent.run())
-        if not agent.factory_reset_done:
-            return
-        log_ring.forget()  # a fresh box: /log and status's last_errors start empty
-        get_logger("vaxelbox").warning("agent starting again after the factory reset")
-
-
-def _installed_firmware_key(options: RunOptions) -> Path | None:
-    """A board's firmware key lives beside its data: <data>/firmware-signing.pub."""
-    path = options.data_dir / "firmware-signing.pub"
-    return path if path.exists() else None
+    # `python -m vaxelbox run` and the installed `vaxelbox run` come here only when plain_run
+    # left their flags to typer (vaxelbox.__main__); both run the same run_agent.
+    flags = RunFlags(
+        site=site, data=data, board=board, lan=lan, lan_tls_port=lan_tls_port, cloud=cloud, wan=wan,
+        sip_rate_limit=sip_rate_limit, http_port=http_port, https_port=https_port, https_cert=https_cert,
+        https_key=https_key, coap_port=coap_port, fw_key=fw_key, log_level=log_level,
+        log_format=_log_format(log_format),
+    )  # fmt: skip
+    if code := run_agent(flags):
+        raise typer.Exit(code)
 
 
 @app.command("check-site")
@@ -241,10 +201,12 @@ def main_options(
 
 
 def _log_format(text: str) -> LogFormat:
-    if text not in ("auto", "human", "json"):
+    if text not in LOG_FORMATS:
         raise typer.BadParameter("auto, human or json", param_hint="--log-format")
     return text  # type: ignore[return-value]
 
 
 def main() -> None:
+    """The `vaxelbox` command line, every command through typer (vaxelbox.__main__ first starts
+    a plain `run` without it)."""
     app()
