@@ -32,6 +32,7 @@ NOT_IN_THE_AGENT = {
     "platformdirs": "a development host's default data directory, when no --data or board names one",
     "typer": "the command line's other commands, --help and mistakes (vaxelbox.agent.command)",
     "vaxelbox.cli": "the same",
+    "difflib": "the 'did you mean' of a misspelt field in a site or board file",
 }
 
 

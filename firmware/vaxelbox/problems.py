@@ -4,7 +4,6 @@ A path reads like the file: `groups[2].members[0]`. Every message says what
 is wrong in words an installer understands, never echoing secret values.
 """
 
-import difflib
 import json
 import os
 import sys
@@ -105,6 +104,8 @@ def _clean_path(loc: tuple[int | str, ...]) -> Path:
 
 def _closest_field(root: type[BaseModel], path: Path) -> str | None:
     """The field the unknown one at `path` most likely misspells (as written in files), if any."""
+    import difflib  # only for a misspelt field: the agent would keep it for life otherwise
+
     close = difflib.get_close_matches(str(path[-1]), _fields_at(root, path[:-1]), n=1)
     return close[0] if close else None
 
