@@ -131,6 +131,7 @@ SOAK_MINUTES ?= 10
 bench: setup test-debs
 	@[ -x $(BIN)/py-spy ] || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python bench/sip_relay.py --soak-minutes $(SOAK_MINUTES)
+	$(BIN)/python bench/sip_messages.py
 	$(BIN)/python bench/coap_mgmt.py
 	$(BIN)/python bench/failback.py
 	$(BIN)/python bench/local_calls.py
