@@ -27,7 +27,7 @@ NOT_IN_THE_AGENT = {
     "pygments": "rich's syntax highlighting, through structlog.dev",
     "tomlkit": "an installer's site edit (phones assign), imported when one comes",
     "tarfile": "a firmware update installing, imported then",
-    "aiohttp": "nothing: the provisioning server speaks HTTP itself (phoneprov.http11)",
+    "aiohttp": "nothing: the provisioning server speaks HTTP through h11 (phoneprov.http)",
     "psutil": "the bench; the agent reads its start time from /proc and a board's addresses with ifaddr",
     "platformdirs": "a development host's default data directory, when no --data or board names one",
     "typer": "the command line's other commands, --help and mistakes (vaxelbox.agent.command)",

@@ -1,26 +1,22 @@
 """The provisioning server's sockets: HTTP and HTTPS on the LAN, driving ProvisioningService.
 
-One asyncio stream per connection reads requests one after another (`http11` parses them); each
-request's decision runs in a thread because it reads the store. Not aiohttp, which served this
-before: the agent kept its client, web framework and their libraries, about 10 MiB, for life,
-for a server that only answers GETs (issue 12).
+One asyncio stream per connection feeds an `h11.Connection`, which does all of HTTP/1.1 (request
+parsing and its limits, bodies by Content-Length or chunked, keep-alive and close, HEAD, response
+framing); each request's decision runs in a thread because it reads the store. Not aiohttp, which
+served this before: the agent kept its client, web framework and their libraries, about 10 MiB,
+for life, for a server that only answers GETs (issue 12).
 """
 
 import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
 
-from phoneprov.http11 import (
-    MAX_HEADERS,
-    MAX_LINE,
-    BadRequest,
-    RequestHead,
-    chunk_size,
-    request_head,
-    request_line_parts,
-    response_head,
-)
+import h11
+
+from phoneprov.http11 import BadRequest, target_path
 from phoneprov.pki import ServerIdentity
 from phoneprov.service import HttpReply, HttpRequest, ProvisioningService
 
@@ -30,6 +26,8 @@ HEAD_TIMEOUT = 75.0  # s to send the rest of a request head once it began
 LINGER = 10.0  # s to send a body the server reads only to drop (aiohttp's lingering_time)
 MAX_DROPPED = 16 * 2**20  # bytes of a request body read and dropped before the connection closes
 SHUTDOWN_GRACE = 2.0  # s the requests being answered get to finish when the server stops
+READ_SIZE = 65536  # bytes asked of the stream at a time
+INTERNAL_ERROR = HttpReply(500, b"internal error\n")
 
 log = logging.getLogger("phoneprov.http")
 
@@ -57,13 +55,8 @@ class ProvisioningServer:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2  # phones of the last decade speak 1.2
         tls.load_cert_chain(self.identity.certificate, self.identity.key)
-        limit = MAX_LINE + 2  # a longer line is refused (see _read_head)
-        self._servers["http"] = await asyncio.start_server(
-            self._plain, self.host, self.http_port, limit=limit
-        )
-        self._servers["https"] = await asyncio.start_server(
-            self._secure, self.host, self.https_port, ssl=tls, limit=limit
-        )
+        self._servers["http"] = await asyncio.start_server(self._plain, self.host, self.http_port)
+        self._servers["https"] = await asyncio.start_server(self._secure, self.host, self.https_port, ssl=tls)
 
     async def stop(self) -> None:
         """Stop listening, close idle connections, give requests being answered SHUTDOWN_GRACE."""
@@ -94,152 +87,142 @@ class ProvisioningServer:
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")
         client = peer[0] if isinstance(peer, tuple) else ""
+        conn = h11.Connection(h11.SERVER)
         try:
-            while await self._exchange(reader, writer, client, secure):
-                pass
-        except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            while await self._exchange(conn, reader, writer, client, secure):
+                conn.start_next_cycle()
+        except (OSError, TimeoutError):
             pass  # the peer went away or went quiet: nothing to answer
         finally:
             self._tasks.discard(task)
             self._idle.discard(writer)
             writer.close()
 
-    async def _next_request_line(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
-        """The next request line (b"" when the peer closed first), waited for up to KEEP_ALIVE; the
-        connection counts as idle meanwhile (`stop` closes it). An empty line or two before it,
-        which RFC 9112 §2.2 lets a server ignore, is skipped. Raises BadRequest."""
-        self._idle.add(writer)
-        try:
-            async with asyncio.timeout(KEEP_ALIVE):
-                for _ in range(3):
-                    try:
-                        line = await reader.readline()
-                    except ValueError:  # the stream's limit
-                        raise BadRequest(f"the request line is longer than {MAX_LINE} bytes") from None
-                    if line != b"\r\n":
-                        return line
-        finally:
-            self._idle.discard(writer)
-        raise BadRequest("no request line")
-
     async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str, secure: bool
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: str,
+        secure: bool,
     ) -> bool:
         """Read one request, answer it, drop its body; whether the connection serves another."""
+        method = "GET"  # how a refusal is framed before the request line is known
         try:
-            head = await self._read_request(reader, writer)
-        except BadRequest as refused:
+            event = await self._next_request(conn, reader, writer)
+            if event is None:
+                return False  # closed (or cut) before a request
+            method = event.method.decode()
+            request = _request(event, client, secure)
+        except (h11.RemoteProtocolError, BadRequest) as refused:
+            # As h11's docs show: answer with the status h11 suggests (400, 431, 501), then close.
+            status = refused.error_status_hint if isinstance(refused, h11.RemoteProtocolError) else 400
             log.debug("bad request from %s: %s", client, refused)
-            await _answer(writer, 1, HttpReply(400, f"{refused}\n".encode()), "GET", close=True)
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await _send(conn, writer, HttpReply(status, f"{refused}\n".encode()), method, close=True)
             return False
-        if head is None:
-            return False  # closed (or cut) before a request
         try:
-            reply = await asyncio.to_thread(self.service.handle, _request(head, client, secure))
+            reply = await asyncio.to_thread(self.service.handle, request)
+            # A client waiting for 100 Continue will not send its body now that it has the answer.
+            response = _response(reply, close=conn.they_are_waiting_for_100_continue)
         except Exception:  # a bug must cost one request, not the server: 500, as aiohttp answered
-            log.exception("error handling %s %s from %s", head.method, head.target, client)
-            await _answer(writer, head.minor, HttpReply(500, b"internal error\n"), head.method, close=True)
+            log.exception("error handling %s %s from %s", request.method, request.target, client)
+            await _send(conn, writer, INTERNAL_ERROR, method, close=True)
             return False
-        log.debug(
-            "%s %s %s %s %r", client, head.method, head.target, reply.status, head.headers.get("user-agent")
-        )
-        # A client waiting for 100 Continue will not send its body now that it has the answer.
-        close = not head.keep_alive or (head.has_body and head.expects_continue)
-        await _answer(writer, head.minor, reply, head.method, close, keep_alive_1_0=head.keep_alive)
-        return not close and (not head.has_body or await _drop_body(reader, head))
+        log.debug("%s %s %s %s %r", client, method, request.target, reply.status, request.user_agent)
+        await _write(conn, writer, response, reply.body, method)
+        return conn.our_state is h11.DONE and await _drop_body(conn, reader)
 
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> RequestHead | None:
-        """The next request's head, None when the peer closed before one. Raises BadRequest; a bad
-        request line is refused before any header line is read."""
-        first = await self._next_request_line(reader, writer)
-        if not first.endswith(b"\n"):
-            return None
-        request_line_parts(first)
+    async def _next_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> h11.Request | None:
+        """The next request, None when the peer closed first. Waits up to KEEP_ALIVE for it to
+        begin (the connection counts as idle meanwhile: `stop` closes it), then HEAD_TIMEOUT for
+        the rest of its head. Raises h11.RemoteProtocolError, TimeoutError."""
+        pending, closed = conn.trailing_data  # what came after the previous request
+        if not pending and not closed:
+            self._idle.add(writer)
+            try:
+                async with asyncio.timeout(KEEP_ALIVE):
+                    conn.receive_data(await reader.read(READ_SIZE))
+            finally:
+                self._idle.discard(writer)
         async with asyncio.timeout(HEAD_TIMEOUT):
-            return request_head(first, await _read_head(reader))
+            event = await _next_event(conn, reader)
+        return event if isinstance(event, h11.Request) else None
 
 
-async def _read_head(reader: asyncio.StreamReader) -> list[bytes]:
-    """The header lines up to the empty line that ends them. Raises BadRequest."""
-    lines: list[bytes] = []
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError:  # the stream's limit: a line longer than MAX_LINE
-            raise BadRequest(f"a header line is longer than {MAX_LINE} bytes") from None
-        if not line.endswith(b"\n"):
-            raise asyncio.IncompleteReadError(line, None)
-        if not line.endswith(b"\r\n"):
-            raise BadRequest("a header line must end with CRLF")
-        if line == b"\r\n":
-            return lines
-        if len(lines) == MAX_HEADERS:
-            raise BadRequest(f"more than {MAX_HEADERS} header lines")
-        lines.append(line)
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:
+    """The next event h11 reads from the stream (reading more as it needs).
+    Raises h11.RemoteProtocolError."""
+    while (event := conn.next_event()) is h11.NEED_DATA:
+        conn.receive_data(await reader.read(READ_SIZE))  # b"" tells h11 the peer closed
+    assert not isinstance(event, type), event  # PAUSED comes only between requests, never here
+    return event
 
 
-async def _answer(
-    writer: asyncio.StreamWriter,
-    minor: int,
-    reply: HttpReply,
-    method: str,
-    close: bool,
-    keep_alive_1_0: bool = False,
-) -> None:
-    headers = [("Server", SERVER_HEADER), ("Cache-Control", "no-store"), ("Content-Type", reply.content_type)]
-    for name, value in reply.headers.items():
-        headers += [(name, one) for one in ([value] if isinstance(value, str) else value)]
-    head = response_head(minor, reply.status, headers, len(reply.body), close, keep_alive_1_0)
-    # HEAD, 1xx, 204 and 304 carry no body; Content-Length still says what a GET would get.
-    silent = method == "HEAD" or reply.status < 200 or reply.status in (204, 304)
-    writer.write(head if silent else head + reply.body)
-    await writer.drain()
-
-
-async def _drop_body(reader: asyncio.StreamReader, head: RequestHead) -> bool:
-    """Read the request's body and drop it (within LINGER and MAX_DROPPED); whether the stream is
-    then at the next request. A malformed chunked body ends the connection."""
-    try:
-        async with asyncio.timeout(LINGER):
-            if head.length is not None:
-                return await _skip(reader, head.length)
-            return await _skip_chunks(reader)
-    except (BadRequest, ValueError):
-        return False
-
-
-async def _skip(reader: asyncio.StreamReader, size: int) -> bool:
-    if size > MAX_DROPPED:
-        return False
-    while size:
-        data = await reader.read(min(size, 65536))
-        if not data:
-            return False
-        size -= len(data)
-    return True
-
-
-async def _skip_chunks(reader: asyncio.StreamReader) -> bool:
-    dropped = 0
-    while size := chunk_size(await reader.readline()):
-        dropped += size
-        if dropped > MAX_DROPPED or not await _skip(reader, size + 2):  # the chunk and its CRLF
-            return False
-    while (line := await reader.readline()) != b"\r\n":  # trailer fields, then the empty line
-        if not line.endswith(b"\n"):
-            return False
-    return True
-
-
-def _request(head: RequestHead, client: str, secure: bool) -> HttpRequest:
+def _request(event: h11.Request, client: str, secure: bool) -> HttpRequest:
+    """What the service is asked. h11 allows only visible ASCII in the method and target, gives
+    header names in lower case and values trimmed; the first value of a name counts. Raises
+    BadRequest."""
+    if event.http_version not in (b"1.0", b"1.1"):
+        raise BadRequest("only HTTP/1.0 and HTTP/1.1 are spoken here")
+    method, target = event.method.decode(), event.target.decode()
+    headers: dict[bytes, bytes] = {}
+    for name, value in event.headers:
+        headers.setdefault(name, value)
+    authorization = headers.get(b"authorization")
     return HttpRequest(
-        method=head.method,
-        target=head.target,
-        path=head.path,
-        user_agent=head.headers.get("user-agent", ""),
-        authorization=head.headers.get("authorization"),
+        method=method,
+        target=target,
+        path=target_path(method, target),
+        user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+        authorization=None if authorization is None else authorization.decode("latin-1"),
         client=client,
         secure=secure,
     )
+
+
+def _response(reply: HttpReply, close: bool) -> h11.Response:
+    """The reply's head: our headers, the service's, Content-Length (what a GET gets, HEAD too),
+    Date (h11 writes none; email.utils is in the agent anyway), and `Connection: close` when the
+    server closes after it (h11 adds that itself when the client asked for it or speaks HTTP/1.0).
+    Raises h11.LocalProtocolError for a bad header."""
+    headers = [("Server", SERVER_HEADER), ("Cache-Control", "no-store"), ("Content-Type", reply.content_type)]
+    for name, value in reply.headers.items():
+        headers += [(name, one) for one in ([value] if isinstance(value, str) else value)]
+    headers += [("Content-Length", str(len(reply.body))), ("Date", formatdate(usegmt=True))]
+    headers += [("Connection", "close")] if close else []
+    return h11.Response(status_code=reply.status, headers=headers, reason=HTTPStatus(reply.status).phrase)
+
+
+async def _send(
+    conn: h11.Connection, writer: asyncio.StreamWriter, reply: HttpReply, method: str, close: bool
+) -> None:
+    await _write(conn, writer, _response(reply, close), reply.body, method)
+
+
+async def _write(
+    conn: h11.Connection, writer: asyncio.StreamWriter, response: h11.Response, body: bytes, method: str
+) -> None:
+    data = conn.send(response)
+    if method != "HEAD" and response.status_code not in (204, 304):  # these carry no body
+        data += conn.send(h11.Data(data=body))
+    data += conn.send(h11.EndOfMessage())
+    writer.write(data)
+    await writer.drain()
+
+
+async def _drop_body(conn: h11.Connection, reader: asyncio.StreamReader) -> bool:
+    """Read the rest of the request (a body the server drops, within LINGER and MAX_DROPPED);
+    whether the connection can then serve the next request. A malformed body ends it."""
+    dropped = 0
+    try:
+        async with asyncio.timeout(LINGER):
+            while isinstance(event := await _next_event(conn, reader), h11.Data):
+                dropped += len(event.data)
+                if dropped > MAX_DROPPED:
+                    return False
+    except h11.RemoteProtocolError:
+        return False
+    return isinstance(event, h11.EndOfMessage)
