@@ -110,9 +110,11 @@ class Agent:
             self._activate(await self._initial_site())
             await self._start_edge()
             await self._start_provisioning()
+            # Before management answers anything: a status asked while it starts (it awaits mDNS)
+            # must already show the board's companion. The supervisor starts them all below.
+            self._add_services()
             await self._start_management()
             tune_garbage_collector()
-            self._add_services()
             self.supervisor.start()
             self._install_signal_handlers()
             self._announce()
