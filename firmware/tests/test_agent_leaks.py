@@ -19,6 +19,7 @@ from pathlib import Path
 INNER = """
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from agent_process import AgentProcess, loopback_network
@@ -36,6 +37,11 @@ def test_leaves_an_orphan(tmp_path):
     argv = [sys.executable, "-m", "vaxelbox", "run", "--data", str(tmp_path / "data"), *loopback_network()]
     command = " ".join(repr(word) for word in argv)
     subprocess.run(["bash", "-c", f"{{command}} >/dev/null 2>&1 & echo $! > {{PIDS / 'orphan'}}"], check=True)
+    # bash has forked but its child may not have exec'd the agent yet; an orphan is a running agent
+    orphan = Path(f"/proc/{{(PIDS / 'orphan').read_text().strip()}}/cmdline")
+    deadline = time.monotonic() + 30
+    while orphan.read_bytes().split(b"\\0")[2:4] != [b"vaxelbox", b"run"] and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_stops_its_agent(tmp_path):
