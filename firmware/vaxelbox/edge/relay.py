@@ -42,8 +42,7 @@ from vaxelbox.routing.mode import Mode
 from vaxelbox.sip.message import Request, Response
 from vaxelbox.sip.proxy import forward_copy, new_branch, strip_top_via
 from vaxelbox.sip.responses import make_response
-from vaxelbox.sip.stack import Running, SipStack
-from vaxelbox.sip.transaction import State
+from vaxelbox.sip.stack import Running, SipStack, awaits_final
 from vaxelbox.sip.transport import Flow
 from vaxelbox.sip.uri import SipUri, Uri
 from vaxelbox.sip.via import Via
@@ -243,7 +242,7 @@ class EdgeRelay:
         """Keep `call` for a CANCEL while `transaction` waits for its final response. A call answered
         before its runner returned (a Reject plan, nobody to ring) is not kept: `_respond` already ran,
         nothing would ever drop it, and it holds the context, the request and the transaction."""
-        if transaction.machine.state in (State.TRYING, State.PROCEEDING):
+        if awaits_final(transaction):
             self.calls[id(transaction)] = call
 
     def _respond(self, context: RequestContext, response: Response) -> None:

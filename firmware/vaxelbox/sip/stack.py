@@ -254,19 +254,14 @@ class SipStack:
         has no timer before its final response), counted against the ceiling."""
         self.transports.stats["handler_errors"] += 1
         log.exception("transaction user failed on %s", what)
-        if isinstance(message, Request) and _awaits_final(running):
+        if isinstance(message, Request) and awaits_final(running):
             self.respond(running, make_response(message, 500, "Server Internal Error"))
 
     def _malformed(self, message: Request | Response, error: SipSyntaxError, running: Running | None) -> None:
         """A field found malformed only when the user read it (see sip.message): a request still
         waiting for its final response gets a 400 saying which; anything else is dropped, logged."""
         self.transports.stats["malformed"] += 1
-        machine = running.machine if running is not None else None
-        if (
-            isinstance(message, Request)
-            and isinstance(machine, ServerInviteTransaction | ServerNonInviteTransaction)
-            and machine.state in (State.TRYING, State.PROCEEDING)
-        ):
+        if isinstance(message, Request) and awaits_final(running):
             log.info("400 to %s %s: %s", message.method, message.call_id, error)
             self.respond(running, make_response(message, 400, f"Bad Request ({error})"))  # type: ignore[arg-type]
         else:
@@ -300,7 +295,7 @@ def _old_style(call_id: str) -> str:
     return f"rfc2543 {call_id}"  # never a branch: a branch has no white space
 
 
-def _awaits_final(running: Running | None) -> bool:
+def awaits_final(running: Running | None) -> bool:
     """Whether `running` is a server transaction still owing its request a final response."""
     machine = running.machine if running is not None else None
     return isinstance(machine, ServerInviteTransaction | ServerNonInviteTransaction) and machine.state in (
