@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import typer.main
+from peers import free_port
 from vaxelbox.agent.command import RunFlags, plain_run
 from vaxelbox.cli import app
 
@@ -71,6 +72,7 @@ def test_plain_run_knows_every_flag_of_run_with_typers_default():
             "12.5",
         ],
         ["--log-format", "human", "--data", "relative/dir"],
+        ["--coap-port", "65535", "--http-port", "1", "--log-level", "debug"],  # the bounds, any case
     ],
 )
 def test_a_plain_run_reads_as_typer_reads_it(argv):
@@ -96,6 +98,10 @@ def test_a_plain_run_reads_as_typer_reads_it(argv):
         ["run", "--data", "-x"],
         ["run", "--data", "a", "--data", "b"],
         ["run", "--log-format", "xml"],
+        ["run", "--log-level", "bogus"],  # values run cannot start with: typer refuses them
+        ["run", "--coap-port", "99999"],
+        ["run", "--lan-tls-port", "70000"],
+        ["run", "--http-port", "0"],
         ["run", "--unknown", "x"],
         ["run", "--", "--data"],
         ["--version", "run"],
@@ -123,3 +129,45 @@ def test_typer_still_answers_help_and_mistakes_of_run():
     typo = run_command("run", "--http-port", "eighty")
     assert typo.returncode == 2
     assert "Invalid value for '--http-port'" in typo.stderr
+
+
+BAD_VALUES = {  # flag, value -> the reason typer gives after "Invalid value for FLAG: "
+    ("--log-level", "bogus"): "bogus is not DEBUG, INFO, WARNING or ERROR",
+    ("--coap-port", "99999"): "99999 is not a port (1-65535)",
+    ("--lan-tls-port", "70000"): "70000 is not a port (1-65535)",
+    ("--http-port", "0"): "0 is not a port (1-65535)",
+    ("--https-port", "65536"): "65536 is not a port (1-65535)",
+    ("--sip-rate-limit", "nan"): "nan is not a rate >= 0 (0 = no limit)",
+    ("--sip-rate-limit", "inf"): "inf is not a rate >= 0 (0 = no limit)",
+    ("--sip-rate-limit", "-1"): "-1.0 is not a rate >= 0 (0 = no limit)",
+}
+
+
+def refused_run(tmp_path, *flag_words: str) -> subprocess.CompletedProcess[str]:
+    """`python -m vaxelbox run` with `flag_words` after flags that would start an agent of its own
+    on loopback; fails the test if it starts (it is still running after 20 s)."""
+    lan, wan = free_port("127.0.0.1"), free_port("127.0.0.1")
+    own = ["--data", str(tmp_path / "data"), "--lan", f"127.0.0.1:{lan}", "--wan", f"127.0.0.1:{wan}"]
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "vaxelbox", "run", *own, *flag_words],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={**os.environ, "COLUMNS": "80"},
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the agent started with {flag_words}")
+
+
+@pytest.mark.parametrize(("flag", "value"), BAD_VALUES, ids=[" ".join(k) for k in BAD_VALUES])
+@pytest.mark.parametrize("form", ["plain", "equals"])  # `--flag value` reads plain, `--flag=value` typer
+def test_a_value_run_cannot_start_with_is_refused_in_one_line_exit_2(tmp_path, flag, value, form):
+    words = [flag, value] if form == "plain" else [f"{flag}={value}"]
+    result = refused_run(tmp_path, *words)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stderr
+    said = [line for line in result.stderr.splitlines() if "Invalid value" in line]
+    assert len(said) == 1, result.stderr
+    assert f"Invalid value for {flag}: {BAD_VALUES[flag, value]}" in said[0]
+    assert not (tmp_path / "data").exists(), "the agent began to start"

@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 
 from vaxelbox import __version__
-from vaxelbox.agent.command import EXIT_USAGE, LOG_FORMATS, RunFlags, run_agent
-from vaxelbox.agent.logs import LogFormat
+from vaxelbox.agent.command import EXIT_USAGE, RunFlags, refusals, run_agent
 from vaxelbox.cli_activity import activity_app
 from vaxelbox.cli_console import console
 from vaxelbox.cli_factory_reset import HELP as FACTORY_RESET_HELP
@@ -92,9 +91,11 @@ def run(
     flags = RunFlags(
         site=site, data=data, board=board, lan=lan, lan_tls_port=lan_tls_port, cloud=cloud, wan=wan,
         sip_rate_limit=sip_rate_limit, http_port=http_port, https_port=https_port, https_cert=https_cert,
-        https_key=https_key, coap_port=coap_port, fw_key=fw_key, log_level=log_level,
-        log_format=_log_format(log_format),
+        https_key=https_key, coap_port=coap_port, fw_key=fw_key, log_level=log_level, log_format=log_format,
     )  # fmt: skip
+    if refused := next(refusals(flags), None):  # the first, as typer reports a value it cannot read
+        flag, why = refused
+        raise typer.BadParameter(why, param_hint=flag)
     if code := run_agent(flags):
         raise typer.Exit(code)
 
@@ -198,12 +199,6 @@ def main_options(
     ] = False,
 ) -> None:
     pass
-
-
-def _log_format(text: str) -> LogFormat:
-    if text not in LOG_FORMATS:
-        raise typer.BadParameter("auto, human or json", param_hint="--log-format")
-    return text  # type: ignore[return-value]
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ this does not read, a mistake) goes to typer, which parses and answers as it alw
 
 import asyncio
 import dataclasses
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import UnionType
@@ -24,6 +26,8 @@ from vaxelbox.hw.board import BoardError
 
 EXIT_USAGE = 2  # the agent cannot start with these flags or files
 LOG_FORMATS = ("auto", "human", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # as --log-level's help says, in any case
+PORT_FLAGS = frozenset({"lan_tls_port", "http_port", "https_port", "coap_port"})  # None: the default
 _DIGITS = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 
@@ -55,7 +59,7 @@ def plain_run(argv: list[str]) -> RunFlags | None:
     """`argv` (the words after the program) read as `run --flag value ...`, or None for typer to
     read: another command, a word that is not one of run's flags, `--flag=value`, a flag given
     twice, or a value typer might read otherwise or refuse (a number other than plain digits, an
-    empty value, one that starts with '-', a log format other than auto, human or json)."""
+    empty value, one that starts with '-', or one `refusal` refuses: typer says so)."""
     if not argv or argv[0] != "run" or len(argv) % 2 == 0:
         return None
     known = {f"--{f.name.replace('_', '-')}": f for f in fields(RunFlags)}
@@ -65,12 +69,32 @@ def plain_run(argv: list[str]) -> RunFlags | None:
         if field is None or field.name in values or not text or text.startswith("-"):
             return None
         value = _value(field, text)
-        if value is None:
+        if value is None or refusal(field.name, value) is not None:
             return None
         values[field.name] = value
-    if values.get("log_format", "auto") not in LOG_FORMATS:
-        return None
     return RunFlags(**values)  # type: ignore[arg-type]
+
+
+def refusal(name: str, value: object) -> str | None:
+    """Why `run` cannot start with `value` for the RunFlags field `name` (typer's "Invalid value
+    for --flag: ..." says it), None when it can. Typer has checked the value's type. No port flag
+    has a "0 = any or off" (`--lan HOST:0` is refused too); `--sip-rate-limit 0` is "no limit"."""
+    if name in PORT_FLAGS and isinstance(value, int) and not 0 < value < 65536:
+        return f"{value} is not a port (1-65535)"
+    if name == "sip_rate_limit" and isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+        return f"{value} is not a rate >= 0 (0 = no limit)"
+    if name == "log_level" and str(value).upper() not in LOG_LEVELS:
+        return f"{value} is not DEBUG, INFO, WARNING or ERROR"
+    if name == "log_format" and value not in LOG_FORMATS:
+        return "auto, human or json"
+    return None
+
+
+def refusals(flags: RunFlags) -> Iterator[tuple[str, str]]:
+    """(`--flag`, why) for each of `flags` that `refusal` refuses, in the order of run's flags."""
+    for field in fields(flags):
+        if (why := refusal(field.name, getattr(flags, field.name))) is not None:
+            yield f"--{field.name.replace('_', '-')}", why
 
 
 def _value(field: dataclasses.Field[object], text: str) -> object | None:
@@ -85,7 +109,7 @@ def _value(field: dataclasses.Field[object], text: str) -> object | None:
 
 def run_agent(flags: RunFlags) -> int:
     """Run the agent until it stops; 0, or EXIT_USAGE when it cannot start with these flags or
-    files (logged as one `cannot start` event). `flags.log_format` must be one of LOG_FORMATS."""
+    files (logged as one `cannot start` event). `flags` must have no `refusals`."""
     redactor = Redactor()
     log_format: LogFormat = flags.log_format  # type: ignore[assignment]  # checked by the caller
     log_ring = configure_logging(redactor, flags.log_level, log_format)
