@@ -8,13 +8,14 @@ for life, for a server that only answers GETs (issue 12).
 """
 
 import asyncio
-import logging
+import re
 import ssl
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 
 import h11
+import structlog
 
 from phoneprov.http11 import BadRequest, target_path
 from phoneprov.pki import ServerIdentity
@@ -29,7 +30,11 @@ SHUTDOWN_GRACE = 2.0  # s the requests being answered get to finish when the ser
 READ_SIZE = 65536  # bytes asked of the stream at a time
 INTERNAL_ERROR = HttpReply(500, b"internal error\n")
 
-log = logging.getLogger("phoneprov.http")
+# h11 quotes what it could not read (`illegal request line: bytearray(b'GET /x?pass=...')`): a
+# query, an Authorization line. The log keeps the words before the quote.
+_QUOTED = re.compile(r"(?::\s*|\s+)(?:bytearray\()?b['\"].*", re.DOTALL)
+
+log = structlog.get_logger("phoneprov.http")
 
 
 @dataclass
@@ -117,7 +122,7 @@ class ProvisioningServer:
         except (h11.RemoteProtocolError, BadRequest) as refused:
             # As h11's docs show: answer with the status h11 suggests (400, 431, 501), then close.
             status = refused.error_status_hint if isinstance(refused, h11.RemoteProtocolError) else 400
-            log.debug("bad request from %s: %s", client, refused)
+            _log_refusal(conn, client, status, str(refused))
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 await _send(conn, writer, HttpReply(status, f"{refused}\n".encode()), method, close=True)
             return False
@@ -126,10 +131,11 @@ class ProvisioningServer:
             # A client waiting for 100 Continue will not send its body now that it has the answer.
             response = _response(reply, close=conn.they_are_waiting_for_100_continue)
         except Exception:  # a bug must cost one request, not the server: 500, as aiohttp answered
-            log.exception("error handling %s %s from %s", request.method, request.target, client)
+            log.exception("provisioning request failed", client=client, method=method, path=request.path)
             await _send(conn, writer, INTERNAL_ERROR, method, close=True)
             return False
-        log.debug("%s %s %s %s %r", client, method, request.target, reply.status, request.user_agent)
+        log.debug("provisioning request", client=client, method=method, path=request.path,
+                  status=reply.status, user_agent=request.user_agent)  # fmt: skip
         await _write(conn, writer, response, reply.body, method)
         return conn.our_state is h11.DONE and await _drop_body(conn, reader)
 
@@ -150,6 +156,23 @@ class ProvisioningServer:
         async with asyncio.timeout(HEAD_TIMEOUT):
             event = await _next_event(conn, reader)
         return event if isinstance(event, h11.Request) else None
+
+
+def _log_refusal(conn: h11.Connection, client: str, status: int, reason: str) -> None:
+    """One line for a request refused before the service saw it, as the service logs its own
+    refusals (fail2ban counts them), so an installer sees why a phone failed; a debug line only
+    when the peer closed in the middle of its request (a phone switched off): no one was refused."""
+    fields = {"client": client, "status": status, "detail": _unquoted(reason)}
+    if conn.trailing_data[1]:  # h11 saw the end of the stream: the head was cut, not malformed
+        log.debug("provisioning request cut", **fields)
+    else:
+        log.warning("provisioning refused", reason="bad-request", **fields)
+
+
+def _unquoted(reason: str) -> str:
+    """h11's reason for refusing a request without the bytes it quotes (they may hold secrets):
+    `illegal header line: b'Authorization : Basic ...'` -> `illegal header line`."""
+    return _QUOTED.sub("", reason)
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:

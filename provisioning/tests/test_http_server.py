@@ -18,6 +18,7 @@ from phoneprov.http import ProvisioningServer
 from phoneprov.http11 import BadRequest, decoded_path, target_path
 from phoneprov.pki import ensure_site_pki
 from phoneprov.service import HttpReply, HttpRequest
+from structlog.testing import capture_logs
 
 
 class Recorder:
@@ -181,24 +182,41 @@ HOST = b"Host: x\r\n"  # so that each request below is refused for its own fault
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status"),
+    ("request_bytes", "status", "detail"),
     [
-        (b"GARBAGE\r\n\r\n", "400 Bad Request"),
-        (b"GET /a.cfg HTTP/1.1\r\n\r\n", "400 Bad Request"),
-        (b"GET /a.cfg HTTP/1.1\r\nHost x\r\n\r\n", "400 Bad Request"),
-        (b"GET /a.cfg HTTP/2.0\r\n" + HOST + b"\r\n", "400 Bad Request"),
-        (b"GET a.cfg HTTP/1.1\r\n" + HOST + b"\r\n", "400 Bad Request"),
-        (b"GET * HTTP/1.1\r\n" + HOST + b"\r\n", "400 Bad Request"),
-        (b"GET /\xc3\xa9.cfg HTTP/1.1\r\n" + HOST + b"\r\n", "400 Bad Request"),
+        (b"GARBAGE\r\n\r\n", "400 Bad Request", "illegal request line"),
+        (b"GET /a.cfg HTTP/1.1\r\n\r\n", "400 Bad Request", "Missing mandatory Host: header"),
+        (b"GET /a.cfg HTTP/1.1\r\nHost x\r\n\r\n", "400 Bad Request", "illegal header line"),
+        (
+            b"GET /a.cfg HTTP/2.0\r\n" + HOST + b"\r\n",
+            "400 Bad Request",
+            "only HTTP/1.0 and HTTP/1.1 are spoken here",
+        ),
+        (b"GET a.cfg HTTP/1.1\r\n" + HOST + b"\r\n", "400 Bad Request", "invalid request target"),
+        (b"GET * HTTP/1.1\r\n" + HOST + b"\r\n", "400 Bad Request", "only OPTIONS may ask for *"),
+        (b"GET /\xc3\xa9.cfg HTTP/1.1\r\n" + HOST + b"\r\n", "400 Bad Request", "illegal request line"),
         (
             b"PUT /a HTTP/1.1\r\n" + HOST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
             "400 Bad Request",
+            "conflicting Content-Length headers",
         ),
-        (b"PUT /a HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n\r\n", "400 Bad Request"),
-        (b"PUT /a HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n", "501 Not Implemented"),
+        (
+            b"PUT /a HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n\r\n",
+            "400 Bad Request",
+            "bad Content-Length",
+        ),
+        (
+            b"PUT /a HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n",
+            "501 Not Implemented",
+            "Only Transfer-Encoding: chunked is supported",
+        ),
         # A head h11 still has not seen the end of after 16 KiB (its max_incomplete_event_size).
-        (b"GET /a.cfg HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 20000, "431 Request Header Fields Too Large"),
-        (b"GET /" + b"a" * 20000, "431 Request Header Fields Too Large"),
+        (
+            b"GET /a.cfg HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 20000,
+            "431 Request Header Fields Too Large",
+            "Receive buffer too long",
+        ),
+        (b"GET /" + b"a" * 20000, "431 Request Header Fields Too Large", "Receive buffer too long"),
     ],
     ids=[
         "garbage",
@@ -215,13 +233,65 @@ HOST = b"Host: x\r\n"  # so that each request below is refused for its own fault
         "long-target",
     ],
 )
-async def test_a_malformed_request_gets_h11s_status_and_the_connection_closes(served, request_bytes, status):
+async def test_a_malformed_request_gets_h11s_status_and_the_connection_closes(
+    served, request_bytes, status, detail
+):
+    """...and one `provisioning refused` line at WARNING (as the service's refusals: the installer
+    sees why the phone failed, fail2ban counts it) with the phone's address, status and reason."""
     server, recorder = served
-    received = await exchange(server.ports()["http"], request_bytes)
+    with capture_logs() as logs:
+        received = await exchange(server.ports()["http"], request_bytes)
     assert received.startswith(f"HTTP/1.1 {status}\r\n".encode()), received[:200]
     assert b"Connection: close\r\n" in received
     assert received.endswith(b"<closed>")
     assert recorder.requests == [], "the service was asked"
+    assert logs == [
+        {
+            "event": "provisioning refused",
+            "log_level": "warning",
+            "client": "127.0.0.1",
+            "reason": "bad-request",
+            "status": int(status.split()[0]),
+            "detail": detail,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "detail"),
+    [
+        (b"GET /a.cfg?password=hunter2 HTTP/1.1 x\r\n" + HOST + b"\r\n", "illegal request line"),
+        (
+            b"GET /a.cfg HTTP/1.1\r\n" + HOST + b"Authorization : Basic aHVudGVyMg==\r\n\r\n",
+            "illegal header line",
+        ),
+    ],
+    ids=["query", "authorization"],
+)
+async def test_the_refusal_line_leaves_out_what_h11_quotes(served, request_bytes, detail):
+    """h11's reason quotes the line it could not read; the log keeps only its words."""
+    server, _ = served
+    with capture_logs() as logs:
+        received = await exchange(server.ports()["http"], request_bytes)
+    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    (line,) = logs
+    assert (line["event"], line["detail"]) == ("provisioning refused", detail)
+    assert "hunter2" not in repr(logs)
+    assert "aHVudGVyMg" not in repr(logs)  # hunter2 in base64
+
+
+async def test_a_request_cut_by_its_phone_is_no_refusal(served):
+    """A phone switched off in the middle of its request head refused nothing: a debug line."""
+    server, _ = served
+    with capture_logs() as logs:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.ports()["http"])
+        writer.write(b"GET /a.cfg HTTP/1.1\r\n" + HOST)
+        await writer.drain()
+        writer.close()
+        async with asyncio.timeout(5):
+            while not logs:
+                await asyncio.sleep(0.01)
+    assert [(line["event"], line["log_level"]) for line in logs] == [("provisioning request cut", "debug")]
 
 
 async def test_a_failing_service_costs_one_request_not_the_server(served):

@@ -6,6 +6,7 @@ real enrolment commands; loopback only.
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,37 @@ def test_miss_budget_trips_and_fail2ban_matches_every_refusal(appliance):
     matched = re.search(r"Failregex: (\d+) total", result.stdout)
     assert matched, result.stdout
     assert int(matched.group(1)) == len(refusals)
+
+
+def test_a_request_the_server_cannot_read_is_one_refusal_line_fail2ban_matches(appliance):
+    """A phone whose request h11 refuses (no Host, a line it cannot read) is named in the
+    agent's log at its default level, without what the request carried."""
+    requests = {
+        b"GET /y000000000000.cfg HTTP/1.1\r\n\r\n": "Missing mandatory Host: header",
+        b"GET /y000000000000.cfg?password=hunter2 HTTP/1.1 x\r\nHost: x\r\n\r\n": "illegal request line",
+        b"GET /y000000000000.cfg HTTP/1.1\r\nHost: x\r\nAuthorization : Basic aHVudGVyMg==\r\n\r\n": (
+            "illegal header line"
+        ),
+    }
+    for request in requests:
+        with socket.create_connection(("127.0.0.1", appliance.http), timeout=10) as phone:
+            phone.sendall(request)
+            assert phone.makefile("rb").read().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    refusals = [{k: e.get(k) for k in ("level", "client", "reason", "status", "detail")}
+                for e in appliance.agent.events("provisioning refused")]  # fmt: skip
+    assert refusals == [
+        {"level": "warning", "client": "127.0.0.1", "reason": "bad-request", "status": 400, "detail": detail}
+        for detail in requests.values()
+    ]
+    assert "hunter2" not in appliance.agent.output()
+    assert "aHVudGVyMg" not in appliance.agent.output()
+    result = subprocess.run(
+        ["fail2ban-regex", "--print-no-missed", str(appliance.agent.log_path), str(FAIL2BAN_FILTER)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert re.search(r"Failregex: 3 total", result.stdout), result.stdout
 
 
 def test_assigning_a_seen_phone_takes_effect_at_its_next_fetch(appliance):
