@@ -33,6 +33,10 @@ NOT_IN_THE_AGENT = {
     "typer": "the command line's other commands, --help and mistakes (vaxelbox.agent.command)",
     "vaxelbox.cli": "the same",
     "difflib": "the 'did you mean' of a misspelt field in a site or board file",
+    # ~12 MiB together (cryptography's Rust library alone ~8 MiB), for requests a box sees rarely:
+    "cryptography": "a request protected with OSCORE (mgmt.oscore_site) and a firmware download "
+    "(bundle.load_public_key); the provisioning certificates are made in a child (phoneprov.pki)",
+    "aiocoap.oscore": "the first management request protected with OSCORE (mgmt.oscore_site)",
 }
 
 

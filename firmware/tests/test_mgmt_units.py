@@ -129,3 +129,11 @@ def test_installers_are_created_listed_and_revoked(tmp_path):
     assert installers.revoke(created["installer"])
     assert installers.get_oscore_context_for({oscore.COSE_KID: kid}) is None
     assert not installers.revoke("../etc")
+
+
+def test_security_names_contexts_by_the_cose_labels_aiocoap_uses():
+    """mgmt.security looks contexts up without importing aiocoap.oscore (issue 12), by its own copy
+    of the two COSE header labels; a copy that drifted would find no context for any request."""
+    from vaxelbox.mgmt import security
+
+    assert (security.COSE_KID, security.COSE_KID_CONTEXT) == (oscore.COSE_KID, oscore.COSE_KID_CONTEXT)

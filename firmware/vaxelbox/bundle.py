@@ -13,10 +13,10 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:  # cryptography is imported where a key is made, loaded or checked (issue 12: RSS)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 MAGIC = b"VXBUNDLE"
 SIGNATURE_SIZE = 64
@@ -40,7 +40,7 @@ class Header:
 
 
 def pack(
-    image: BinaryIO, out: BinaryIO, version: str, key: Ed25519PrivateKey, boards: tuple[str, ...] = ()
+    image: BinaryIO, out: BinaryIO, version: str, key: "Ed25519PrivateKey", boards: tuple[str, ...] = ()
 ) -> Header:
     """Write a signed bundle of `image` (read twice: hash, then copy) to `out`, for `boards`."""
     digest, size = hashlib.sha256(), 0
@@ -67,7 +67,7 @@ def _signed_part(header: Header) -> bytes:
 class BundleVerifier:
     """Feed the bundle's bytes in order; learn the header early and the verdict at the end."""
 
-    def __init__(self, key: Ed25519PublicKey) -> None:
+    def __init__(self, key: "Ed25519PublicKey") -> None:
         self._key = key
         self._prefix = b""
         self.header: Header | None = None
@@ -109,6 +109,8 @@ class BundleVerifier:
         end = len(MAGIC) + 4 + length
         if len(prefix) < end + SIGNATURE_SIZE:
             return b""
+        from cryptography.exceptions import InvalidSignature  # loaded already: the key is its object
+
         try:
             self._key.verify(prefix[end : end + SIGNATURE_SIZE], prefix[:end])
         except InvalidSignature:
@@ -150,7 +152,9 @@ def image_offset(file: BinaryIO) -> int:
     return len(MAGIC) + 4 + length + SIGNATURE_SIZE
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
+def load_public_key(path: Path) -> "Ed25519PublicKey":
+    """The Ed25519 public key in the PEM file `path`; raises OSError, or ValueError for another key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     key = load_pem_public_key(path.read_bytes())

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiocoap
 from aiocoap.credentials import CredentialsMap
-from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from phoneprov.device import installer_mac, normalise_mac
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
@@ -30,6 +29,7 @@ from vaxelbox.inventory import (
 )
 from vaxelbox.local.registrar import user_for_aor
 from vaxelbox.mgmt.firmware import FirmwareUpdate, restart_soon
+from vaxelbox.mgmt.oscore_site import OscoreOnDemand
 from vaxelbox.mgmt.payload import Conflict, PayloadError, field
 from vaxelbox.mgmt.resources import Snapshot, build_site
 from vaxelbox.mgmt.security import Installers, PairingCredentials, PairingSecret, write_private
@@ -380,7 +380,7 @@ class Management:
         credentials[":pairing"] = PairingCredentials(self.backend.pairing)
         credentials[":installers"] = self.backend.installers
         self._context = await aiocoap.Context.create_server_context(
-            OscoreSiteWrapper(site, credentials),
+            OscoreOnDemand(site, credentials),  # the OSCORE stack loads with the first protected request
             bind=(self.agent.options.lan.host, self.agent.options.coap_port),
             transports=["udp6", "tcpserver"],
         )

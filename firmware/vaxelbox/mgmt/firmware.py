@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vaxelbox import __version__
 from vaxelbox.bundle import BundleError, BundleVerifier, image_offset, load_public_key, read_header
 from vaxelbox.mgmt.security import write_private
@@ -32,6 +32,9 @@ from vaxelbox.update import slots
 from vaxelbox.update.directories import DirectorySlots
 from vaxelbox.update.lwm2m import Result, State
 from vaxelbox.update.rauc import RaucError
+
+if TYPE_CHECKING:  # cryptography loads when a download starts (bundle.load_public_key): issue 12
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["Result", "State"]  # re-exported: callers import them from here too
 
@@ -71,7 +74,7 @@ class FirmwareUpdate:
     def __init__(
         self,
         directory: Path,
-        key: Path | Ed25519PublicKey | None,
+        key: "Path | Ed25519PublicKey | None",
         slot_store: DirectorySlots | None = None,
         board: str | None = None,
         restart: Callable[[str], None] = restart_soon,
@@ -246,9 +249,9 @@ class FirmwareUpdate:
         self._verifier = BundleVerifier(key)
         self.status = Status(state=State.DOWNLOADING, result=Result.INITIAL, reason="downloading")
 
-    def _signing_key(self) -> Ed25519PublicKey:
+    def _signing_key(self) -> "Ed25519PublicKey":
         """The key bundles must be signed with, read now (it may have been installed meanwhile)."""
-        if isinstance(self._key, Ed25519PublicKey):
+        if self._key is not None and not isinstance(self._key, Path):  # a key object, not its file
             return self._key
         where = (
             f"install the public key from `vaxelctl fw keygen` as {self._key}"

@@ -24,11 +24,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiocoap import oscore
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:  # the OSCORE stack is imported on first use: vaxelbox.mgmt.oscore_contexts
+    from aiocoap.oscore import FilesystemSecurityContext
+    from vaxelbox.mgmt.oscore_contexts import EphemeralContext, InstallerContext
 
 PAIRING_CLAIM = "pairing"
 INSTALLER_CLAIM_PREFIX = "installer:"
@@ -37,6 +37,10 @@ APPLIANCE_ID = b""  # the appliance's sender ID in every context
 _CODE_CHARS = re.compile(r"[^A-Z2-7]")
 _SEPARATORS = re.compile(r"[\s\-_.]+")  # how people group a code when they type it
 MAX_REMEMBERED_ATTEMPTS = 10_000
+# The COSE header labels a request names its context by (RFC 8613; aiocoap.oscore.COSE_KID and
+# COSE_KID_CONTEXT), here so that looking a context up needs no OSCORE import.
+COSE_KID = 4
+COSE_KID_CONTEXT = 10
 _INSTALLER_ID = re.compile(r"[0-9a-f]{8}")  # hex of a 4-byte sender ID: an installer's directory
 _REVOKED = ".revoked-"  # prefix of an installer directory being deleted
 
@@ -66,34 +70,13 @@ def format_code(letters: str) -> str:
     return "-".join(letters[i : i + 5] for i in range(0, 20, 5))
 
 
-class EphemeralContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
-    """An in-memory OSCORE context: lives for one pairing attempt, so nothing to persist."""
+def pairing_context(code: str, id_context: bytes, *, appliance: bool) -> "EphemeralContext":
+    """The bootstrap context for one attempt, from either side. Raises PairingError for a code
+    that cannot be right (before any OSCORE or cryptography module is imported)."""
+    letters = normalise_code(code)
+    from vaxelbox.mgmt import oscore_contexts  # the OSCORE stack: only now (see that module)
 
-    def __init__(
-        self, master_secret: bytes, id_context: bytes, sender_id: bytes, recipient_id: bytes
-    ) -> None:
-        self.alg_aead = oscore.algorithms[oscore.DEFAULT_ALGORITHM]
-        self.hashfun = oscore.hashfunctions[oscore.DEFAULT_HASHFUNCTION]
-        self.id_context = id_context
-        self.sender_id = sender_id
-        self.recipient_id = recipient_id
-        self.derive_keys(b"vaxelbox-pairing", master_secret)
-        self.sender_sequence_number = 0
-        self.recipient_replay_window = oscore.ReplayWindow(32, lambda: None)
-        self.recipient_replay_window.initialize_empty()
-        self.authenticated_claims = [PAIRING_CLAIM]
-
-    def post_seqnoincrease(self) -> None:
-        pass  # never persisted: the context dies with the attempt
-
-
-def pairing_context(code: str, id_context: bytes, *, appliance: bool) -> EphemeralContext:
-    """The bootstrap context for one attempt, from either side."""
-    master_secret = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"vaxelbox pairing v1", info=b"").derive(
-        normalise_code(code).encode()
-    )
-    ours, theirs = (APPLIANCE_ID, CLIENT_PAIRING_ID) if appliance else (CLIENT_PAIRING_ID, APPLIANCE_ID)
-    return EphemeralContext(master_secret, id_context, sender_id=ours, recipient_id=theirs)
+    return oscore_contexts.pairing_context(letters, id_context, appliance=appliance)
 
 
 class PairingSecret:
@@ -108,10 +91,10 @@ class PairingSecret:
         self.code = self._path.read_text().strip()
         self._attempts = dict.fromkeys(self._read_attempts())  # ordered: oldest first
 
-    def context_for(self, unprotected: dict[Any, Any]) -> EphemeralContext | None:
+    def context_for(self, unprotected: dict[Any, Any]) -> "EphemeralContext | None":
         """A fresh bootstrap context for a request naming the pairing kid and a new ID context."""
-        kid = unprotected.get(oscore.COSE_KID)
-        id_context = unprotected.get(oscore.COSE_KID_CONTEXT)
+        kid = unprotected.get(COSE_KID)
+        id_context = unprotected.get(COSE_KID_CONTEXT)
         if kid != CLIENT_PAIRING_ID or not id_context or len(id_context) < 8:
             return None
         if id_context.hex() in self._attempts:
@@ -137,31 +120,6 @@ class Installer:
     id: str  # hex of the installer's sender ID
     name: str
     created: float
-
-
-class InstallerContext(oscore.FilesystemSecurityContext):
-    """An installer's file context; its claim names the installer."""
-
-    def __init__(self, basedir: str, installer_id: str) -> None:
-        super().__init__(basedir)
-        self.installer_id = installer_id
-        self.revoked = False
-
-    @property
-    def authenticated_claims(self) -> list[str]:  # type: ignore[override]
-        return [INSTALLER_CLAIM_PREFIX + self.installer_id]
-
-    def _store(self) -> None:
-        if not self.revoked:  # revoked: its directory is gone, it only answers its last request
-            super()._store()
-
-    def retire(self) -> None:
-        """Revoked: drop the lock, never touch the disk again, but keep the keys, so the answer to
-        the request being handled (an installer revoking itself) still goes out protected."""
-        self.revoked = True
-        if self.lockfile is not None:
-            self.lockfile.release()
-            self.lockfile = None
 
 
 class Installers:
@@ -224,16 +182,18 @@ class Installers:
             release(context)
         self._loaded.clear()
 
-    def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> InstallerContext | None:
+    def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> "InstallerContext | None":
         """aiocoap's credentials hook: the installer context a request names, if it still exists."""
-        kid = unprotected.get(oscore.COSE_KID)
-        if not isinstance(kid, bytes) or len(kid) != 4 or unprotected.get(oscore.COSE_KID_CONTEXT):
+        kid = unprotected.get(COSE_KID)
+        if not isinstance(kid, bytes) or len(kid) != 4 or unprotected.get(COSE_KID_CONTEXT):
             return None
         path = self.directory / kid.hex()
         if not (path / "secret.json").exists():
             self._loaded.pop(kid, None)  # revoked, possibly by another process
             return None
         if kid not in self._loaded:
+            from vaxelbox.mgmt.oscore_contexts import InstallerContext  # a protected request came
+
             self._loaded[kid] = InstallerContext(str(path), kid.hex())
         return self._loaded[kid]
 
@@ -254,11 +214,11 @@ class PairingCredentials:
     def __init__(self, secret: PairingSecret) -> None:
         self.secret = secret
 
-    def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> EphemeralContext | None:
+    def get_oscore_context_for(self, unprotected: dict[Any, Any]) -> "EphemeralContext | None":
         return self.secret.context_for(unprotected)
 
 
-def release(context: oscore.FilesystemSecurityContext) -> None:
+def release(context: "FilesystemSecurityContext") -> None:
     """Write back the sequence number actually reached and remove the lock file now, rather than
     whenever the garbage collector gets to it (aiocoap offers no public call for this yet)."""
     if context.lockfile is not None:
