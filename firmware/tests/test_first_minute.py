@@ -352,3 +352,16 @@ def test_a_data_dir_in_args_wins_over_make_runs(tmp_path):
     finally:
         ended(make, group=True)
     assert json.loads(ready)["data_dir"] == str(tmp_path / "mine")
+
+
+def test_an_unusable_site_ca_is_one_cannot_start_event_naming_the_file(tmp_path):
+    """A certificate must be made (first start) but the site CA in <data>/pki cannot be read: exit 2
+    and one `cannot start` event naming the file; it was a PkiError traceback quoting the child's."""
+    pki = tmp_path / "data" / "pki"
+    pki.mkdir(parents=True)
+    (pki / "ca.key").write_text("garbage\n")
+    (pki / "ca.pem").write_text("garbage\n")
+    reason = refusal(agent_argv(tmp_path, loopback_network()), tmp_path)
+    assert str(pki / "ca.key") in reason, reason
+    assert "^" not in reason, reason  # no source line of the child's traceback
+    assert "Traceback" not in reason, reason

@@ -25,7 +25,9 @@ SERVER_YEARS = 20  # phones cannot renew anything; the CA outlives the boards
 
 def make(directory: Path, lan_host: str) -> None:
     """Create the CA in `directory` if it has none, and a server certificate for `lan_host` (an IP
-    address or a DNS name) unless the one there names it already. Keys 0600, files whole or absent."""
+    address or a DNS name) unless the one there names it already (one that cannot be read is made
+    again: no phone can use it). Keys 0600, files whole or absent. Raises CaError when the CA is
+    there but cannot be used, OSError when a file cannot be read or written."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_key_path, ca_cert_path = directory / "ca.key", directory / "ca.pem"
     if not ca_cert_path.exists() or not ca_key_path.exists():
@@ -34,6 +36,7 @@ def make(directory: Path, lan_host: str) -> None:
         _write(ca_cert_path, certificate)
     server_key_path, server_cert_path = directory / "server.key", directory / "server.pem"
     if not server_cert_path.exists() or not covers(server_cert_path.read_bytes(), lan_host):
+        _check_ca(ca_key_path, ca_cert_path)
         key, certificate = new_server(ca_key_path.read_bytes(), ca_cert_path.read_bytes(), lan_host)
         _write(server_key_path, key)
         _write(server_cert_path, certificate + ca_cert_path.read_bytes())  # the chain phones need
@@ -57,10 +60,34 @@ def new_server(ca_key_pem: bytes, ca_cert_pem: bytes, lan_host: str) -> tuple[by
 
 
 def covers(certificate_pem: bytes, lan_host: str) -> bool:
-    """Whether the (first) certificate names `lan_host` among its subject alternative names."""
-    cert = x509.load_pem_x509_certificate(certificate_pem)
-    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    """Whether the (first) certificate names `lan_host` among its subject alternative names; False
+    for one that is no certificate (cut, overwritten) or names nothing."""
+    try:
+        cert = x509.load_pem_x509_certificate(certificate_pem)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
     return _alt_names(lan_host)[0] in names
+
+
+class CaError(ValueError):
+    """The site CA's files are there but cannot be used; the message names the file and what to do."""
+
+
+def _check_ca(key_path: Path, cert_path: Path) -> None:
+    """Raise CaError unless both CA files load. The CA is never replaced here: phones trust it."""
+    loaders = ((key_path, lambda data: serialization.load_pem_private_key(data, None)),
+               (cert_path, x509.load_pem_x509_certificate))  # fmt: skip
+    for path, load in loaders:
+        try:
+            load(path.read_bytes())
+        except ValueError as exc:
+            reason = str(exc).split(". ")[0]  # cryptography's first sentence; it quotes no key bytes
+            raise CaError(
+                f"the site CA file {path} cannot be used ({reason}); phones trust this CA, so it is not"
+                " replaced: restore ca.key and ca.pem, or delete both to make a new CA (then every"
+                " phone needs the new /ca.pem)"
+            ) from None
 
 
 def _new_key() -> rsa.RSAPrivateKey:
@@ -139,5 +166,16 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
+def main(argv: list[str]) -> int:
+    """`python -m phoneprov.certificates DIRECTORY LAN_HOST`: 0, or 1 with one line on stderr saying
+    why (phoneprov.pki puts it in its PkiError)."""
+    try:
+        make(Path(argv[0]), argv[1])
+    except (OSError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":  # phoneprov.pki runs this in a child process
-    make(Path(sys.argv[1]), sys.argv[2])
+    sys.exit(main(sys.argv[1:]))

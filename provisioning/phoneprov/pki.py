@@ -28,7 +28,7 @@ class ServerIdentity:
 
 
 class PkiError(RuntimeError):
-    """The certificates could not be made; the message has the reason (the child's last lines)."""
+    """The certificates could not be made; the message has the reason (the child's last line)."""
 
 
 def ensure_site_pki(directory: Path, lan_host: str) -> ServerIdentity:
@@ -52,9 +52,10 @@ def _make_in_child(directory: Path, lan_host: str) -> None:
         text=True,
         check=False,
     )
-    if done.returncode != 0:
-        last = "\n".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise PkiError(f"cannot make the site certificates in {directory}: {last}")
+    if done.returncode != 0:  # its last line says why: its own message, or a traceback's exception
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        why = lines[-1] if lines else f"exit status {done.returncode}"
+        raise PkiError(f"cannot make the site certificates in {directory}: {why}")
 
 
 def _covers(certificate: Path, lan_host: str) -> bool:
@@ -67,7 +68,7 @@ def _covers(certificate: Path, lan_host: str) -> bool:
     try:
         names = decode(str(certificate)).get("subjectAltName", ())
     except ssl.SSLError:
-        return False  # unreadable here: the child looks with cryptography, and says what is wrong
+        return False  # unreadable here: the child looks with cryptography and issues one if it is none
     return _alt_name(lan_host) in {_alt_name(value, kind) for kind, value in names}
 
 

@@ -3,8 +3,9 @@
 import subprocess
 import time
 
+import pytest
 from cryptography import x509
-from phoneprov.pki import ensure_site_pki
+from phoneprov.pki import PkiError, ensure_site_pki
 
 
 def test_server_certificate_verifies_against_site_ca_for_the_lan_address(tmp_path):
@@ -54,3 +55,33 @@ def test_ca_is_kept_and_server_certificate_follows_the_address(tmp_path):
     assert "192.0.2.77" in str(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     assert cert.not_valid_before_utc.year == 2020  # phones with unset clocks still accept it
     assert cert.not_valid_after_utc.year > time.gmtime().tm_year + 10
+
+
+def test_an_unreadable_server_certificate_is_issued_again_under_the_same_ca(tmp_path):
+    """A server.pem that cannot be read (cut, overwritten) or names no address: no phone can use it,
+    so it is issued again under the CA phones trust; it stopped the agent with a traceback."""
+    first = ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+    ca = first.ca_certificate.read_bytes()
+    for broken in (b"garbage\n", first.certificate.read_bytes()[:300], ca):  # ca: a PEM with no SAN
+        first.certificate.write_bytes(broken)
+        again = ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+        assert again.ca_certificate.read_bytes() == ca
+        cert = x509.load_pem_x509_certificate(again.certificate.read_bytes())
+        assert "192.0.2.1" in str(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+
+
+def test_an_unusable_ca_is_refused_in_one_line_that_names_it(tmp_path):
+    """The CA cannot be replaced silently (phones trust it): the error names the file and what to do,
+    in one line, not the child's traceback (source lines, carets), and quotes nothing of the key."""
+    first = ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+    ca_key = tmp_path / "pki" / "ca.key"
+    ca_key.write_text("-----BEGIN PRIVATE KEY-----\nU0VDUkVUU0VDUkVU\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(PkiError) as refused:
+        ensure_site_pki(tmp_path / "pki", "192.0.2.77")  # the address moved: a certificate must be made
+    reason = str(refused.value)
+    assert len(reason.splitlines()) == 1, reason
+    assert str(ca_key) in reason, reason
+    assert "^" not in reason, reason  # no source line of the child's traceback
+    assert "Traceback" not in reason, reason
+    assert "U0VDUkVU" not in reason, reason
+    assert first.certificate.exists()

@@ -18,6 +18,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from phoneprov.pki import PkiError
+
 from vaxelbox import __version__
 from vaxelbox.agent.console import (
     Ready,
@@ -280,7 +282,10 @@ class Agent:
         """Bind the SIP sockets before READY, so READY means the phones can be served."""
         assert self.active
         options = self.options
-        identity = await asyncio.to_thread(site_identity, options)  # RSA keys the first time: ~0.1 s
+        try:
+            identity = await asyncio.to_thread(site_identity, options)  # RSA keys the first time: ~0.1 s
+        except PkiError as exc:  # e.g. an unreadable site CA: its message names the file and the way out
+            raise StartupError(str(exc)) from None
         settings = EdgeSettings(
             lan=(options.lan.host, options.lan.port),
             wan=(options.wan.host, options.wan.port),
