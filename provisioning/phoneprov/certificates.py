@@ -25,9 +25,10 @@ SERVER_YEARS = 20  # phones cannot renew anything; the CA outlives the boards
 
 def make(directory: Path, lan_host: str) -> None:
     """Create the CA in `directory` if it has none, and a server certificate for `lan_host` (an IP
-    address or a DNS name) unless the one there names it already (one that cannot be read is made
-    again: no phone can use it). Keys 0600, files whole or absent. Raises CaError when the CA is
-    there but cannot be used, OSError when a file cannot be read or written."""
+    address or a DNS name) unless the one there names it already with its key beside it (one that
+    cannot be read, or whose key is missing or another's, is made again: no phone can use it).
+    Keys 0600, files whole or absent. Raises CaError when the CA is there but cannot be used,
+    OSError when a file cannot be read or written."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_key_path, ca_cert_path = directory / "ca.key", directory / "ca.pem"
     if not ca_cert_path.exists() or not ca_key_path.exists():
@@ -35,7 +36,7 @@ def make(directory: Path, lan_host: str) -> None:
         _write(ca_key_path, key)
         _write(ca_cert_path, certificate)
     server_key_path, server_cert_path = directory / "server.key", directory / "server.pem"
-    if not server_cert_path.exists() or not covers(server_cert_path.read_bytes(), lan_host):
+    if not server_cert_path.exists() or not _server_usable(server_cert_path, server_key_path, lan_host):
         _check_ca(ca_key_path, ca_cert_path)
         key, certificate = new_server(ca_key_path.read_bytes(), ca_cert_path.read_bytes(), lan_host)
         _write(server_key_path, key)
@@ -68,6 +69,21 @@ def covers(certificate_pem: bytes, lan_host: str) -> bool:
     except (ValueError, x509.ExtensionNotFound):
         return False
     return _alt_names(lan_host)[0] in names
+
+
+def _server_usable(cert_path: Path, key_path: Path, lan_host: str) -> bool:
+    """Whether the server certificate names `lan_host` and `key_path` holds its private key (False
+    when the key is missing, unreadable or another's: TLS could not load the pair)."""
+    certificate_pem = cert_path.read_bytes()
+    if not covers(certificate_pem, lan_host):
+        return False
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    except (OSError, ValueError):
+        return False
+    public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    certified = x509.load_pem_x509_certificate(certificate_pem).public_key()
+    return key.public_key().public_bytes(*public) == certified.public_bytes(*public)
 
 
 class CaError(ValueError):

@@ -37,8 +37,8 @@ def ensure_site_pki(directory: Path, lan_host: str) -> ServerIdentity:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     identity = ServerIdentity(directory / "server.pem", directory / "server.key", directory / "ca.pem")
     complete = identity.ca_certificate.exists() and (directory / "ca.key").exists()
-    if not complete or not _covers(identity.certificate, lan_host):
-        _make_in_child(directory, lan_host)  # first boot, or the LAN address moved
+    if not complete or not _covers(identity.certificate, lan_host) or not _pair_loads(identity):
+        _make_in_child(directory, lan_host)  # first boot, the LAN address moved, or a file broke
     return identity
 
 
@@ -70,6 +70,16 @@ def _covers(certificate: Path, lan_host: str) -> bool:
     except ssl.SSLError:
         return False  # unreadable here: the child looks with cryptography and issues one if it is none
     return _alt_name(lan_host) in {_alt_name(value, kind) for kind, value in names}
+
+
+def _pair_loads(identity: ServerIdentity) -> bool:
+    """Whether OpenSSL takes the server certificate with its key, as TLS will load them: False for
+    a key that is missing, unreadable or another certificate's (phoneprov.certificates re-issues)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(identity.certificate, identity.key)
+    except OSError:  # ssl.SSLError is one
+        return False
+    return True
 
 
 def _alt_name(host: str, kind: str | None = None) -> tuple[str, object]:

@@ -1,5 +1,6 @@
 """The site CA and server certificate: verified by openssl itself, private keys private, stable."""
 
+import ssl
 import subprocess
 import time
 
@@ -85,3 +86,20 @@ def test_an_unusable_ca_is_refused_in_one_line_that_names_it(tmp_path):
     assert "Traceback" not in reason, reason
     assert "U0VDUkVU" not in reason, reason
     assert first.certificate.exists()
+
+
+def test_a_server_key_that_is_missing_or_not_the_certificates_is_issued_again(tmp_path):
+    """server.pem names the address but server.key is gone or another certificate's: TLS cannot load
+    the pair (the agent stopped in a KEY_VALUES_MISMATCH traceback at every start), so both are
+    issued again under the same CA; a matching pair is kept byte for byte."""
+    other = ensure_site_pki(tmp_path / "other", "192.0.2.1")
+    first = ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+    ca = first.ca_certificate.read_bytes()
+    for breakage in (lambda: first.key.write_bytes(other.key.read_bytes()), first.key.unlink):
+        breakage()
+        again = ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(again.certificate, again.key)
+        assert again.ca_certificate.read_bytes() == ca
+    kept = again.certificate.read_bytes(), again.key.read_bytes()
+    ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+    assert (again.certificate.read_bytes(), again.key.read_bytes()) == kept
