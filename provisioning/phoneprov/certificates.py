@@ -159,8 +159,8 @@ def _builder(
 
 
 def _alt_names(lan_host: str) -> list[x509.GeneralName]:
-    try:
-        return [x509.IPAddress(ipaddress.ip_address(lan_host))]
+    try:  # without an IPv6 zone (fe80::1%eth0): a certificate names the address only
+        return [x509.IPAddress(ipaddress.ip_address(lan_host.partition("%")[0]))]
     except ValueError:
         return [x509.DNSName(lan_host)]
 

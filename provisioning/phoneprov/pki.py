@@ -88,7 +88,7 @@ def _alt_name(host: str, kind: str | None = None) -> tuple[str, object]:
     `kind` None: `host` as phoneprov.certificates names it (an address if it parses as one)."""
     if kind in (None, "IP Address"):
         try:
-            return "IP Address", ipaddress.ip_address(host)
+            return "IP Address", ipaddress.ip_address(host.partition("%")[0])  # no zone: as certified
         except ValueError:
             if kind is not None:
                 return kind, host  # OpenSSL's "<invalid>"

@@ -103,3 +103,14 @@ def test_a_server_key_that_is_missing_or_not_the_certificates_is_issued_again(tm
     kept = again.certificate.read_bytes(), again.key.read_bytes()
     ensure_site_pki(tmp_path / "pki", "192.0.2.1")
     assert (again.certificate.read_bytes(), again.key.read_bytes()) == kept
+
+
+def test_a_scoped_ipv6_lan_address_keeps_its_certificate(tmp_path):
+    """fe80::1%lo (a link-local LAN address, as --lan [fe80::1%lo]:5060 takes it): a certificate
+    cannot hold the zone, so it names fe80::1; it was issued again at every start, as the zone made
+    the address compare unequal (a phone pinning the certificate lost it at each restart)."""
+    first = ensure_site_pki(tmp_path / "pki", "fe80::1%lo").certificate.read_bytes()
+    assert ensure_site_pki(tmp_path / "pki", "fe80::1%lo").certificate.read_bytes() == first
+    cert = x509.load_pem_x509_certificate(first)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(address) for address in names.get_values_for_type(x509.IPAddress)] == ["fe80::1"]
