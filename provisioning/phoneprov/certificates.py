@@ -12,6 +12,7 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,9 +36,9 @@ def make(directory: Path, lan_host: str) -> None:
         key, certificate = new_ca()
         _write(ca_key_path, key)
         _write(ca_cert_path, certificate)
+    _check_ca(ca_key_path, ca_cert_path)  # even with a usable server pair: phones fetch ca.pem
     server_key_path, server_cert_path = directory / "server.key", directory / "server.pem"
     if not server_cert_path.exists() or not _server_usable(server_cert_path, server_key_path, lan_host):
-        _check_ca(ca_key_path, ca_cert_path)
         key, certificate = new_server(ca_key_path.read_bytes(), ca_cert_path.read_bytes(), lan_host)
         _write(server_key_path, key)
         _write(server_cert_path, certificate + ca_cert_path.read_bytes())  # the chain phones need
@@ -91,19 +92,29 @@ class CaError(ValueError):
 
 
 def _check_ca(key_path: Path, cert_path: Path) -> None:
-    """Raise CaError unless both CA files load. The CA is never replaced here: phones trust it."""
+    """Raise CaError unless both CA files load and ca.key is ca.pem's key. The CA is never replaced
+    here: phones trust it."""
     loaders = ((key_path, lambda data: serialization.load_pem_private_key(data, None)),
                (cert_path, x509.load_pem_x509_certificate))  # fmt: skip
+    loaded: list[Any] = []  # the private key, then the certificate
     for path, load in loaders:
         try:
-            load(path.read_bytes())
+            loaded.append(load(path.read_bytes()))
         except ValueError as exc:
             reason = str(exc).split(". ")[0]  # cryptography's first sentence; it quotes no key bytes
-            raise CaError(
-                f"the site CA file {path} cannot be used ({reason}); phones trust this CA, so it is not"
-                " replaced: restore ca.key and ca.pem, or delete both to make a new CA (then every"
-                " phone needs the new /ca.pem)"
-            ) from None
+            raise _ca_error(path, reason) from None
+    public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    key, certificate = loaded
+    if key.public_key().public_bytes(*public) != certificate.public_key().public_bytes(*public):
+        raise _ca_error(key_path, "not the key of ca.pem")  # it would sign what phones reject
+
+
+def _ca_error(path: Path, reason: str) -> CaError:
+    return CaError(
+        f"the site CA file {path} cannot be used ({reason}); phones trust this CA, so it is not"
+        " replaced: restore ca.key and ca.pem, or delete both to make a new CA (then every"
+        " phone needs the new /ca.pem)"
+    )
 
 
 def _new_key() -> rsa.RSAPrivateKey:

@@ -36,8 +36,12 @@ def ensure_site_pki(directory: Path, lan_host: str) -> ServerIdentity:
     changed), in `directory` (0700). Raises PkiError if they had to be made and could not be."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     identity = ServerIdentity(directory / "server.pem", directory / "server.key", directory / "ca.pem")
-    complete = identity.ca_certificate.exists() and (directory / "ca.key").exists()
-    if not complete or not _covers(identity.certificate, lan_host) or not _pair_loads(identity):
+    ca = identity.ca_certificate, directory / "ca.key"
+    server = identity.certificate, identity.key
+    complete = all(path.exists() for path in ca)
+    if not (
+        complete and _pair_loads(*ca) and _covers(identity.certificate, lan_host) and _pair_loads(*server)
+    ):
         _make_in_child(directory, lan_host)  # first boot, the LAN address moved, or a file broke
     return identity
 
@@ -72,11 +76,12 @@ def _covers(certificate: Path, lan_host: str) -> bool:
     return _alt_name(lan_host) in {_alt_name(value, kind) for kind, value in names}
 
 
-def _pair_loads(identity: ServerIdentity) -> bool:
-    """Whether OpenSSL takes the server certificate with its key, as TLS will load them: False for
-    a key that is missing, unreadable or another certificate's (phoneprov.certificates re-issues)."""
+def _pair_loads(certificate: Path, key: Path) -> bool:
+    """Whether OpenSSL takes the certificate with its key, as TLS will load them: False for a file
+    that is missing or unreadable or a key that is another certificate's (the child re-issues a
+    server pair, and refuses a site CA with a CaError naming the file)."""
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(identity.certificate, identity.key)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certificate, key)
     except OSError:  # ssl.SSLError is one
         return False
     return True

@@ -114,3 +114,21 @@ def test_a_scoped_ipv6_lan_address_keeps_its_certificate(tmp_path):
     cert = x509.load_pem_x509_certificate(first)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(address) for address in names.get_values_for_type(x509.IPAddress)] == ["fe80::1"]
+
+
+@pytest.mark.parametrize("broken", ["ca.key", "ca.pem", "ca.key of another site"])
+def test_an_unusable_ca_is_refused_even_when_the_server_certificate_is_fine(tmp_path, broken):
+    """ca.key or ca.pem overwritten (or another site's key) while server.pem and server.key still
+    load: the agent started anyway, served the garbage as /ca.pem (the phones' trust anchor) and
+    would have signed the next server certificate with a key phones do not trust."""
+    ensure_site_pki(tmp_path / "other", "192.0.2.1")
+    first = ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+    name = broken.split()[0]
+    other_key = (tmp_path / "other" / "ca.key").read_bytes()
+    (tmp_path / "pki" / name).write_bytes(other_key if "another" in broken else b"garbage\n")
+    server = first.certificate.read_bytes()
+    with pytest.raises(PkiError) as refused:
+        ensure_site_pki(tmp_path / "pki", "192.0.2.1")
+    assert str(tmp_path / "pki" / name) in str(refused.value), refused.value
+    assert len(str(refused.value).splitlines()) == 1, refused.value
+    assert first.certificate.read_bytes() == server  # nothing was re-issued under a broken CA
