@@ -25,14 +25,17 @@ SERVER_YEARS = 20  # phones cannot renew anything; the CA outlives the boards
 
 
 def make(directory: Path, lan_host: str) -> None:
-    """Create the CA in `directory` if it has none, and a server certificate for `lan_host` (an IP
-    address or a DNS name) unless the one there names it already with its key beside it (one that
-    cannot be read, or whose key is missing or another's, is made again: no phone can use it).
-    Keys 0600, files whole or absent. Raises CaError when the CA is there but cannot be used,
-    OSError when a file cannot be read or written."""
+    """Create the CA in `directory` if it has neither of its files, and a server certificate for
+    `lan_host` (an IP address or a DNS name) unless the one there names it already with its key
+    beside it (one that cannot be read, or whose key is missing or another's, is made again: no
+    phone can use it). Keys 0600, files whole or absent. Raises CaError when the CA is there but
+    cannot be used or only one of its files is, OSError when a file cannot be read or written."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_key_path, ca_cert_path = directory / "ca.key", directory / "ca.pem"
-    if not ca_cert_path.exists() or not ca_key_path.exists():
+    missing = [path for path in (ca_key_path, ca_cert_path) if not path.exists()]
+    if len(missing) == 1:  # half a CA: a new one would silently replace the ca.pem phones trust
+        raise _ca_error(missing[0], "missing")
+    if missing:
         key, certificate = new_ca()
         _write(ca_key_path, key)
         _write(ca_cert_path, certificate)

@@ -132,3 +132,18 @@ def test_an_unusable_ca_is_refused_even_when_the_server_certificate_is_fine(tmp_
     assert str(tmp_path / "pki" / name) in str(refused.value), refused.value
     assert len(str(refused.value).splitlines()) == 1, refused.value
     assert first.certificate.read_bytes() == server  # nothing was re-issued under a broken CA
+
+
+@pytest.mark.parametrize("lost", ["ca.key", "ca.pem"])
+def test_half_a_ca_is_refused_not_replaced(tmp_path, lost):
+    """Only one of the CA's files lost: a new CA was made in silence, replacing the ca.pem every phone
+    trusts. Refused like an unusable CA (restore it, or delete both), and nothing is rewritten."""
+    ensure_site_pki(tmp_path, "192.0.2.1")
+    kept = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.name != lost}
+    (tmp_path / lost).unlink()
+    with pytest.raises(PkiError) as refused:
+        ensure_site_pki(tmp_path, "192.0.2.1")
+    assert f"{tmp_path / lost} cannot be used (missing)" in str(refused.value), refused.value
+    assert len(str(refused.value).splitlines()) == 1, refused.value
+    assert not (tmp_path / lost).exists()
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == kept
