@@ -38,10 +38,7 @@ def ensure_site_pki(directory: Path, lan_host: str) -> ServerIdentity:
     identity = ServerIdentity(directory / "server.pem", directory / "server.key", directory / "ca.pem")
     ca = identity.ca_certificate, directory / "ca.key"
     server = identity.certificate, identity.key
-    complete = all(path.exists() for path in ca)
-    if not (
-        complete and _pair_loads(*ca) and _covers(identity.certificate, lan_host) and _pair_loads(*server)
-    ):
+    if not (_pair_loads(*ca) and _covers(identity.certificate, lan_host) and _pair_loads(*server)):
         _make_in_child(directory, lan_host)  # first boot, the LAN address moved, or a file broke
     return identity
 
