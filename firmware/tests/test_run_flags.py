@@ -73,6 +73,7 @@ def test_plain_run_knows_every_flag_of_run_with_typers_default():
         ],
         ["--log-format", "human", "--data", "relative/dir"],
         ["--coap-port", "65535", "--http-port", "1", "--log-level", "debug"],  # the bounds, any case
+        ["--log-level", "critical"],  # Python's highest level: only what stops the agent
     ],
 )
 def test_a_plain_run_reads_as_typer_reads_it(argv):
@@ -132,7 +133,7 @@ def test_typer_still_answers_help_and_mistakes_of_run():
 
 
 BAD_VALUES = {  # flag, value -> the reason typer gives after "Invalid value for FLAG: "
-    ("--log-level", "bogus"): "bogus is not DEBUG, INFO, WARNING or ERROR",
+    ("--log-level", "bogus"): "bogus is not a level (DEBUG to CRITICAL)",
     ("--coap-port", "99999"): "99999 is not a port (1-65535)",
     ("--lan-tls-port", "70000"): "70000 is not a port (1-65535)",
     ("--http-port", "0"): "0 is not a port (1-65535)",

@@ -82,7 +82,7 @@ def run(
     fw_key: Annotated[
         Path | None, typer.Option(help="Ed25519 public key (PEM) firmware bundles must be signed with")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR or CRITICAL")] = "INFO",
     log_format: Annotated[str, typer.Option(help="auto (human on a terminal), human or json")] = "auto",
 ) -> None:
     """Run the agent. Without --site it runs the stored site, or the demo office on first start."""

@@ -26,7 +26,7 @@ from vaxelbox.hw.board import BoardError
 
 EXIT_USAGE = 2  # the agent cannot start with these flags or files
 LOG_FORMATS = ("auto", "human", "json")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # as --log-level's help says, in any case
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # Python's levels, in any case
 PORT_FLAGS = frozenset({"lan_tls_port", "http_port", "https_port", "coap_port"})  # None: the default
 _DIGITS = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
@@ -84,7 +84,7 @@ def refusal(name: str, value: object) -> str | None:
     if name == "sip_rate_limit" and isinstance(value, float) and not (math.isfinite(value) and value >= 0):
         return f"{value} is not a rate >= 0 (0 = no limit)"
     if name == "log_level" and str(value).upper() not in LOG_LEVELS:
-        return f"{value} is not DEBUG, INFO, WARNING or ERROR"
+        return f"{value} is not a level (DEBUG to CRITICAL)"  # fits an 80-column box
     if name == "log_format" and value not in LOG_FORMATS:
         return "auto, human or json"
     return None
