@@ -9,14 +9,23 @@ request that carries no OSCORE option, and builds the real wrapper on the
 first request it would treat differently: one with an OSCORE option, or an
 EDHOC message (/.well-known/edhoc). From then on every request goes through
 the real wrapper, so the behaviour is OscoreSiteWrapper's throughout.
+
+The stack is imported in a worker thread: inline, the import stops the event
+loop (~50 ms on a development host, several times that on a board), and SIP
+with it, while the loop goes on between the import's bytecodes in a thread.
 """
 
+import asyncio
+import importlib
 from typing import Any
 
 from aiocoap import interfaces
 from aiocoap.pipe import Pipe
 
 EDHOC_PATH = (".well-known", "edhoc")  # OscoreSiteWrapper answers it itself, before the OSCORE check
+# What the first protected request imports: the wrapper, and the contexts vaxelbox.mgmt.security
+# loads installers' credentials with.
+OSCORE_STACK = ("aiocoap.oscore_sitewrapper", "vaxelbox.mgmt.oscore_contexts")
 
 
 class OscoreOnDemand(interfaces.Resource):
@@ -28,6 +37,7 @@ class OscoreOnDemand(interfaces.Resource):
         self._inner = inner
         self._credentials = credentials
         self._wrapper: interfaces.Resource | None = None
+        self._loading = asyncio.Lock()  # requests arriving during the import wait for the one import
 
     @property
     def loaded(self) -> bool:
@@ -49,12 +59,20 @@ class OscoreOnDemand(interfaces.Resource):
         if self._wrapper is None and request.opt.oscore is None and request.opt.uri_path != EDHOC_PATH:
             await self._inner.render_to_pipe(pipe)
             return
-        await self._real().render_to_pipe(pipe)
+        await (await self.real()).render_to_pipe(pipe)
 
-    def _real(self) -> interfaces.Resource:
-        """The OscoreSiteWrapper, built (and the OSCORE stack imported) on the first call."""
+    async def real(self) -> interfaces.Resource:
+        """The OscoreSiteWrapper, built (and the OSCORE stack imported in a thread) on the first call."""
         if self._wrapper is None:
-            from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+            async with self._loading:
+                if self._wrapper is None:  # not built by a request that held the lock before
+                    await asyncio.to_thread(_import_oscore_stack)
+                    from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
-            self._wrapper = OscoreSiteWrapper(self._inner, self._credentials)
+                    self._wrapper = OscoreSiteWrapper(self._inner, self._credentials)
         return self._wrapper
+
+
+def _import_oscore_stack() -> None:
+    for name in OSCORE_STACK:
+        importlib.import_module(name)
