@@ -7,12 +7,15 @@ changes while the edge runs.
 """
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import dns.asyncresolver
 import dns.message
@@ -24,6 +27,7 @@ from agent_process import AgentProcess
 from peers import free_port
 from vaxelbox.edge.health import (
     BACKOFF_CEILING,
+    CEILING_ENV,
     CloudHealth,
     CloudProber,
     CloudState,
@@ -112,6 +116,52 @@ def test_the_wait_doubles_while_down_up_to_the_ceiling_jittered_and_an_answer_re
     assert schedule.next_wait(True, CloudState.DOWN) == 1.0  # the cloud answered: normal interval
 
 
+def silent_probe_times(schedule: ProbeSchedule, seconds: float) -> list[float]:
+    """When a cloud silent from time 0 gets probes in its first `seconds`, as CloudProber.run sends
+    them: the first at 0; an unanswered probe takes its timeout (the interval, half of it while
+    suspect); the next leaves `schedule.next_wait` after the last one's start, or when it settled."""
+    health, times, at, misses = CloudHealth(), [], 0.0, 0
+    health.success(now=-1.0)
+    while at < seconds:
+        times.append(at)
+        took = schedule.interval / 2 if 0 < misses < health.failures_for_down else schedule.interval
+        health.failure(now=at + took)
+        misses += 1
+        at += max(took, schedule.next_wait(False, health.state, 0 < misses < health.failures_for_down))
+    return times
+
+
+def shortest(low: float, high: float) -> float:
+    """The jitter always drawing its shortest wait: the most probes a silent cloud can get."""
+    return low
+
+
+def test_at_the_defaults_a_silent_cloud_gets_9_probes_in_24_s_at_most_and_waits_8_s_at_most():
+    """The default schedule (1 s, ceiling 8 s) with the shortest jitter: 3 probes until down
+    (1 + 0.5 + 0.5 s), then waits of 1, 2, 4, 4, 4 s (drawn from 2, 4, 8, 8, 8); at most 8 s between
+    probes, so a returning cloud is seen within the ceiling. The end-to-end tests below watch the
+    same steps with the test knob's lower ceiling."""
+    schedule = ProbeSchedule(random=shortest)
+    assert (schedule.interval, schedule.ceiling, BACKOFF_CEILING) == (1.0, 8.0, 8.0)
+    assert silent_probe_times(schedule, 24) == [0, 1, 1.5, 2.5, 4.5, 8.5, 12.5, 16.5, 20.5]
+    times = silent_probe_times(ProbeSchedule(random=lambda low, high: high), 60)  # the longest jitter
+    assert max(later - earlier for earlier, later in itertools.pairwise(times)) == 8.0
+
+
+def test_without_the_knob_the_prober_backs_off_to_8_s_and_the_knob_only_lowers_it(monkeypatch):
+    upstream = SimpleNamespace(all_held_observers=[])
+    prober = partial(CloudProber, None, upstream, CloudHealth(), ("127.0.0.2", 5062), 1.0)
+    monkeypatch.delenv(CEILING_ENV, raising=False)
+    assert prober().schedule.ceiling == BACKOFF_CEILING == 8.0
+    monkeypatch.setenv(CEILING_ENV, "4")
+    assert prober().schedule.ceiling == 4.0
+    assert prober(ceiling=2.0).schedule.ceiling == 2.0  # an explicit ceiling wins
+    for wrong in ("9", "0", "soon"):
+        monkeypatch.setenv(CEILING_ENV, wrong)
+        with pytest.raises(ValueError, match=CEILING_ENV):
+            prober()
+
+
 def test_after_a_miss_the_next_probes_come_at_half_the_interval_until_down():
     schedule = ProbeSchedule(interval=1.0, ceiling=8.0)
     assert schedule.next_wait(False, CloudState.DEGRADED, suspect=True) == 0.5
@@ -149,8 +199,23 @@ def cloud_states(agent: AgentProcess, state: str) -> int:
     return sum(1 for e in agent.events("cloud state") if e.get("new") == state)
 
 
+CEILING = 4.0  # s: the agents' probe backoff ceiling here (the test knob); the default 8 s above
+WINDOW = 12.0  # s of silence watched: its backoff reaches the ceiling as 24 s does at the default
+
+
+def pair(data: Path, laptop: Path, coap: int) -> subprocess.CompletedProcess[str]:
+    """vaxelctl paired as Support with the agent whose state is in `data` (CoAP on 127.0.0.1)."""
+    code = subprocess.run(
+        [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return vaxelctl(laptop, "pair", f"127.0.0.1:{coap}", "--code", code, "--name", "Support")
+
+
 async def test_a_silent_cloud_gets_under_one_packet_a_second_and_its_return_is_seen(tmp_path):
-    """The cloud answers, then swallows everything for 24 s, then answers again. Before this
+    """The cloud answers, then swallows everything for WINDOW s, then answers again. Before this
     change a silent cloud received about 11 OPTIONS a second (each probe retransmitted for 32 s)."""
     cloud, port, endpoint = await scripted_cloud("127.0.0.3")
     coap = free_port("127.0.0.1")
@@ -163,6 +228,7 @@ async def test_a_silent_cloud_gets_under_one_packet_a_second_and_its_return_is_s
         str(coap),
         "--cloud",
         f"sip:127.0.0.3:{port};transport=udp",
+        env={CEILING_ENV: str(CEILING)},
     )
     try:
         await asyncio.to_thread(agent.wait_notification, "READY", "1", 20)
@@ -173,36 +239,31 @@ async def test_a_silent_cloud_gets_under_one_packet_a_second_and_its_return_is_s
         detection = await wait_until(lambda: cloud_states(agent, "down") >= 1, 6, "cloud down")
         first_miss = next(at for at, _ in cloud.received if at >= silent)
         since_miss = silent + detection - first_miss
-        await asyncio.sleep(silent + 24 - time.monotonic())
-        packets = cloud.between(silent, silent + 24)
-        rate = packets / 24
+        # Meanwhile, in a thread (the cloud on this loop goes on reading): pair for the status below.
+        laptop = tmp_path / "laptop"
+        paired = await asyncio.to_thread(pair, data, laptop, coap)
+        assert paired.returncode == 0, paired.stderr
+        await asyncio.sleep(silent + WINDOW - time.monotonic())
+        packets = cloud.between(silent, silent + WINDOW)
+        rate = packets / WINDOW
         cloud.answer = (200, "OK", {})
-        back = await wait_until(lambda: cloud_states(agent, "up") >= 2, 15, "cloud up again")
+        back = await wait_until(lambda: cloud_states(agent, "up") >= 2, CEILING + 7, "cloud up again")
         print(
-            f"silent cloud: {packets} packets in 24 s ({rate:.2f}/s); down detected {since_miss:.2f} s after "
-            f"the first unanswered probe ({detection:.2f} s after the silence began); "
-            f"return seen (up) {back:.2f} s after it answered again"
+            f"silent cloud: {packets} packets in {WINDOW:.0f} s ({rate:.2f}/s); down detected "
+            f"{since_miss:.2f} s after the first unanswered probe ({detection:.2f} s after the silence "
+            f"began); return seen (up) {back:.2f} s after it answered again"
         )
         # Three unanswered probes of 1 s each, plus the log's way to us; the silence may begin up to
         # one interval before the next probe leaves.
         assert since_miss <= 3.3, since_miss
         assert detection <= 4.3, detection
         assert rate <= 1.0, rate
-        assert packets <= 12, packets  # 3 before down, then backoff 2, 4, 8, 8 s at most
+        # 3 before down, then backoff 2, 4, 4 s (the shortest jitter: 1, 2, 2 s): 8 at most.
+        most = len(silent_probe_times(ProbeSchedule(1.0, CEILING, random=shortest), WINDOW))
+        assert packets <= most + 1, (packets, most)
         # Seen within the ceiling, plus a normal probe to confirm (two answers after an outage).
-        assert back <= BACKOFF_CEILING + 2 + 0.5, back
+        assert back <= CEILING + 2 + 0.5, back
 
-        laptop = tmp_path / "laptop"
-        code = subprocess.run(
-            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(data)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        paired = await asyncio.to_thread(
-            vaxelctl, laptop, "pair", f"127.0.0.1:{coap}", "--code", code, "--name", "Support"
-        )
-        assert paired.returncode == 0, paired.stderr
         before = len(cloud.received)
         # In a thread: the cloud (on this loop) keeps reading what the agent sends meanwhile.
         result = await asyncio.to_thread(vaxelctl, laptop, "status", "--json")
@@ -215,6 +276,7 @@ async def test_a_silent_cloud_gets_under_one_packet_a_second_and_its_return_is_s
         assert traffic["requests"]["OPTIONS"] == traffic["packets"]  # probes only: no phones here
         assert traffic["retransmissions"] == 0
         assert traffic["by_target"] == {f"127.0.0.3:{port}/udp": traffic["packets"]}
+        assert f"probe backoff ceiling {CEILING:g} s" in agent.output()  # the knob took
     finally:
         await asyncio.to_thread(agent.stop)
         endpoint.close()

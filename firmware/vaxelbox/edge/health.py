@@ -28,10 +28,16 @@ relay uses, so a dead connection is noticed as one. It is a quiet client:
 
 A silent cloud receives 3 probes in the ~3 s it takes to declare it down, then
 about one every 6 s (0.2 packets/s over a minute, per appliance).
+
+A test knob, never for an appliance: the environment variable
+VAXELBOX_PROBE_BACKOFF_CEILING (seconds, in (0, BACKOFF_CEILING]) lowers the
+ceiling, so an end-to-end test sees the same doubling and capping (e.g. 2, 4,
+4 s) in half the time; the agent logs a warning when it is set.
 """
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -48,6 +54,7 @@ from vaxelbox.sip.via import Via
 log = logging.getLogger("vaxelbox.edge.health")
 
 BACKOFF_CEILING = 8.0  # seconds: the longest wait between probes to a cloud that is down
+CEILING_ENV = "VAXELBOX_PROBE_BACKOFF_CEILING"  # the test knob above
 
 
 class CloudState(StrEnum):
@@ -165,8 +172,12 @@ class CloudProber:
         health: CloudHealth,
         wan: tuple[str, int],
         interval: float,
-        ceiling: float = BACKOFF_CEILING,
+        ceiling: float | None = None,
     ) -> None:
+        """`interval`: seconds between probes while the cloud answers; `ceiling`: the longest wait
+        while it is down (None: from CEILING_ENV, else BACKOFF_CEILING; ValueError when the knob is
+        not a number in (0, BACKOFF_CEILING])."""
+        ceiling = _ceiling() if ceiling is None else ceiling
         self.stack = stack
         self.upstream = upstream
         self.health = health
@@ -252,3 +263,18 @@ class CloudProber:
         ]
         uri = SipUri("sip", target.address, target.port, params={"transport": transport})
         return Request("OPTIONS", uri, headers)
+
+
+def _ceiling() -> float:
+    """CEILING_ENV in seconds (BACKOFF_CEILING when unset); ValueError unless in (0, BACKOFF_CEILING]."""
+    text = os.environ.get(CEILING_ENV)
+    if text is None:
+        return BACKOFF_CEILING
+    try:
+        ceiling = float(text)
+    except ValueError:
+        raise ValueError(f"{CEILING_ENV}={text!r} is not a number") from None
+    if not 0 < ceiling <= BACKOFF_CEILING:
+        raise ValueError(f"{CEILING_ENV} must be in (0, {BACKOFF_CEILING:g}] seconds, not {ceiling:g}")
+    log.warning("probe backoff ceiling %g s (%s: a test knob)", ceiling, CEILING_ENV)
+    return ceiling
