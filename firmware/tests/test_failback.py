@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import peers
 import pytest
 from agent_process import AgentProcess
 from peers import free_port
-from test_local_mode import Office
+from test_local_mode import Office, received
 from vaxelbox.edge.bindings import BindingMirror
 from vaxelbox.edge.failback import (
     EXPIRES_FLOOR,
@@ -40,6 +41,7 @@ from vaxelbox.edge.failback import (
     peak,
 )
 from vaxelbox.edge.flowtoken import read_token
+from vaxelbox.edge.health import CEILING_ENV
 from vaxelbox.local.registrar import challenge
 from vaxelbox.routing.forking import EdgeAddresses
 from vaxelbox.sip.address import parse_address
@@ -524,6 +526,9 @@ PHONE_USERS = [str(n) for n in range(101, 111)]  # ten phones
 CALLER = "111"  # no phone during the outage: calls one of them through the cloud afterwards
 E2E_USERS = {user: f"pw-{user}-secret" for user in [*PHONE_USERS, CALLER]}
 RATE = 5
+# The cloud's return is seen within 2 s (the probe backoff's test knob; the backoff itself is
+# test_good_neighbour's) and failback follows a 1 s hold-down (its 30 s default is test_routing_mode's).
+FAST_RETURN = {CEILING_ENV: "2"}
 E2E_SITE = f"""
 [site]
 name = "Failback office"
@@ -533,7 +538,7 @@ domain = "{peers.DOMAIN}"
 proxies = ["sip:127.0.0.3:@CLOUD_PORT@;transport=tcp"]
 
 [local]
-hold_down = 4
+hold_down = 1
 failback_rate = {RATE}
 
 [main]
@@ -562,7 +567,7 @@ class FailbackOffice(Office):
         self.agent = AgentProcess(
             tmp_path, "--site", str(site), "--data", str(self.data), "--coap-port", str(self.coap),
             "--lan", f"{self.lan[0]}:{self.lan[1]}", "--wan", f"127.0.0.2:{free_port('127.0.0.2')}",
-            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp",
+            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp", env=FAST_RETURN,
         )  # fmt: skip
 
     async def event(self, name: str, timeout: float) -> dict:
@@ -604,6 +609,14 @@ async def registered_locally(phone_: peers.Phone, timeout: float = 15) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"phone {phone_.user} did not register locally within {timeout}s")
+
+
+async def polled(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Returns once `condition()` holds (polled every 50 ms); AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.05)
 
 
 def cloud_bindings(cloud: peers.Kamailio) -> dict[str, list[str]]:
@@ -731,12 +744,13 @@ async def test_a_call_set_up_locally_is_not_disturbed_by_failback(tmp_path, logg
         phones_.append(callee)
         await registered_locally(callee)
         caller = await peers.phone("local_call_hold.xml", office.lan, "101", tmp_path, callee="102",
-                                   password=E2E_USERS["101"], hold=15, timeout=60)  # fmt: skip
+                                   password=E2E_USERS["101"], hold=9, timeout=60)  # fmt: skip
         phones_.append(caller)
-        await asyncio.sleep(2.0)  # the call is up, in local mode
+        await polled(lambda: received(callee, "ACK") == 1, 10, "the call is up, in local mode")
         await asyncio.to_thread(cloud.start)
         await office.mode("online", timeout=30)
         await office.event("failback done", timeout=30)
+        assert received(callee, "BYE") == 0  # the call outlasted failback (its 9 s hold: about twice that)
         await caller.finish(timeout=40)  # its BYE, sent online, was answered 200 ...
         bye = "".join(p.read_text(errors="replace") for p in callee.workdir.glob("*_messages.log"))
         assert re.search(r"message received \[\d+\] bytes :\s+BYE ", bye)  # ... by the callee itself
