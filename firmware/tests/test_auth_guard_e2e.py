@@ -9,8 +9,8 @@ and `vaxelctl status` names the held phone and its user.
 The issue's run is 5 minutes with holds of 5 minutes: too long for `make test`. Here the agent runs
 with its auth guard's windows and holds scaled by TIME_SCALE (the documented test knob
 VAXELBOX_AUTH_GUARD_TIME_SCALE), so the same retry sequence covers a whole cycle in about 15 s:
-held, released when the hold is over, one more refused attempt, held again for twice as long. `make bench` runs the real 5 minutes with the real timings
-(bench/wrong_password.py).
+held, released when the hold is over, one more refused attempt, held again for twice as long.
+`make bench` runs the real 5 minutes with the real timings (bench/wrong_password.py).
 """
 
 import asyncio
