@@ -29,7 +29,7 @@ import peers
 import pytest
 from agent_process import AgentProcess
 from peers import free_port
-from test_failback import FailbackOffice
+from test_failback import FAST_RETURN, FailbackOffice
 from test_local_mode import ended, heard
 from vaxelbox.local.registrar import challenge
 from vaxelbox.local.replay import (
@@ -627,7 +627,7 @@ domain = "{peers.DOMAIN}"
 proxies = ["sip:127.0.0.3:@CLOUD_PORT@;transport=tcp"]
 
 [local]
-hold_down = 3
+hold_down = 1
 
 [main]
 number = "08-465 004 00"
@@ -709,7 +709,7 @@ def star_code_cloud_config(tmp_path, monkeypatch):
 
 
 class ReplayOffice(FailbackOffice):
-    """The failback office with two users, a 3 s hold-down, and nothing else."""
+    """The failback office with three users, a 1 s hold-down, the cloud's return seen within 2 s."""
 
     def __init__(self, tmp_path: Path, cloud_port: int) -> None:
         self.lan = ("127.0.0.1", free_port("127.0.0.1"))
@@ -721,7 +721,7 @@ class ReplayOffice(FailbackOffice):
         self.agent = AgentProcess(
             tmp_path, "--site", str(site), "--data", str(self.data), "--coap-port", str(self.coap),
             "--lan", f"{self.lan[0]}:{self.lan[1]}", "--wan", f"127.0.0.2:{free_port('127.0.0.2')}",
-            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp",
+            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp", env=FAST_RETURN,
         )  # fmt: skip
 
 
