@@ -18,6 +18,7 @@ import time
 import pytest
 from agent_process import AgentProcess
 from peers import DOMAIN, USERS, Kamailio, Phone, free_port, phone
+from test_failback import FAST_RETURN
 
 LAMP = "idle,early,confirmed,terminated"
 SITE = f"""
@@ -29,7 +30,7 @@ domain = "{DOMAIN}"
 proxies = ["sip:127.0.0.3:@CLOUD_PORT@;transport=tcp"]
 
 [local]
-hold_down = 3
+hold_down = 1
 
 [main]
 number = "08-465 004 00"
@@ -63,7 +64,8 @@ sip = {{ user = "103", password = "{USERS["103"]}" }}
 
 
 class Office:
-    """The agent on the site above, with a LAN address that stays the same across restarts."""
+    """The agent on the site above, with a LAN address that stays the same across restarts; back
+    online within about 4 s of the cloud's return (FAST_RETURN and the site's 1 s hold-down)."""
 
     def __init__(self, tmp_path, cloud_port: int) -> None:
         self.tmp = tmp_path
@@ -78,7 +80,7 @@ class Office:
         return AgentProcess(
             self.tmp, "--site", str(self.site), "--data", str(self.tmp / "data"),
             "--lan", f"{self.lan[0]}:{self.lan[1]}", "--wan", f"{self.wan[0]}:{self.wan[1]}",
-            "--cloud", f"sip:127.0.0.3:{self.cloud_port};transport=tcp",
+            "--cloud", f"sip:127.0.0.3:{self.cloud_port};transport=tcp", env=FAST_RETURN,
         )  # fmt: skip
 
     async def ready(self) -> None:
