@@ -12,6 +12,7 @@ import sys
 import time
 import tty
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,14 @@ def board_file(tmp_path: Path, uart: str) -> Path:
 
 @pytest.fixture
 def companion(tmp_path: Path) -> Iterator[SimCompanion]:
+    with simulated_companion(tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def simulated_companion(tmp_path: Path, *options: str) -> Iterator[SimCompanion]:
+    """The companion under sim.mjs (with its `options`, e.g. --long-press-ms), booted, wired to the
+    board file board_file() writes in `tmp_path`; stopped on leaving."""
     master, slave = os.openpty()
     tty.setraw(slave)  # a UART neither echoes nor translates
     os.set_blocking(master, False)
@@ -79,8 +88,9 @@ def companion(tmp_path: Path) -> Iterator[SimCompanion]:
     board = load_board(board_file(tmp_path, uart))
     assert board.companion is not None
     lay_out(board.companion, directory)
+    sim = [*node_bench()[:1], str(MCU / "sim.mjs"), "--dir", str(directory), "--uart-fd", str(master)]
     process = subprocess.Popen(
-        [*node_bench()[:1], str(MCU / "sim.mjs"), "--dir", str(directory), "--uart-fd", str(master)],
+        [*sim, *options],
         pass_fds=[master],
         stderr=(tmp_path / "sim.err").open("wb"),
     )

@@ -1,22 +1,26 @@
 """Factory reset: `vaxelbox factory-reset` on a data directory, the real agent asked by it, and the
-companion's button held 10 s (real MicroPython on a pty, as in test_companion_link.py)."""
+companion's button held past its long press (real MicroPython on a pty, as in test_companion_link.py;
+the long press set to LONG_PRESS_S here, its 10 s proven on a simulated clock in mcu/scenarios.py)."""
 
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_process import AgentProcess
-from test_companion_link import SimCompanion, companion, wait_for  # noqa: F401 (a fixture)
+from test_companion_link import SimCompanion, simulated_companion, wait_for
 from typer.testing import CliRunner
 from vaxelbox.agent.factory_reset import REQUEST_NAME, take_request
 from vaxelbox.cli import app
 from vaxelbox.site import demo_site_text
 from vaxelbox.store import Store
 
+LONG_PRESS_S = 3  # the simulated companion's long press (sim.mjs --long-press-ms); the red LED
+# blinks from FEEDBACK_MS (2 s) and is steady from here, as from 10 s on a board
 IDENTITY = {"mgmt/serial": "VXB-0000CAFE\n", "mgmt/pairing-code": "ABCD-EFGH-JKLM\n"}
 STATE = (
     "mgmt/installers/lisa/secret",
@@ -135,7 +139,13 @@ def test_the_running_agent_wipes_and_starts_as_a_fresh_box_with_its_site(tmp_pat
         agent.close()
 
 
-def test_the_companions_long_press_resets_the_appliance(tmp_path, companion: SimCompanion):  # noqa: F811
+@pytest.fixture
+def companion(tmp_path: Path) -> Iterator[SimCompanion]:
+    with simulated_companion(tmp_path, "--long-press-ms", str(LONG_PRESS_S * 1000)) as running:
+        yield running
+
+
+def test_the_companions_long_press_resets_the_appliance(tmp_path, companion: SimCompanion):
     agent = AgentProcess(tmp_path, "--board", str(tmp_path / "board.yaml"))
     data = tmp_path / "data"
     try:
@@ -144,7 +154,7 @@ def test_the_companions_long_press_resets_the_appliance(tmp_path, companion: Sim
         store = Store(data)
         store.devices.open_enrolment(30)
         store.close()
-        companion.press(10.5)  # 10 s: the request; red steady
+        companion.press(LONG_PRESS_S + 0.5)  # the long press: the request; red steady
         done = agent.wait_event("factory reset done", timeout=10)
         assert "vaxelbox.db" in done["removed"]
         audits = [e for e in agent.events("audit") if e["action"] == "factory-reset"]

@@ -1,7 +1,10 @@
 // The simulated companion: the real companion code under real MicroPython (WebAssembly, in Node),
 // its `machine` stand-in wired to this machine instead of an RP2040's pins. Tests only.
 //
-//   node sim.mjs --dir DIR [--uart-fd N]
+//   node sim.mjs --dir DIR [--uart-fd N] [--long-press-ms MS]
+//
+// --long-press-ms sets the companion's LONG_PRESS_MS (10 s, proven on a simulated clock in
+// mcu/scenarios.py), so an end-to-end test can ask for a factory reset without holding 10 s.
 //
 // DIR holds the companion's sources (*.py, config.py among them, as `make companion` lays them
 // out) and is where the world around the microcontroller is played with files:
@@ -79,6 +82,9 @@ async function boot() {
   mp.registerJsModule("host", host);
   mp.runPython("import config\nimport json\n_pins = json.dumps(config.PINS)");
   pins = Object.fromEntries(Object.entries(JSON.parse(mp.globals.get("_pins"))).map(([k, v]) => [v, k]));
+  if (args["long-press-ms"] !== undefined) {
+    mp.runPython(`import companion as _firmware\n_firmware.LONG_PRESS_MS = ${Number(args["long-press-ms"])}`);
+  }
   mp.runPython("import main\ncompanion = main.build(0)\nimport time\n_start = time.ticks_ms()");
   log("companion", "boot");
   return mp;
