@@ -175,16 +175,36 @@ async def heard(phone_: Phone, expected: dict[str, int], timeout: float = 10) ->
         await asyncio.sleep(0.1)
 
 
+# The 200 a phone's REGISTER with credentials (CSeq 2: the first was challenged) got, in its log.
+REGISTERED = r"message received \[\d+\] bytes :\s+SIP/2\.0 200 [^\n]*\n(?:[^\n]+\n)*?CSeq: 2 REGISTER"
+
+
+def log_of(phone_: Phone) -> str:
+    """Every message a sipp phone sent and received so far (its -trace_msg log)."""
+    return "".join(p.read_text(errors="replace") for p in phone_.workdir.glob("*_messages.log"))
+
+
+async def until_registered(*phones: Phone, timeout: float = 10) -> None:
+    """Returns once each of `phones` got its REGISTER answered 200 (polled every 50 ms): then the
+    appliance holds its binding (it answered, or relayed the cloud's 200, after taking it).
+
+    Raises AssertionError naming a phone still unregistered after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    for phone_ in phones:
+        while not re.search(REGISTERED, log := log_of(phone_)):
+            assert time.monotonic() < deadline, f"phone {phone_.user} never registered\n{log[-3000:]}"
+            await asyncio.sleep(0.05)
+
+
 async def ended(phone_: Phone) -> None:
     """End a register_wait.xml phone whose part is over, before its hold runs out (saves the test
     the rest of the hold), first checking what its exit status would have said: it registered (sipp
     ignores how its out-of-call answers went, so that is all the status says).
 
     Raises AssertionError if the phone never got its REGISTER answered 200."""
-    log = "".join(p.read_text(errors="replace") for p in phone_.workdir.glob("*_messages.log"))
-    registration = r"message received \[\d+\] bytes :\s+SIP/2\.0 200 [^\n]*\n(?:[^\n]+\n)*?CSeq: 2 REGISTER"
+    log = log_of(phone_)
     try:
-        assert re.search(registration, log), f"phone {phone_.user} never registered\n{log[-3000:]}"
+        assert re.search(REGISTERED, log), f"phone {phone_.user} never registered\n{log[-3000:]}"
     finally:
         await hang_up(phone_)
 
@@ -220,7 +240,7 @@ async def offline_office(tmp_path):
 
 async def test_the_cloud_dies_and_the_office_keeps_calling(office, cloud):
     bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=20)
-    await asyncio.sleep(1.5)  # registered through the cloud, mirrored by the edge
+    await until_registered(bjorn)  # registered through the cloud, mirrored by the edge
     killed = time.time()
     cloud.stop()
     change = await office.mode("local")
@@ -249,7 +269,7 @@ async def test_local_register_needs_the_right_password(offline_office, tmp_path)
 async def test_a_parallel_group_rings_both_and_the_first_answer_wins(offline_office):
     anna = await offline_office.phone("register_wait.xml", "101", answers="answer.xml", hold=12)
     bjorn = await offline_office.phone("register_wait.xml", "102", answers="ring.xml", hold=12)
-    await asyncio.sleep(1.0)
+    await until_registered(anna, bjorn)
     cecilia = await offline_office.phone("local_call.xml", "103", callee="200")
     await cecilia.finish()
     await asyncio.sleep(0.5)
@@ -263,7 +283,7 @@ async def test_a_parallel_group_rings_both_and_the_first_answer_wins(offline_off
 async def test_a_sequential_group_rings_in_member_order(offline_office):
     anna = await offline_office.phone("register_wait.xml", "101", answers="ring.xml", hold=16)
     bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=16)
-    await asyncio.sleep(1.0)
+    await until_registered(anna, bjorn)
     started = time.monotonic()
     cecilia = await offline_office.phone("local_call.xml", "103", callee="300")
     await cecilia.finish()
@@ -277,7 +297,7 @@ async def test_a_sequential_group_rings_in_member_order(offline_office):
 async def test_busy_forwards_and_an_empty_group_overflows(offline_office):
     bjorn = await offline_office.phone("register_wait.xml", "102", answers="busy.xml", hold=14)
     cecilia = await offline_office.phone("register_wait.xml", "103", answers="answer.xml", hold=14)
-    await asyncio.sleep(1.0)
+    await until_registered(bjorn, cecilia)
     anna = await offline_office.phone("local_call.xml", "101", callee="102")  # bjorn busy -> cecilia
     await anna.finish()
     assert received(bjorn, "INVITE") == 1
@@ -293,7 +313,7 @@ async def test_a_closed_schedule_sends_calls_to_its_closed_target(tmp_path):
     try:
         bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=8)
         david = await office.phone("register_wait.xml", "104", answers="answer.xml", hold=8)
-        await asyncio.sleep(1.0)
+        await until_registered(bjorn, david)
         anna = await office.phone("local_call.xml", "101", callee="400")
         await anna.finish()
         assert await heard(david, {"INVITE": 1, "BYE": 1}) == {"INVITE": 1, "BYE": 1}
@@ -330,7 +350,7 @@ async def test_an_external_call_leaves_through_the_fallback_trunk(tmp_path):
 
 async def test_a_call_up_when_the_cloud_dies_hangs_up_cleanly(office, cloud):
     bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=20)
-    await asyncio.sleep(1.5)
+    await until_registered(bjorn)
     anna = await office.phone("register_call_hold.xml", "101", callee="102", hold=7)  # BYE after 7 s
     await asyncio.sleep(2.5)  # the call is up, through the cloud
     assert received(bjorn, "INVITE") == 1
@@ -354,7 +374,7 @@ async def test_an_activity_forwards_and_a_vip_rings_through(offline_office, tmp_
     assert "until 20" not in listed.stdout, listed.stdout
     bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=14)
     cecilia = await offline_office.phone("register_wait.xml", "103", answers="answer.xml", hold=14)
-    await asyncio.sleep(1.0)
+    await until_registered(bjorn, cecilia)
     david = await offline_office.phone("local_call.xml", "104", callee="102")  # bjorn at lunch -> cecilia
     await david.finish()
     anna = await offline_office.phone("local_call.xml", "101", callee="102")  # anna is bjorn's VIP
@@ -368,7 +388,7 @@ async def test_an_activity_forwards_and_a_vip_rings_through(offline_office, tmp_
 async def test_always_and_no_answer_forwards(offline_office):
     david = await offline_office.phone("register_wait.xml", "104", answers="answer.xml", hold=16)
     frida = await offline_office.phone("register_wait.xml", "106", answers="ring.xml", hold=16)
-    await asyncio.sleep(1.0)
+    await until_registered(david, frida)
     anna = await offline_office.phone("local_call.xml", "101", callee="105")  # erik: always -> david
     await anna.finish()
     started = time.monotonic()
@@ -403,7 +423,7 @@ async def test_vaxelctl_shows_the_mode_and_the_calls_in_progress(offline_office,
     status = json.loads(vaxelctl(laptop, "status", "--json"))
     assert (status["mode"], status["mode_reason"]) == ("local", "the cloud stopped answering")
     bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=10)
-    await asyncio.sleep(1.0)
+    await until_registered(bjorn)
     anna = await offline_office.phone("local_call_hold.xml", "101", callee="102", hold=5)
     await asyncio.sleep(2.5)
     calls = json.loads(vaxelctl(laptop, "calls", "--json"))["calls"]
