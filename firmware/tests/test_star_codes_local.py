@@ -2,10 +2,8 @@
 away; each change takes effect in local routing at once, is journaled, survives a restart, and the
 phone hears "answered and ended" or a clear refusal. Real agent, real sipp."""
 
-import asyncio
-
 import pytest
-from test_local_mode import Office, ended, heard, offline
+from test_local_mode import Office, ended, heard, offline, until_registered
 from vaxelbox.store import Store
 
 
@@ -30,7 +28,7 @@ async def test_a_forward_set_by_code_routes_at_once_and_is_journaled(office, tmp
     said = await dial(office, "101", "*21*102#")  # anna: forward all calls to bjorn (102)
     assert "forward always to 102" in said
     bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=8)
-    await asyncio.sleep(1.0)
+    await until_registered(bjorn)
     cecilia = await office.phone("local_call.xml", "103", callee="101")  # to anna -> bjorn
     await cecilia.finish()
     assert await heard(bjorn, {"INVITE": 1}) == {"INVITE": 1}
@@ -63,7 +61,7 @@ async def test_an_activity_with_a_time_and_a_restart_mid_outage(tmp_path):
     office = await offline(tmp_path)  # the agent restarts while the cloud is still away
     try:
         cecilia = await office.phone("register_wait.xml", "103", answers="answer.xml", hold=8)
-        await asyncio.sleep(1.0)
+        await until_registered(cecilia)
         david = await office.phone("local_call.xml", "104", callee="102")  # bjorn at lunch -> cecilia
         await david.finish()
         assert await heard(cecilia, {"INVITE": 1}) == {"INVITE": 1}
@@ -86,7 +84,7 @@ async def test_bypass_rings_past_an_activity(office, tmp_path):
     said = await dial(office, "102", "*24*1#")
     assert "Lunch until" in said
     bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=8)
-    await asyncio.sleep(1.0)
+    await until_registered(bjorn)
     david = await office.phone("local_call.xml", "104", callee="*60*102%23")
     await david.finish()
     assert await heard(bjorn, {"INVITE": 1}) == {"INVITE": 1}
