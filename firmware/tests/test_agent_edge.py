@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from agent_process import AgentProcess
 from peers import DOMAIN, Kamailio, free_port, phone
-from test_local_mode import ended
+from test_local_mode import ended, until_registered
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ async def test_phones_register_and_call_through_the_agent(cloud, tmp_path):
         await asyncio.to_thread(agent.wait_notification, "STATUS", None)  # the first cloud state change
         assert any(e["new"] == "up" for e in agent.events("cloud state"))
         bo = await phone("register_wait.xml", lan, "102", tmp_path, answers="answer.xml", hold=6)
-        await asyncio.sleep(1.5)
+        await until_registered(bo)
         anna = await phone("register_call.xml", lan, "101", tmp_path, callee="102")
         await anna.finish()
         await ended(bo)  # registered, answered: not the rest of its 6 s hold
