@@ -30,7 +30,7 @@ import pytest
 from agent_process import AgentProcess
 from peers import free_port
 from test_failback import FAST_RETURN, FailbackOffice
-from test_local_mode import ended, heard
+from test_local_mode import ended, heard, until_registered
 from vaxelbox.local.registrar import challenge
 from vaxelbox.local.replay import (
     BACKOFF,
@@ -921,7 +921,7 @@ async def test_online_a_code_the_cloud_confirms_is_copied_and_routes_the_next_ou
         await office.mode("local")
         bjorn = await peers.phone("register_wait.xml", office.lan, "102", tmp_path, password=E2E_USERS["102"],
                                   answers="answer.xml", hold=8)  # fmt: skip
-        await asyncio.sleep(1.0)
+        await until_registered(bjorn)
         caller = await peers.phone("local_call.xml", office.lan, "103", tmp_path, callee="101",
                                    password=E2E_USERS["103"])  # fmt: skip
         await caller.finish()
