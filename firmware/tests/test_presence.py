@@ -19,6 +19,7 @@ import pytest
 from agent_process import AgentProcess
 from peers import DOMAIN, USERS, Kamailio, Phone, free_port, phone
 from test_failback import FAST_RETURN
+from test_local_mode import until_registered
 
 LAMP = "idle,early,confirmed,terminated"
 SITE = f"""
@@ -197,7 +198,7 @@ def received_refreshes(watcher: Phone) -> int:
 
 async def test_lamps_follow_office_calls_through_an_outage_and_resubscribe_once(office, cloud, tmp_path):
     bjorn = await office.phone("register_wait.xml", "102", answers="answer.xml", hold=40)
-    await asyncio.sleep(1.5)  # registered through the cloud: the binding the local mode rings
+    await until_registered(bjorn)  # through the cloud: the binding the local mode rings
     watchers = [await office.watcher(user, timeout=60) for user in ("101", "103")]
     await until(lambda: cloud.subscriptions("102") == 1, what="the upstream subscription")
     cloud.stop()
