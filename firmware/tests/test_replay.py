@@ -34,6 +34,7 @@ from test_local_mode import ended, heard, until_registered
 from vaxelbox.local.registrar import challenge
 from vaxelbox.local.replay import (
     BACKOFF,
+    BACKOFF_SCALE_ENV,
     CANCEL_GRACE,
     MAX_ATTEMPTS,
     RING_LIMIT,
@@ -365,6 +366,18 @@ def test_a_transient_failure_is_retried_with_backoff_and_then_given_up(status: i
     assert [r.retry_in is not None for r in done] == [True, True, False, False]
     # The second entry waited: it left only after the first was given up.
     assert min(at for at, i in zip(times, invites, strict=True) if i.uri.user == "*61*101*20%23") > starts[-1]  # type: ignore[union-attr]
+
+
+def test_the_backoff_is_5_and_15_s_and_only_the_test_knob_scales_it(monkeypatch) -> None:
+    monkeypatch.delenv(BACKOFF_SCALE_ENV, raising=False)
+    assert plan().backoff == BACKOFF == (5.0, 15.0)
+    monkeypatch.setenv(BACKOFF_SCALE_ENV, "0.2")
+    assert plan().backoff == (1.0, 3.0)
+    assert plan(backoff=(2.0,)).backoff == (2.0,)  # an explicit backoff wins
+    for wrong in ("2", "0", "soon"):
+        monkeypatch.setenv(BACKOFF_SCALE_ENV, wrong)
+        with pytest.raises(ValueError, match=BACKOFF_SCALE_ENV):
+            plan()
 
 
 def test_a_transient_failure_then_success_is_replayed() -> None:
@@ -709,9 +722,10 @@ def star_code_cloud_config(tmp_path, monkeypatch):
 
 
 class ReplayOffice(FailbackOffice):
-    """The failback office with three users, a 1 s hold-down, the cloud's return seen within 2 s."""
+    """The failback office with three users, a 1 s hold-down, the cloud's return seen within 2 s;
+    `env` for the agent on top (e.g. FAST_RETRY)."""
 
-    def __init__(self, tmp_path: Path, cloud_port: int) -> None:
+    def __init__(self, tmp_path: Path, cloud_port: int, env: dict[str, str] | None = None) -> None:
         self.lan = ("127.0.0.1", free_port("127.0.0.1"))
         self.coap = free_port("127.0.0.1")
         self.data = tmp_path / "data"
@@ -721,9 +735,13 @@ class ReplayOffice(FailbackOffice):
         self.agent = AgentProcess(
             tmp_path, "--site", str(site), "--data", str(self.data), "--coap-port", str(self.coap),
             "--lan", f"{self.lan[0]}:{self.lan[1]}", "--wan", f"127.0.0.2:{free_port('127.0.0.2')}",
-            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp", env=FAST_RETURN,
+            "--cloud", f"sip:127.0.0.3:{cloud_port};transport=tcp", env={**FAST_RETURN, **(env or {})},
         )  # fmt: skip
 
+
+# The replay's first retry after ~1 s instead of ~5 s (its test knob; the 5 s is proven above).
+FAST_RETRY = {BACKOFF_SCALE_ENV: "0.2"}
+FIRST_RETRY = BACKOFF[0] * 0.2
 
 # (site user, code as dialled, what the cloud is set to do); the first one a phone dials in local mode.
 E2E_JOURNAL = [
@@ -739,7 +757,7 @@ async def test_after_failback_the_journal_reaches_the_cloud_in_order_as_each_use
     tmp_path, star_code_cloud_config
 ):
     cloud_port = free_port("127.0.0.3")
-    office = ReplayOffice(tmp_path, cloud_port)
+    office = ReplayOffice(tmp_path, cloud_port, env=FAST_RETRY)
     cloud = peers.Kamailio("127.0.0.3", cloud_port, tmp_path / "kamailio", users=E2E_USERS)
     try:
         await office.ready()
@@ -781,7 +799,7 @@ async def test_after_failback_the_journal_reaches_the_cloud_in_order_as_each_use
         assert all(ruri.startswith("sip:") and ruri.endswith(f"@{peers.DOMAIN}") for *_, ruri, _ in arrivals)
         assert all(ua.startswith("Vaxelbox/") and "(journal replay)" in ua for *_, ua in arrivals)
         retry_gap = float(arrivals[4][0]) - float(arrivals[3][0])
-        assert 0.8 * BACKOFF[0] <= retry_gap <= 1.2 * BACKOFF[0] + 2
+        assert 0.8 * FIRST_RETRY <= retry_gap <= 1.2 * FIRST_RETRY + 2
         assert len({ci for *_, ci, _, _ in arrivals}) == 6  # a fresh call each attempt
         # Each answered call was acknowledged (CSeq 2, the INVITE's) and hung up (BYE, CSeq 3).
         answered_calls = {
@@ -831,7 +849,7 @@ async def test_after_failback_the_journal_reaches_the_cloud_in_order_as_each_use
         ]  # fmt: skip
         (retry,) = office.agent.events("journal replay attempt failed")
         assert (retry["id"], retry["answer"]) == (ids[3], "503 Service Unavailable")
-        assert 0.8 * BACKOFF[0] <= retry["retry_in"] <= 1.2 * BACKOFF[0]
+        assert 0.8 * FIRST_RETRY <= retry["retry_in"] <= 1.2 * FIRST_RETRY
         output = office.agent.output()
         assert all(password not in output for password in E2E_USERS.values())
         assert not [e for e in office.agent.events() if e.get("level") == "error"]

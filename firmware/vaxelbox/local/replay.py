@@ -43,10 +43,16 @@ applies its own rules (and its own refusals) to it.
 `Attempt` records out); `ReplayRunner` drives it through the SIP stack over
 the upstream's flow. Every attempt is handed to `on_attempt` (the agent
 writes it to the journal and logs the finished ones).
+
+A test knob, never for an appliance: the environment variable
+VAXELBOX_REPLAY_BACKOFF_SCALE (a factor in (0, 1], default 1) multiplies
+BACKOFF, so an end-to-end test sees a retry after about a second instead of
+5 s; the agent logs a warning when a plan uses it.
 """
 
 import asyncio
 import logging
+import os
 import random
 import secrets
 import time
@@ -73,6 +79,7 @@ log = logging.getLogger("vaxelbox.local.replay")
 
 RATE = 5.0  # INVITEs per second at most; the journal is small, the cloud is just back
 BACKOFF = (5.0, 15.0)  # seconds before the 2nd and the 3rd attempt (each +-20 % jitter)
+BACKOFF_SCALE_ENV = "VAXELBOX_REPLAY_BACKOFF_SCALE"  # the test knob above
 MAX_ATTEMPTS = len(BACKOFF) + 1
 TRANSIENT = frozenset({408, 503, 504})  # the cloud (or a proxy before it) could not take it now
 RING_LIMIT = 30  # seconds: the INVITE's Expires; still ringing then, it is cancelled
@@ -189,18 +196,19 @@ class ReplayPlan:
         now: float,
         *,
         rate: float = RATE,
-        backoff: Sequence[float] = BACKOFF,
+        backoff: Sequence[float] | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         rng: random.Random | None = None,
     ) -> None:
         """`entries` pending, oldest first; `caller(user id)` finds who dials them; `wan` is where
-        the cloud reaches us. Raises ValueError unless rate > 0."""
+        the cloud reaches us; `backoff` None: BACKOFF (scaled by BACKOFF_SCALE_ENV when set).
+        Raises ValueError unless rate > 0, or when the knob is not a factor in (0, 1]."""
         if not rate > 0:
             raise ValueError(f"the replay rate must be positive, got {rate}")
         self.domain = domain
         self.wan = wan
         self.gap = 1.0 / rate + _MARGIN
-        self.backoff = tuple(backoff)
+        self.backoff = tuple(backoff) if backoff is not None else default_backoff()
         self.max_attempts = max_attempts
         self._rng = rng or random.Random()
         self._queue = deque(_Job(e, caller(e.user), e.attempts) for e in entries)
@@ -555,3 +563,19 @@ def _answer_logger(request: Request) -> Callable[[Response], None]:
 
 def _timeout_logger(request: Request) -> Callable[[], None]:
     return lambda: log.info("journal replay: %s got no answer", request.method)
+
+
+def default_backoff() -> tuple[float, ...]:
+    """BACKOFF in seconds, times BACKOFF_SCALE_ENV when it is set (a test knob, warned about);
+    ValueError when that is not a number in (0, 1]."""
+    text = os.environ.get(BACKOFF_SCALE_ENV)
+    if text is None:
+        return BACKOFF
+    try:
+        scale = float(text)
+    except ValueError:
+        raise ValueError(f"{BACKOFF_SCALE_ENV}={text!r} is not a number") from None
+    if not 0 < scale <= 1:
+        raise ValueError(f"{BACKOFF_SCALE_ENV} must be in (0, 1], not {scale:g}")
+    log.warning("journal replay backoff scaled by %g (%s: a test knob)", scale, BACKOFF_SCALE_ENV)
+    return tuple(seconds * scale for seconds in BACKOFF)
