@@ -13,7 +13,7 @@ import aiocoap
 import pytest
 from aiocoap import Code, Message
 from aiocoap.oscore import FilesystemSecurityContext
-from test_management import Appliance, listed_serial, ok, packed_bundle, vaxelctl
+from test_management import Appliance, listed_serial, ok, packed_bundle, paired, vaxelctl
 from vaxelbox.mgmt.security import release
 
 OWN_LOGGERS = ("vaxelbox", "phoneprov")
@@ -30,8 +30,7 @@ def signing(tmp_path: Path) -> tuple[Path, Path]:
 def day(tmp_path: Path, signing: tuple[Path, Path]) -> tuple[Appliance, Path]:
     """An agent that accepts bundles signed with `signing`, and a laptop paired with it as Lisa."""
     appliance = Appliance(tmp_path, "--fw-key", str(signing[1]))
-    laptop = tmp_path / "laptop"
-    ok(vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code(), "--name", "Lisa"))
+    laptop = paired(tmp_path / "laptop", appliance, "Lisa")
     yield appliance, laptop
     appliance.stop()
 

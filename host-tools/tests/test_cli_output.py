@@ -22,7 +22,7 @@ import pytest
 from peers import free_port
 from rich.cells import cell_len
 from rich.console import Console
-from test_management import Appliance
+from test_management import Appliance, paired
 from vaxelbox.tables import WHOLE_TOKEN
 from vaxelctl import remote
 
@@ -111,9 +111,7 @@ def appliance(tmp_path):
 
 @pytest.fixture
 def laptop(appliance, tmp_path):
-    config = tmp_path / "laptop"
-    ok(vaxelctl(config, "pair", appliance.address, "--code", appliance.code(), "--name", "Lisa"))
-    return config
+    return paired(tmp_path / "laptop", appliance, "Lisa")
 
 
 def test_tables_at_80_columns_keep_macs_users_and_names_whole(appliance, laptop, tmp_path):

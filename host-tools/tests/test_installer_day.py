@@ -25,7 +25,7 @@ from aiocoap import Code, Message
 from aiocoap.oscore import FilesystemSecurityContext
 from netns import lan_pair
 from peers import free_port
-from test_management import BLOCK, Appliance, listed_serial, ok, packed_bundle, vaxelctl
+from test_management import BLOCK, Appliance, listed_serial, ok, packed_bundle, paired, vaxelctl
 from typer.testing import CliRunner
 from vaxelbox.mgmt.security import release
 from vaxelbox.site import demo_site_text
@@ -49,9 +49,7 @@ def appliance(tmp_path):
 
 @pytest.fixture
 def laptop(appliance, tmp_path):
-    config = tmp_path / "laptop"
-    ok(vaxelctl(config, "pair", appliance.address, "--code", appliance.code(), "--name", "Lisa"))
-    return config
+    return paired(tmp_path / "laptop", appliance, "Lisa")
 
 
 # --- 2: discover without --interface --------------------------------------------------------

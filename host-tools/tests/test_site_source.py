@@ -10,7 +10,7 @@ import json
 import signal
 
 import pytest
-from test_management import Appliance, ok, vaxelctl
+from test_management import Appliance, ok, paired, vaxelctl
 
 
 @pytest.fixture
@@ -22,9 +22,7 @@ def with_file(tmp_path):
 
 @pytest.fixture
 def laptop(with_file, tmp_path):
-    config = tmp_path / "laptop"
-    ok(vaxelctl(config, "pair", with_file.address, "--code", with_file.code(), "--name", "Lisa"))
-    return config
+    return paired(tmp_path / "laptop", with_file, "Lisa")
 
 
 def versions(laptop) -> list[tuple[int, bool, str]]:
