@@ -578,6 +578,15 @@ class FailbackOffice(Office):
             await asyncio.sleep(0.05)
         raise AssertionError(f"no {name!r} within {timeout}s\n{self.agent.output()[-5000:]}")
 
+    def pair(self) -> None:
+        """vaxelctl paired as Support, with the code `vaxelbox pairing-code` shows; blocking (run it
+        in a thread to go on meanwhile)."""
+        code = subprocess.run(
+            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(self.data)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        self.vaxelctl("pair", f"127.0.0.1:{self.coap}", "--code", code, "--name", "Support")
+
     def vaxelctl(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-c", "from vaxelctl.cli import main; main()", *args],
@@ -658,6 +667,7 @@ async def test_after_the_hold_down_every_phone_is_registered_with_the_cloud_at_t
     try:
         await office.ready()
         await office.mode("local")  # nothing listens at the cloud's address yet
+        pairing = asyncio.create_task(asyncio.to_thread(office.pair))  # for vaxelctl below, meanwhile
         for user in PHONE_USERS:
             phones_.append(
                 await peers.phone("register_wait.xml", office.lan, user, tmp_path, password=E2E_USERS[user],
@@ -709,11 +719,7 @@ async def test_after_the_hold_down_every_phone_is_registered_with_the_cloud_at_t
         assert not [e for e in office.agent.events() if e.get("level") == "error"]
 
         # What support sees: vaxelctl mode --json carries the last failback's report.
-        code = subprocess.run(
-            [sys.executable, "-m", "vaxelbox", "pairing-code", "--data", str(office.data)],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        office.vaxelctl("pair", f"127.0.0.1:{office.coap}", "--code", code, "--name", "Support")
+        await pairing
         failback = json.loads(office.vaxelctl("mode", "--json"))["failback"]
         assert (failback["state"], failback["registered"], failback["requests"]) == (
             "done",
