@@ -55,6 +55,9 @@ def laptop(appliance, tmp_path):
 # --- 2: discover without --interface --------------------------------------------------------
 
 
+VAXELCTL = [sys.executable, "-c", "from vaxelctl.cli import main; main()"]
+
+
 def test_discover_without_interface_listens_everywhere_and_finds_the_appliance(tmp_path):
     """It crashed with `TypeError: choice must be a list or InterfaceChoice, got None`."""
     (tmp_path / "site.toml").write_text(demo_site_text())
@@ -76,9 +79,8 @@ def test_discover_without_interface_listens_everywhere_and_finds_the_appliance(t
         try:
             agent.wait_notification("READY", "1", timeout=20)
             found = subprocess.run(
-                lap.command(
-                    sys.executable, "-c", "from vaxelctl.cli import main; main()", "discover", "--json"
-                ),
+                # No --interface is the point; a 1.5 s listen (default 3 s): the appliance answers in ms.
+                lap.command(*VAXELCTL, "discover", "--json", "--timeout", "1.5"),
                 capture_output=True,
                 text=True,
                 timeout=60,
