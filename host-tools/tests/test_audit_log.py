@@ -13,7 +13,7 @@ import aiocoap
 import pytest
 from aiocoap import Code, Message
 from aiocoap.oscore import FilesystemSecurityContext
-from test_management import Appliance, listed_serial, ok, packed_bundle, paired, vaxelctl
+from test_management import Appliance, keygen, listed_serial, ok, packed_bundle, paired, vaxelctl
 from vaxelbox.mgmt.security import release
 
 OWN_LOGGERS = ("vaxelbox", "phoneprov")
@@ -21,9 +21,7 @@ OWN_LOGGERS = ("vaxelbox", "phoneprov")
 
 @pytest.fixture
 def signing(tmp_path: Path) -> tuple[Path, Path]:
-    private, public = tmp_path / "signing.key", tmp_path / "signing.pub"
-    ok(vaxelctl(tmp_path, "fw", "keygen", str(private), str(public)))
-    return private, public
+    return keygen(tmp_path / "signing.key", tmp_path / "signing.pub")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from test_management import Appliance, ok
+from test_management import Appliance, ok, paired
 from vaxelbox import __version__
 from vaxelbox.bundle import pack
 from vaxelbox.mgmt.firmware import FirmwareUpdate
@@ -119,8 +119,7 @@ def test_the_real_agent_after_a_crashed_trial_and_a_refused_downgrade(tmp_path):
 
     appliance = Appliance(tmp_path, "--board", str(_board(tmp_path)), "--fw-key", str(public))
     try:
-        laptop = tmp_path / "laptop"
-        ok(_vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code()))
+        laptop = paired(tmp_path / "laptop", appliance)
         assert ok(_vaxelctl(laptop, "fw", "status")) == (
             f"firmware: rolled back to {__version__}: {NEW} stopped while starting (the agent exited\n"
             "  with status 3)\n"

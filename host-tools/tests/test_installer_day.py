@@ -25,7 +25,7 @@ from aiocoap import Code, Message
 from aiocoap.oscore import FilesystemSecurityContext
 from netns import lan_pair
 from peers import free_port
-from test_management import BLOCK, Appliance, listed_serial, ok, packed_bundle, paired, vaxelctl
+from test_management import BLOCK, Appliance, keygen, listed_serial, ok, packed_bundle, paired, vaxelctl
 from typer.testing import CliRunner
 from vaxelbox.mgmt.security import release
 from vaxelbox.site import demo_site_text
@@ -161,11 +161,9 @@ def test_every_remote_command_says_unreachable_with_the_address_when_the_applian
 @pytest.fixture
 def signed(tmp_path):
     """(appliance with a firmware key, paired laptop, pack(name, size, version) -> bundle path)."""
-    private, public = tmp_path / "signing.key", tmp_path / "signing.pub"
-    ok(vaxelctl(tmp_path, "fw", "keygen", str(private), str(public)))
+    private, public = keygen(tmp_path / "signing.key", tmp_path / "signing.pub")
     appliance = Appliance(tmp_path, "--fw-key", str(public))
-    laptop = tmp_path / "laptop"
-    ok(vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code()))
+    laptop = paired(tmp_path / "laptop", appliance)
 
     def pack(name: str, size: int, version: str) -> Path:
         image, bundle = tmp_path / f"{name}.img", tmp_path / f"{name}.bundle"

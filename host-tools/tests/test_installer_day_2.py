@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from test_management import Appliance, listed_serial, packed_bundle, paired
+from test_management import Appliance, keygen, listed_serial, packed_bundle, paired
 
 DEMO_PASSWORD = "demo-pw-anna-4f9c"  # a SIP password in the demo site
 
@@ -58,9 +58,7 @@ def laptop(appliance, tmp_path):
 @pytest.fixture
 def keys(tmp_path):
     """A signing key pair made by vaxelctl fw keygen: (private, public)."""
-    private, public = tmp_path / "signing.key", tmp_path / "signing.pub"
-    ok(vaxelctl(tmp_path, "fw", "keygen", str(private), str(public)))
-    return private, public
+    return keygen(tmp_path / "signing.key", tmp_path / "signing.pub")
 
 
 # --- 1: a mistyped file name is a usage error in one line, never a traceback ------------------

@@ -112,6 +112,14 @@ def paired(config: Path, appliance: Appliance, name: str | None = None) -> Path:
     return config
 
 
+def keygen(private: Path, public: Path) -> tuple[Path, Path]:
+    """A signing key pair made by `vaxelctl fw keygen` run in this process (typer's CliRunner): a
+    fixture's setup; keygen as the subject runs vaxelctl as a subprocess (test_installer_day_2)."""
+    result = CliRunner().invoke(vaxelctl_app, ["fw", "keygen", str(private), str(public)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return private, public
+
+
 def packed_bundle(config: Path, tmp_path: Path, private: Path, version: str, size: int) -> Path:
     """A bundle of `size` random bytes for the simulated board, signed with `private` by
     `vaxelctl fw pack` (tmp_path/image.bin packed into tmp_path/image.bundle)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from peers import free_port
 from test_cli_output import vaxelctl as vaxelctl_at
-from test_management import Appliance, ok, vaxelctl
+from test_management import Appliance, ok, paired, vaxelctl
 from vaxelbox.site import demo_site_text, parse_site
 
 # A device no vendor rule knows: its firmware fetches with libcurl's default User-Agent, which names
@@ -70,8 +70,7 @@ def office(tmp_path):
     appliance = Appliance(tmp_path, *provisioning.flags())
     try:
         provisioning.fetch_ca()
-        laptop = tmp_path / "laptop"
-        ok(vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code(), "--name", "Lisa"))
+        laptop = paired(tmp_path / "laptop", appliance, "Lisa")
         yield provisioning, laptop
     finally:
         appliance.stop()
