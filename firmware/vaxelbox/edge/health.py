@@ -37,7 +37,6 @@ ceiling, so an end-to-end test sees the same doubling and capping (e.g. 2, 4,
 
 import asyncio
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from vaxelbox.edge.upstream import CloudBusy, Upstream
+from vaxelbox.knobs import knob
 from vaxelbox.sip.message import Header, Request, Response
 from vaxelbox.sip.stack import SipStack
 from vaxelbox.sip.transaction import Action, ClientNonInviteTransaction, Send, StartTimer
@@ -267,14 +267,4 @@ class CloudProber:
 
 def _ceiling() -> float:
     """CEILING_ENV in seconds (BACKOFF_CEILING when unset); ValueError unless in (0, BACKOFF_CEILING]."""
-    text = os.environ.get(CEILING_ENV)
-    if text is None:
-        return BACKOFF_CEILING
-    try:
-        ceiling = float(text)
-    except ValueError:
-        raise ValueError(f"{CEILING_ENV}={text!r} is not a number") from None
-    if not 0 < ceiling <= BACKOFF_CEILING:
-        raise ValueError(f"{CEILING_ENV} must be in (0, {BACKOFF_CEILING:g}] seconds, not {ceiling:g}")
-    log.warning("probe backoff ceiling %g s (%s: a test knob)", ceiling, CEILING_ENV)
-    return ceiling
+    return knob(CEILING_ENV, BACKOFF_CEILING, BACKOFF_CEILING, "probe backoff ceiling (s)")

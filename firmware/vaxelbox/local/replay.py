@@ -52,7 +52,6 @@ BACKOFF, so an end-to-end test sees a retry after about a second instead of
 
 import asyncio
 import logging
-import os
 import random
 import secrets
 import time
@@ -63,6 +62,7 @@ from urllib.parse import quote
 
 from vaxelbox import __version__
 from vaxelbox.edge.upstream import Upstream
+from vaxelbox.knobs import knob
 from vaxelbox.local.registrar import aor_for
 from vaxelbox.sip.digest import answerable, authorization, parse_credentials
 from vaxelbox.sip.message import Header, Request, Response
@@ -568,14 +568,5 @@ def _timeout_logger(request: Request) -> Callable[[], None]:
 def default_backoff() -> tuple[float, ...]:
     """BACKOFF in seconds, times BACKOFF_SCALE_ENV when it is set (a test knob, warned about);
     ValueError when that is not a number in (0, 1]."""
-    text = os.environ.get(BACKOFF_SCALE_ENV)
-    if text is None:
-        return BACKOFF
-    try:
-        scale = float(text)
-    except ValueError:
-        raise ValueError(f"{BACKOFF_SCALE_ENV}={text!r} is not a number") from None
-    if not 0 < scale <= 1:
-        raise ValueError(f"{BACKOFF_SCALE_ENV} must be in (0, 1], not {scale:g}")
-    log.warning("journal replay backoff scaled by %g (%s: a test knob)", scale, BACKOFF_SCALE_ENV)
-    return tuple(seconds * scale for seconds in BACKOFF)
+    scale = knob(BACKOFF_SCALE_ENV, 1.0, 1.0, "journal replay backoff scaled by")
+    return BACKOFF if scale == 1.0 else tuple(seconds * scale for seconds in BACKOFF)
