@@ -81,18 +81,21 @@ def first_sent(phone_: Phone, pattern: str, since: float) -> float:
     raise AssertionError(f"phone {phone_.user} sent nothing matching {pattern!r} since {since}")
 
 
-def lamp_delays(watchers: Sequence[Phone], caller: Phone, callee: Phone) -> dict[str, float]:
+def lamp_delays(watchers: Sequence[Phone], caller: Phone, callee: Phone, since: float) -> dict[str, float]:
     """Seconds from what caused each lamp state to the NOTIFY showing it, the slowest watcher's:
-    early after B's 180, confirmed after B's 200 to the INVITE, terminated after A's BYE."""
-    invited = first_sent(caller, r"\AINVITE ", 0)
+    early after B's 180, confirmed after B's 200 to the INVITE, terminated after A's BYE; of the
+    call phone A placed after `since` (epoch seconds, taken before A started).
+
+    Not from A's logged INVITE: sipp stamps a message when it logs it, after sending, so on a busy
+    host A's INVITE can be stamped after B's 180 to it (seen: 35 us later)."""
     causes = {
-        "early": first_sent(callee, r"\ASIP/2.0 180", invited),
-        "confirmed": first_sent(callee, r"\ASIP/2.0 200(?s:.*)^CSeq: *\d+ INVITE", invited),
-        "terminated": first_sent(caller, r"\ABYE ", invited),
+        "early": first_sent(callee, r"\ASIP/2.0 180", since),
+        "confirmed": first_sent(callee, r"\ASIP/2.0 200(?s:.*)^CSeq: *\d+ INVITE", since),
+        "terminated": first_sent(caller, r"\ABYE ", since),
     }
     delays = {}
     for state, cause in causes.items():
-        seen = [next(at for at, lamp in lamps(w) if lamp == state and at >= invited) for w in watchers]
+        seen = [next(at for at, lamp in lamps(w) if lamp == state and at >= since) for w in watchers]
         delays[state] = max(seen) - cause
     return delays
 
@@ -175,11 +178,12 @@ async def run_step(lab, shell, installer, extensions: dict[str, str], measure, t
         ]  # fmt: skip
 
     async def call(scenario: str, callee: str, watching: Sequence[Phone]) -> dict[str, float]:
+        since = time.time()
         caller = await lan_phone(scenario, CALLER, a_address, callee=callee, hold=1)
         await caller.finish()
         for watcher in watching:
             await watcher.finish()  # its lamp went idle, early, confirmed, terminated, or it failed
-        return lamp_delays(watching, caller, phone_b)
+        return lamp_delays(watching, caller, phone_b, since)
 
     await local.online(lab, installer, local.HOLD_DOWN + 30)
     phone_b = await lan_phone(
