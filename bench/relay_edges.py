@@ -58,6 +58,10 @@ class Agent:
         """Resident set size of the agent's process now, in MiB."""
         return psutil.Process(self.process.pid).memory_info().rss / 2**20
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the agent has used so far, in seconds."""
+        return cpu_seconds(psutil.Process(self.process.pid))
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -101,6 +105,11 @@ class KamailioEdge:
         main = psutil.Process(self.process.pid)
         return sum(p.memory_info().rss for p in [main, *main.children(recursive=True)]) / 2**20
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) all Kamailio processes have used so far, in seconds."""
+        main = psutil.Process(self.process.pid)
+        return sum(cpu_seconds(p) for p in [main, *main.children(recursive=True)])
+
     def version(self) -> str:
         return subprocess.run([tool("kamailio"), "-v"], capture_output=True, text=True).stdout.splitlines()[0]
 
@@ -116,6 +125,17 @@ class KamailioEdge:
 
 
 Edge = Agent | KamailioEdge
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def box_cpu_seconds() -> float:
+    """CPU time every process and the kernel have used so far on this machine (all cores), in seconds."""
+    times = psutil.cpu_times()
+    return sum(getattr(times, part, 0.0) for part in ("user", "nice", "system", "irq", "softirq"))
 
 
 def wait_ready(lan: Address, process: subprocess.Popen[bytes], log: Path, forwards: bool = False) -> None:

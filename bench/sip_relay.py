@@ -14,7 +14,8 @@ edge B a Kamailio record-routing outbound proxy with Path (bench/kamailio-edge.c
 Parts (results in bench/results/sip-relay-<date>-<host>.md and .json):
 
 - ladder: per edge, the highest rate of --rates that is clean (0 failed calls, 0
-  retransmissions) for --step-seconds; the ratio Vaxelbox / Kamailio;
+  retransmissions) for --step-seconds; the ratio Vaxelbox / Kamailio; per step the edge's CPU time
+  (its processes' user + system) and the whole machine's, each per completed call;
 - overload: per edge, twice its clean rate for --overload-seconds: goodput (calls
   completed per second within the step) against the clean rate, failed calls,
   retransmissions, 503s; then half the clean rate, and the seconds until every
@@ -25,7 +26,10 @@ Parts (results in bench/results/sip-relay-<date>-<host>.md and .json):
 - latency: INVITE -> 200 at 100 calls/s timed in nanoseconds (bench/sip_latency.py), straight
   to the cloud and through each edge; the difference is what the edge adds;
 - profile: py-spy on the agent during --profile-seconds at --profile-rate, its top
-  functions by self and inclusive samples.
+  functions by self and inclusive samples;
+- split (only when named in --only): --split-agents independent agents, each with its own
+  caller and callee and an equal share of each rate of --rates, up to the first unclean step: an
+  upper bound for an edge spread over that many processes on this machine (they share no state).
 Everything runs on loopback; nothing leaves this machine.
 """
 
@@ -44,13 +48,25 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from relay_edges import ROOT, SHM_MB, Address, Agent, Edge, Kamailio, KamailioEdge, free_port, tool
+from relay_edges import (
+    ROOT,
+    SHM_MB,
+    Address,
+    Agent,
+    Edge,
+    Kamailio,
+    KamailioEdge,
+    box_cpu_seconds,
+    free_port,
+    tool,
+)
 from sip_latency import measure as measure_latency
-from sip_relay_report import PARTS, write
+from sip_relay_report import OPTIONAL_PARTS, PARTS, write
 
 SCENARIOS = Path(__file__).with_name("sipp")
 PHONES = 2000
@@ -191,9 +207,15 @@ def ladder(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Iterato
         with edge_with_callee(name, work / "ladder", cloud, users) as (edge, callee):
             for rate in args.rates:
                 say(f"ladder {name}: {rate} calls/s for {args.step_seconds} s")
+                edge_before, box_before = edge.cpu_seconds(), box_cpu_seconds()
                 outcome = step(
                     edge.lan, callee.user, rate, args.step_seconds, work / "ladder" / name / f"r{rate}"
                 )
+                completed = max(1, outcome["successful"])
+                outcome["edge_cpu_ms_per_call"] = round(
+                    (edge.cpu_seconds() - edge_before) / completed * 1000, 3
+                )
+                outcome["box_cpu_ms_per_call"] = round((box_cpu_seconds() - box_before) / completed * 1000, 3)
                 steps.append(outcome)
                 say(f"  {outcome}")
                 if not outcome["clean"]:
@@ -363,6 +385,31 @@ def linear_slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / spread if spread else 0.0
 
 
+def split(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Iterator[str]) -> dict[str, Any]:
+    """--split-agents agents side by side, each 1/N of each rate of --rates, until a step is not clean."""
+    count, base = args.split_agents, work / "split"
+    best, steps = 0, []
+    with ExitStack() as stack:
+        pairs = [stack.enter_context(edge_with_callee("vaxelbox", base / f"agent{n}", cloud, users))
+                 for n in range(count)]  # fmt: skip
+        for rate in args.rates:
+            say(f"split: {rate} calls/s over {count} agents for {args.step_seconds} s")
+            with ThreadPoolExecutor(count) as pool:
+                running = [pool.submit(step, edge.lan, callee.user, rate // count, args.step_seconds,
+                                       base / f"agent{n}" / f"r{rate}") for n, (edge, callee) in enumerate(pairs)]  # fmt: skip
+                outcomes = [future.result() for future in running]
+            total = {
+                key: sum(o[key] for o in outcomes)
+                for key in ("successful", "failed", "retransmissions", "503")
+            }
+            steps.append({"rate": rate, **total, "clean": all(o["clean"] for o in outcomes)})
+            say(f"  {steps[-1]}")
+            if not steps[-1]["clean"]:
+                break
+            best = rate
+    return {"agents": count, "clean_rate": best, "steps": steps}
+
+
 def latency(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Iterator[str]) -> dict[str, Any]:
     """INVITE -> 200 (ns clock) at 100 calls/s straight to the cloud and through each edge; added = edge - direct."""
     result: dict[str, Any] = {}
@@ -484,7 +531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts of {','.join(PARTS + OPTIONAL_PARTS)}")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
     parser.add_argument(
         "--workdir", type=Path, help="keep the logs and sipp files here (default: a temporary one)"
@@ -506,11 +554,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="at 100 calls/s per target")
     parser.add_argument("--profile-rate", type=int, default=300)
     parser.add_argument("--profile-seconds", type=float, default=20.0)
+    parser.add_argument("--split-agents", type=int, default=2, help="split: agents side by side")
     args = parser.parse_args(argv)
     args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    unknown = set(args.parts) - set(PARTS)
+    unknown = set(args.parts) - set(PARTS + OPTIONAL_PARTS)
     if unknown:
-        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; parts: {', '.join(PARTS)}")
+        parser.error(
+            f"unknown part(s) {', '.join(sorted(unknown))}; parts: {', '.join(PARTS + OPTIONAL_PARTS)}"
+        )
+    if args.split_agents < 1:
+        parser.error("--split-agents must be 1 or more")
     args.rates = [int(r) for r in args.rates.split(",")]
     return args
 
@@ -555,6 +608,8 @@ def run_parts(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Iter
         results["soak"] = soak(args, work, cloud, users)
     if "latency" in args.parts:
         results["latency"] = latency(args, work, cloud, users)
+    if "split" in args.parts:
+        results["split"] = split(args, work, cloud, users)
     if "profile" in args.parts:
         results["profile"] = profile(args, work, cloud, users)
 

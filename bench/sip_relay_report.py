@@ -11,7 +11,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-PARTS = ("ladder", "overload", "memory", "soak", "latency", "profile")
+PARTS = ("ladder", "overload", "memory", "soak", "latency", "profile")  # a plain run's
+OPTIONAL_PARTS = ("split",)  # only when asked for
 FLAT_MB = 2.0  # soak: growth from minute 2 to the end at most this counts as flat (allocator noise)
 
 
@@ -54,7 +55,7 @@ def markdown(r: dict[str, Any]) -> list[str]:
         "",
     ]
     for part, section in (("ladder", ladder), ("overload", overload), ("memory", memory), ("soak", soak),
-                          ("latency", latency), ("profile", profile)):  # fmt: skip
+                          ("latency", latency), ("profile", profile), ("split", split)):  # fmt: skip
         if part in r:
             lines += section(r)
     return lines
@@ -125,7 +126,9 @@ def ladder(r: dict[str, Any]) -> list[str]:
                 f"{s['successful']} ok, {s['failed']} failed, {s['retransmissions']} retransmissions"
                 + (f", {s['503']} 503" if s["503"] else "")
                 + (" (clean)" if s["clean"] else "")
-            )
+                + (f"; CPU/call: edge {s['edge_cpu_ms_per_call']} ms, machine {s['box_cpu_ms_per_call']} ms"
+                   if "edge_cpu_ms_per_call" in s else "")
+            )  # fmt: skip
     for rate in sorted(by_rate):
         lines.append(
             f"| {rate} | {by_rate[rate].get('vaxelbox', '')} | {by_rate[rate].get('kamailio', '')} |"
@@ -137,6 +140,45 @@ def ladder(r: dict[str, Any]) -> list[str]:
               + (f"; {' and '.join(capped)} was clean at the top of the ladder (its rate is a lower bound: "
                  "add rates with --rates)" if capped else "") + ". Each step's wall time, sipp's drain included, "
               "is in the JSON (`seconds`).", ""]  # fmt: skip
+    lines += cpu_budget(lad, r["machine"]["cpus"])
+    return lines
+
+
+def cpu_budget(lad: dict[str, Any], cpus: int) -> list[str]:
+    """Each edge's CPU per call at the highest rate both ran clean, and what the rest of the machine
+    (sipp, the cloud, the kernel) used: what an edge may spend per call to be clean at 600 calls/s."""
+    clean = {n: {s["rate"]: s for s in lad[n]["steps"] if s["clean"] and "edge_cpu_ms_per_call" in s}
+             for n in ("vaxelbox", "kamailio")}  # fmt: skip
+    common = set(clean["vaxelbox"]) & set(clean["kamailio"])
+    if not common:
+        return []
+    rate = max(common)
+    vax, kam = clean["vaxelbox"][rate], clean["kamailio"][rate]
+    rest = vax["box_cpu_ms_per_call"] - vax["edge_cpu_ms_per_call"]
+    budget = 1000 / 600  # one core's ms per call at 600 calls/s: the agent is one process
+    return [f"CPU per completed call at {rate} calls/s (the highest rate both edges ran clean): Vaxelbox "
+            f"{vax['edge_cpu_ms_per_call']} ms, Kamailio {kam['edge_cpu_ms_per_call']} ms (all its processes), "
+            f"{vax['edge_cpu_ms_per_call'] / kam['edge_cpu_ms_per_call']:.1f}x; the rest of the machine "
+            f"(sipp, the cloud, the kernel) {rest:.2f} ms. The agent is one process: at 600 calls/s it has "
+            f"{budget:.2f} ms of one core per call, and the rest then needs {rest * 0.6:.2f} of the "
+            f"{cpus} cores.", ""]  # fmt: skip
+
+
+def split(r: dict[str, Any]) -> list[str]:
+    sp = r["split"]
+    count = sp["agents"]
+    lines = [f"## Split: {count} independent agents, each 1/{count} of the load "
+             f"({r['parameters']['step_seconds']} s per step)", "",
+             "An upper bound for an edge spread over that many processes on this machine: each agent has its own",
+             "caller and callee, and they share no state (a real split would). sipp and the cloud run beside them.",
+             "", "| calls/s (total) | the agents together |", "|---|---|"]  # fmt: skip
+    for s in sp["steps"]:
+        lines.append(f"| {s['rate']} | {s['successful']} ok, {s['failed']} failed, {s['retransmissions']} "
+                     f"retransmissions" + (f", {s['503']} 503" if s["503"] else "") + (" (clean)" if s["clean"] else "")
+                     + " |")  # fmt: skip
+    one = r.get("ladder", {}).get("vaxelbox", {}).get("clean_rate")
+    lines += ["", f"Highest clean total rate: {sp['clean_rate']}"
+              + (f" (one agent in the ladder: {one})." if one is not None else "."), ""]  # fmt: skip
     return lines
 
 
