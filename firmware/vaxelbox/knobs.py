@@ -12,8 +12,9 @@ log = logging.getLogger("vaxelbox.knobs")
 
 
 def knob(name: str, default: float, highest: float, what: str) -> float:
-    """The environment variable `name` as a number in (0, `highest`], or `default` when unset;
-    `what` names the wait in the warning. Raises ValueError for anything else."""
+    """The environment variable `name` as a number in (0, `highest`], or `default` when unset.
+    `what` is the warning's text with `{}` where the value goes ("probe backoff ceiling {} s").
+    Raises ValueError for anything else."""
     text = os.environ.get(name)
     if text is None:
         return default
@@ -23,5 +24,5 @@ def knob(name: str, default: float, highest: float, what: str) -> float:
         raise ValueError(f"{name}={text!r} is not a number") from None
     if not 0 < value <= highest:
         raise ValueError(f"{name} must be in (0, {highest:g}], not {value:g}")
-    log.warning("%s %g (%s: a test knob)", what, value, name)
+    log.warning("%s (%s: a test knob)", what.format(f"{value:g}"), name)
     return value

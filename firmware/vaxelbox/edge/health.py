@@ -267,4 +267,4 @@ class CloudProber:
 
 def _ceiling() -> float:
     """CEILING_ENV in seconds (BACKOFF_CEILING when unset); ValueError unless in (0, BACKOFF_CEILING]."""
-    return knob(CEILING_ENV, BACKOFF_CEILING, BACKOFF_CEILING, "probe backoff ceiling (s)")
+    return knob(CEILING_ENV, BACKOFF_CEILING, BACKOFF_CEILING, "probe backoff ceiling {} s")

@@ -568,5 +568,5 @@ def _timeout_logger(request: Request) -> Callable[[], None]:
 def default_backoff() -> tuple[float, ...]:
     """BACKOFF in seconds, times BACKOFF_SCALE_ENV when it is set (a test knob, warned about);
     ValueError when that is not a number in (0, 1]."""
-    scale = knob(BACKOFF_SCALE_ENV, 1.0, 1.0, "journal replay backoff scaled by")
+    scale = knob(BACKOFF_SCALE_ENV, 1.0, 1.0, "journal replay backoff scaled by {}")
     return BACKOFF if scale == 1.0 else tuple(seconds * scale for seconds in BACKOFF)
