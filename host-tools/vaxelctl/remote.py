@@ -9,8 +9,10 @@ import json
 import platform
 import re
 import shutil
+import signal
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -97,13 +99,48 @@ FW_RESULTS = {
 
 
 def run(work: Callable[[], Awaitable[Any]]) -> Any:
-    """Run one command; a ClientError becomes its one line on stderr (and JSON) and its exit code."""
+    """Run one command; a ClientError becomes its one line on stderr (and JSON) and its exit code;
+    Ctrl-C ends it with exit code 130 (see `_until_interrupted`)."""
     try:
-        return asyncio.run(work())
+        return asyncio.run(_until_interrupted(work))
     except ClientError as exc:
         fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(130) from None
+
+
+RECANCEL = 0.05  # s between cancellations of a command after Ctrl-C, until it has ended
+
+
+async def _until_interrupted(work: Callable[[], Awaitable[Any]]) -> Any:
+    """`work`, cancelled on Ctrl-C, and again every RECANCEL s until it has ended.
+
+    asyncio.run cancels only once, and Python 3.11's wait_for swallows a cancellation that arrives
+    as the awaited answer does (CPython gh-86296, fixed in 3.12): a Ctrl-C then went unheard and the
+    command ran on (an upload sent its next block and waited 15 s for an answer the installer no
+    longer wanted; a watch went on watching). A second Ctrl-C raises KeyboardInterrupt at once."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    if task is None or threading.current_thread() is not threading.main_thread():
+        return await work()  # run from a thread (tests): signals reach only the main one
+
+    def cancel_until_done() -> None:
+        if not task.done():
+            task.cancel()
+            loop.call_later(RECANCEL, cancel_until_done)
+
+    def interrupted() -> None:
+        loop.add_signal_handler(signal.SIGINT, _interrupt_now)
+        cancel_until_done()
+
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+    try:
+        return await work()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def _interrupt_now() -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def fail(message: str, exit_code: int) -> NoReturn:
