@@ -25,7 +25,17 @@ from aiocoap import Code, Message
 from aiocoap.oscore import FilesystemSecurityContext
 from netns import lan_pair
 from peers import free_port
-from test_management import BLOCK, Appliance, keygen, listed_serial, ok, packed_bundle, paired, vaxelctl
+from test_management import (
+    AT_A_TERMINAL,
+    BLOCK,
+    Appliance,
+    keygen,
+    listed_serial,
+    ok,
+    packed_bundle,
+    paired,
+    vaxelctl,
+)
 from typer.testing import CliRunner
 from vaxelbox.mgmt.security import release
 from vaxelbox.site import demo_site_text
@@ -329,7 +339,7 @@ def test_ctrl_c_during_an_upload_prints_one_line_exits_130_and_the_upload_resume
     bundle = pack("a", 48 * 1024 * 1024, "4.0")
     with held_link(laptop, 1024 * 1024) as link:
         upload = subprocess.Popen(
-            [sys.executable, "-c", "from vaxelctl.cli import main; main()", "fw", "upload", str(bundle)],
+            [*AT_A_TERMINAL, "fw", "upload", str(bundle)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -86,6 +86,12 @@ class Appliance:
         return PairingSecret(self.data / "mgmt").code
 
 
+# vaxelctl as an installer's terminal starts it, Ctrl-C at its default: a suite run in the background
+# of a script (CI under nohup, `make test &`) has SIGINT ignored, and its children would inherit that.
+AT_A_TERMINAL = [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                 "from vaxelctl.cli import main; main()"]  # fmt: skip
+
+
 def vaxelctl(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     code = "from vaxelctl.cli import main; main()"
     return subprocess.run(

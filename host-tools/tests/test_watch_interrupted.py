@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_management import Appliance, ok, vaxelctl
+from test_management import AT_A_TERMINAL, Appliance, ok, vaxelctl
 from vaxelbox.site import demo_site_text
 
 GONE = 2  # interrupted watchers per resource: a notification to one is always followed by another
@@ -30,9 +30,8 @@ class Watch:
     """`vaxelctl WHAT --watch --json` as an installer runs it in a terminal: one state per line."""
 
     def __init__(self, config: Path, what: str) -> None:
-        code = "from vaxelctl.cli import main; main()"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, what, "--watch", "--json"],
+            [*AT_A_TERMINAL, what, "--watch", "--json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

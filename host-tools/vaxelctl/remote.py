@@ -116,12 +116,17 @@ async def _until_interrupted(work: Callable[[], Awaitable[Any]]) -> Any:
     """`work`, cancelled on Ctrl-C, and again every RECANCEL s until it has ended.
 
     asyncio.run cancels only once, and Python 3.11's wait_for swallows a cancellation that arrives
-    as the awaited answer does (CPython gh-86296, fixed in 3.12): a Ctrl-C then went unheard and the
-    command ran on (an upload sent its next block and waited 15 s for an answer the installer no
-    longer wanted; a watch went on watching). A second Ctrl-C raises KeyboardInterrupt at once."""
+    as the awaited answer does (CPython gh-86296, fixed in 3.12): that Ctrl-C went unheard and the
+    command ran on (an upload sends its next block and waits for an answer the installer no longer
+    wants). A second Ctrl-C raises KeyboardInterrupt at once.
+
+    Started with SIGINT ignored (in the background of a script, under nohup) it stays ignored,
+    as asyncio.run leaves it: that Ctrl-C is for the foreground command."""
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
     if task is None or threading.current_thread() is not threading.main_thread():
         return await work()  # run from a thread (tests): signals reach only the main one
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        return await work()
 
     def cancel_until_done() -> None:
         if not task.done():
