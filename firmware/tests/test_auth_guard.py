@@ -268,7 +268,7 @@ def test_the_time_scale_knob_shortens_every_window_and_hold_alike(
     """The end-to-end test's knob (VAXELBOX_AUTH_GUARD_TIME_SCALE): the same sequence, in a tenth
     of the time, and a warning that says the timings are not the real ones."""
     monkeypatch.setenv(auth_guard.TIME_SCALE_ENV, "0.1")
-    with caplog.at_level(logging.WARNING, logger="vaxelbox.edge.auth_guard"):
+    with caplog.at_level(logging.WARNING, logger="vaxelbox.knobs"):
         guard = AuthGuard(now=clock)
     assert "auth guard timings scaled by 0.1" in caplog.text
     assert (guard.window, guard.first_hold, guard.max_hold) == (WINDOW / 10, FIRST_HOLD / 10, MAX_HOLD / 10)

@@ -48,7 +48,6 @@ phone for 5 minutes with the real timings.
 """
 
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,6 +56,7 @@ from datetime import datetime
 from typing import Any
 
 from vaxelbox.edge.bindings import bare_uri
+from vaxelbox.knobs import knob
 from vaxelbox.routing.chain import Next, RequestContext, Target
 from vaxelbox.routing.mode import Mode
 from vaxelbox.sip.digest import parse_credentials
@@ -97,26 +97,16 @@ class AuthGuard:
     """`hold` is a request processor (before `to_cloud`), `observe` a response processor.
 
     `now` gives epoch seconds (the hold's end is shown as a time of day);
-    `provisioned` says when the phone at an IP last fetched a provisioning file;
-    `time_scale` multiplies the windows and holds (tests only; None: from TIME_SCALE_ENV, else 1;
-    ValueError outside (0, 1]).
+    `provisioned` says when the phone at an IP last fetched a provisioning file. The windows and
+    holds are multiplied by TIME_SCALE_ENV when it is set (ValueError unless in (0, 1]).
     """
 
-    def __init__(
-        self,
-        now: Callable[[], float] = time.time,
-        provisioned: Provisioned | None = None,
-        time_scale: float | None = None,
-    ) -> None:
+    def __init__(self, now: Callable[[], float] = time.time, provisioned: Provisioned | None = None) -> None:
         self.now = now
         self.provisioned: Provisioned = provisioned or (lambda ip: None)
         self.on_suppressed: Callable[[], None] = lambda: None  # counted in the cloud's footprint
         self._records: dict[Key, _Record] = {}
-        scale = _time_scale() if time_scale is None else time_scale
-        if not 0 < scale <= 1:
-            raise ValueError(f"auth guard time scale must be in (0, 1], not {scale}")
-        if scale != 1:
-            log.warning("auth guard timings scaled by %g (%s: a test knob)", scale, TIME_SCALE_ENV)
+        scale = knob(TIME_SCALE_ENV, 1.0, 1.0, "auth guard timings scaled by {}")
         self.window, self.first_hold = WINDOW * scale, FIRST_HOLD * scale  # seconds
         self.max_hold, self.forget_after = MAX_HOLD * scale, FORGET_AFTER * scale
 
@@ -226,15 +216,6 @@ class AuthGuard:
             for (phone, aor), record in self._records.items()
             if record.since is not None and record.until > now
         ]
-
-
-def _time_scale() -> float:
-    """TIME_SCALE_ENV as a float (1 when unset); ValueError when it is not a number."""
-    text = os.environ.get(TIME_SCALE_ENV, "1")
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{TIME_SCALE_ENV}={text!r} is not a number") from None
 
 
 def _key(context: RequestContext) -> Key:
