@@ -507,6 +507,8 @@ def short(frame: str) -> str:
 
 def versions() -> dict[str, str]:
     def first_line(*command: str) -> str:
+        if not Path(command[0]).exists():
+            return f"{Path(command[0]).name} not installed"  # py-spy: make bench installs it
         output = subprocess.run(command, capture_output=True, text=True)
         return next(
             (line.strip() for line in (output.stdout + output.stderr).splitlines() if line.strip()), "?"
@@ -557,6 +559,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split-agents", type=int, default=2, help="split: agents side by side")
     args = parser.parse_args(argv)
     args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if not args.parts:
+        parser.error(f"--only names no part; parts: {', '.join(PARTS + OPTIONAL_PARTS)}")
     unknown = set(args.parts) - set(PARTS + OPTIONAL_PARTS)
     if unknown:
         parser.error(
@@ -564,7 +568,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.split_agents < 1:
         parser.error("--split-agents must be 1 or more")
-    args.rates = [int(r) for r in args.rates.split(",")]
+    try:
+        args.rates = [int(r) for r in args.rates.split(",")]
+    except ValueError:
+        parser.error(f"--rates {args.rates!r}: calls/s as whole numbers separated by commas")
+    if not all(rate > 0 for rate in args.rates):
+        parser.error(f"--rates: each rate must be at least 1, not {min(args.rates)}")
     return args
 
 
