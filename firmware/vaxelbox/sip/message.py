@@ -36,7 +36,7 @@ COMPACT = {
     "x": "Session-Expires", "a": "Accept-Contact", "j": "Reject-Contact", "d": "Request-Disposition",
     "y": "Identity", "n": "Identity-Info",
 }  # fmt: skip
-SINGLE_VALUED = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")
+SINGLE_VALUED = frozenset(("call-id", "from", "to", "cseq", "max-forwards", "content-type"))
 _VERSION = re.compile(r"SIP/\d+\.\d+", re.I)
 _FOLD = re.compile(r"\r\n[ \t]+")
 _LINE_END = re.compile(r"\r\n(?![ \t])")  # a line starting with SP or HTAB continues the last one
@@ -336,10 +336,11 @@ def parse_message(data: bytes) -> Request | Response:
     head = data[:end].decode("utf-8", "surrogateescape")
     start, _, header_text = head.partition(CRLF)
     try:
-        headers = _split_headers(header_text)
+        headers, firsts, fault = _split_headers(header_text)
         message: Request | Response = _request(start, headers) if is_request else _response(start, headers)
-        message.body = _body(message, data, end + 4)
-        _validate(message)
+        message.__dict__["_firsts"] = firsts
+        message.body = _body(firsts.get("content-length"), fault, data, end + 4)
+        _validate(message, fault)
     except SipSyntaxError as exc:
         raise SipParseError(str(exc), is_request=is_request) from None
     return message
@@ -348,18 +349,33 @@ def parse_message(data: bytes) -> Request | Response:
 _TOKEN_NAMES: set[str] = set()  # header names already found to be tokens
 
 
-def _split_headers(text: str) -> list[Header]:
-    headers = []
+def _split_headers(text: str) -> tuple[list[Header], dict[str, str], str | None]:
+    """The header lines, the value of each key's first line (`Message._firsts`), and what a second
+    line broke: the key of a single-valued header given twice, "content-length" for a second
+    Content-Length that disagrees with the first, or None. One pass (issue 12); the faults are
+    raised later, so a message's start line is still judged first."""
+    headers: list[Header] = []
+    firsts: dict[str, str] = {}
+    fault = None
     if not text:
-        return headers
+        return headers, firsts, fault
     folded = "\r\n " in text or "\r\n\t" in text
     for raw in _LINE_END.split(text) if folded else text.split("\r\n"):
         name, colon, value = raw.partition(":")
         name = name.rstrip(" \t")
         if not colon or (name not in _TOKEN_NAMES and not _token_name(name)):
             raise SipSyntaxError(f"malformed header line {raw[:30]!r}")
-        headers.append(Header(name, (_FOLD.sub(" ", value) if folded else value).strip(" \t"), raw))
-    return headers
+        header = Header(name, (_FOLD.sub(" ", value) if folded else value).strip(" \t"), raw)
+        headers.append(header)
+        key = header.key
+        if key not in firsts:
+            firsts[key] = header.value
+        elif key == "content-length":
+            if header.value != firsts[key]:
+                fault = key  # said before any other: _body reads the length first
+        elif fault is None and key in SINGLE_VALUED:
+            fault = key
+    return headers, firsts, fault
 
 
 def _token_name(name: str) -> bool:
@@ -397,16 +413,14 @@ def _response(start: str, headers: list[Header]) -> Response:
     return Response(int(code), reason, headers)
 
 
-def _body(message: Message, data: bytes, start: int) -> bytes:
-    lengths = {v.strip() for v in message.get_all("Content-Length")}
-    if not lengths:
+def _body(length_text: str | None, fault: str | None, data: bytes, start: int) -> bytes:
+    if length_text is None:
         return data[start:]
-    if len(lengths) > 1:
+    if fault == "content-length":
         raise SipSyntaxError("conflicting Content-Length values")
-    (text,) = lengths
-    if not is_number(text):
+    if not is_number(length_text):
         raise SipSyntaxError("malformed Content-Length")
-    length = int(text)
+    length = int(length_text)
     if start + length > len(data):
         raise SipSyntaxError("Content-Length larger than the message")
     return data[start : start + length]
@@ -421,12 +435,10 @@ def header_tag(value: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _validate(message: Request | Response) -> None:
+def _validate(message: Request | Response, fault: str | None) -> None:
     """Check what the forwarding path needs, so a bad one fails here and not mid-transaction."""
-    keys = [header.key for header in message.headers]
-    for key in SINGLE_VALUED:
-        if keys.count(key) > 1:
-            raise SipSyntaxError(f"more than one {key} header")
+    if fault is not None:
+        raise SipSyntaxError(f"more than one {fault} header")
     _ = message.top_via, message.from_tag, message.to_tag, message.call_id
     _, method = message.cseq
     if isinstance(message, Request):
