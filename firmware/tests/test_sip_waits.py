@@ -1,7 +1,12 @@
-"""Wait timers in bulk (sip.waits): due in order, never early, and the sweeper stops when idle."""
+"""Long timers in bulk (sip.waits): due in order, never early and at most a sweep late; a stopped
+one never fires and lets go of what it held; stopped ones do not pile up; the sweeper stops when
+idle. Real event loop, real time (short delays: the queue does not care how long)."""
 
 import asyncio
+import gc
+import weakref
 
+from vaxelbox.sip import waits as waits_module
 from vaxelbox.sip.waits import SWEEP, Waits
 
 
@@ -10,10 +15,9 @@ def test_waits_fire_in_order_never_early_and_the_sweeper_stops():
         loop = asyncio.get_running_loop()
         start = loop.time()
         fired: list[tuple[str, float]] = []
-        waits: Waits[str] = Waits(lambda item, name: fired.append((f"{item}:{name}", loop.time() - start)))
-        waits.add(0.3, "a", "L")
-        waits.add(0.1, "b", "K")
-        waits.add(0.3, "c", "M")
+        waits = Waits()
+        for delay, name in ((0.3, "a:L"), (0.1, "b:K"), (0.3, "c:M")):
+            waits.call_later(delay, lambda name: fired.append((name, loop.time() - start)), name)
         await asyncio.sleep(0.3 + 2 * SWEEP)
         return fired, len(waits) + (waits._sweeper is not None)
 
@@ -22,3 +26,70 @@ def test_waits_fire_in_order_never_early_and_the_sweeper_stops():
     assert all(at >= due for (_, at), due in zip(fired, (0.1, 0.3, 0.3), strict=True))
     assert all(at <= due + 2 * SWEEP for (_, at), due in zip(fired, (0.1, 0.3, 0.3), strict=True))
     assert left == 0  # nothing queued, no sweeper left running
+
+
+class Held:
+    """Something a timer's callback holds (a transaction, a call): freed once the timer is stopped."""
+
+
+def test_a_stopped_wait_never_fires_and_lets_go_at_once():
+    async def scenario() -> tuple[list[str], bool, int]:
+        fired: list[str] = []
+        waits = Waits()
+        held = Held()
+        gone = weakref.ref(held)
+        stopped = waits.call_later(0.2, lambda item: fired.append("stopped"), held)
+        waits.call_later(0.2, fired.append, "kept")
+        del held
+        stopped.cancel()
+        stopped.cancel()  # twice: counted once
+        gc.collect()
+        freed = gone() is None
+        await asyncio.sleep(0.2 + 2 * SWEEP)
+        return fired, freed, len(waits)
+
+    fired, freed, left = asyncio.run(scenario())
+    assert fired == ["kept"]
+    assert freed
+    assert left == 0
+
+
+def test_stopped_waits_are_compacted_away_long_before_their_time(monkeypatch):
+    """A flood of calls each stopping its 32 s Timer B within milliseconds must not keep one queue
+    entry per call for 32 s: once stopped ones are half the queue, a sweep drops them."""
+    monkeypatch.setattr(waits_module, "_COMPACT_AFTER", 10)
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        waits = Waits()
+        fired: list[int] = []
+        handles = [waits.call_later(30.0, fired.append, n) for n in range(100)]
+        for handle in handles[:90]:
+            handle.cancel()
+        await asyncio.sleep(2 * SWEEP)
+        queued = sum(len(queue) for queue in waits._queues.values())
+        live = len(waits)
+        for handle in handles[90:]:
+            handle.cancel()
+        return queued, live, fired
+
+    queued, live, fired = asyncio.run(scenario())
+    assert (queued, live) == (10, 10)
+    assert fired == []
+
+
+def test_a_callback_may_queue_and_stop_others_while_the_sweep_runs():
+    async def scenario() -> list[str]:
+        waits = Waits()
+        fired: list[str] = []
+        later = waits.call_later(0.3, fired.append, "stopped by the first")
+
+        def first() -> None:
+            fired.append("first")
+            later.cancel()
+            waits.call_later(0.15, fired.append, "queued by the first")  # a delay not seen before
+
+        waits.call_later(0.05, first)
+        await asyncio.sleep(0.3 + 3 * SWEEP)
+        return fired
+
+    assert asyncio.run(scenario()) == ["first", "queued by the first"]

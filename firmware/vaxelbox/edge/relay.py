@@ -109,7 +109,7 @@ class EdgeRelay:
         self.auth_guard.on_suppressed = lambda: upstream.traffic.suppress("auth-guard")
         self.route_token = RouteToken(self.is_ours, self.flow_of)
         self.locate_phone = PhoneLocator(bindings, self.flow_of)
-        self.forking = Forking(stack, addresses, schedule or _call_later, ResponseChain([]))
+        self.forking = Forking(stack, addresses, schedule or stack.call_later, ResponseChain([]))
         self.set_chains(local=[], responses=[])
         stack.user = self
 
@@ -364,7 +364,3 @@ class EdgeRelay:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
-    return asyncio.get_running_loop().call_later(delay, callback)

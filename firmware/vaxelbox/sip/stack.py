@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from vaxelbox.sip.errors import SipSyntaxError
 from vaxelbox.sip.message import Request, Response
@@ -38,12 +38,13 @@ from vaxelbox.sip.transaction import (
 )
 from vaxelbox.sip.transport import Flow, TransportLayer
 from vaxelbox.sip.via import MAGIC_COOKIE
-from vaxelbox.sip.waits import WAIT_TIMERS, Waits
+from vaxelbox.sip.waits import LONG, WAIT_TIMERS, Wait, Waits
 
 log = logging.getLogger("vaxelbox.sip.stack")
 _TOP_BRANCH = re.compile(rb"\r\n(?:via|v)[ \t]*:[^\r\n]*?;[ \t]*branch[ \t]*=[ \t]*([^;,\s]+)", re.I)
 _CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
 
+Cancellable = asyncio.TimerHandle | Wait
 ResponseHandler = Callable[[Response], None]
 TimeoutHandler = Callable[[], None]
 
@@ -64,7 +65,7 @@ class Running:
     key: tuple[str, ...]
     on_response: ResponseHandler | None = None  # None once the user let go (see `release`)
     on_timeout: TimeoutHandler | None = None
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    timers: dict[str, Cancellable] = field(default_factory=dict)
 
 
 ServerTx = Running
@@ -78,7 +79,7 @@ class SipStack:
         self.clients: dict[tuple[str, ...], Running] = {}
         self.servers: dict[tuple[str, ...], Running] = {}
         self._server_branches: Counter[str] = Counter()  # of live server transactions, for taken_on
-        self._waits: Waits[Running] = Waits(self._fire)
+        self._waits = Waits()
         transports.on_message = self.on_message
         transports.on_flow_closed = self._flow_closed
         transports.taken_on = self.taken_on
@@ -216,12 +217,20 @@ class SipStack:
             self._forget(running)
             return
         if action.name in WAIT_TIMERS and action.delay > 0:
-            self._waits.add(action.delay, running, action.name)  # never stopped: they end the transaction
+            self._waits.call_later(action.delay, self._fire, running, action.name)  # never stopped
             if not running.timers:
                 running.timers = {}  # a dict that held timers keeps its larger table: this one waits long
             return
-        loop = asyncio.get_running_loop()
-        running.timers[action.name] = loop.call_later(action.delay, self._fire, running, action.name)
+        running.timers[action.name] = self.call_later(action.delay, self._fire, running, action.name)
+
+    def call_later(
+        self, delay: float, callback: Callable[..., None], *args: Any
+    ) -> asyncio.TimerHandle | Wait:
+        """asyncio's call_later, or for a delay of `waits.LONG` s or more (Timers B, F, H, C: nearly
+        always stopped long before due) the bulk queue, which may fire it up to 0.1 s late."""
+        if delay >= LONG:
+            return self._waits.call_later(delay, callback, *args)
+        return asyncio.get_running_loop().call_later(delay, callback, *args)
 
     def _fire(self, running: Running, name: str) -> None:
         running.timers.pop(name, None)
