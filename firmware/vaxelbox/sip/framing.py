@@ -13,7 +13,7 @@ from dataclasses import dataclass
 _CONTENT_LENGTH = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*(\S*)", re.I)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per message read from a stream: not frozen, half the cost to make
 class Frame:
     data: bytes
 

@@ -32,37 +32,41 @@ class TimerSettings:
 # -- actions ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Actions are made and dropped a few dozen times per call: plain slotted classes, not frozen ones
+# (a frozen dataclass sets each field through object.__setattr__, twice the cost; issue 12).
+
+
+@dataclass(slots=True)
 class Send:
     """A message to send: parsed, or already on the wire (a retransmission)."""
 
     message: Request | Response | bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTimer:
     name: str
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StopTimer:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToUser:
     """A response for the client transaction's user, or a request (or 2xx ACK) for the server's."""
 
     message: Request | Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimedOut:
     """No final response in time (client) or no ACK for a final response (server)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Terminated:
     pass
 
