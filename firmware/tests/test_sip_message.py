@@ -109,3 +109,20 @@ def test_parse_memos_stay_bounded_under_a_flood_of_distinct_values():
         assert 0 < len(memo) <= memo.size
     assert uri.parse_uri("sip:9999@192.0.2.249").user == "9999"  # type: ignore[union-attr]
     assert via.parse_via("SIP/2.0/UDP 192.0.2.1:11023;branch=z9hG4bKx").port == 11023
+
+
+def test_a_uri_keeps_its_written_text_and_a_changed_copy_writes_its_own():
+    """A parsed URI's text is known from the parse and kept (issue 12); a copy made with other
+    parts (dataclasses.replace: URIs are values, never changed in place) writes its own."""
+    from dataclasses import replace
+
+    from vaxelbox.sip.uri import SipUri, parse_uri
+
+    text = "SIP:Alice@EXAMPLE.net:5060;Transport=TCP;LR"
+    first, again = parse_uri(text), parse_uri(text)  # the second from the memo
+    assert str(first) == str(again) == "sip:Alice@EXAMPLE.net:5060;transport=TCP;lr"
+    assert isinstance(first, SipUri)
+    assert str(replace(first, port=5070)) == "sip:Alice@EXAMPLE.net:5070;transport=TCP;lr"
+    assert str(replace(first, params={"lr": None})) == "sip:Alice@EXAMPLE.net:5060;lr"
+    assert first == SipUri("sip", "EXAMPLE.net", 5060, "Alice", params={"transport": "TCP", "lr": None})
+    assert str(SipUri("sip", "2001:db8::1", 5060)) == "sip:[2001:db8::1]:5060"

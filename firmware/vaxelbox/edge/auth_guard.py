@@ -233,9 +233,10 @@ def _refused(request: Request, response: Response) -> str | None:
         sent, challenge = "Proxy-Authorization", "Proxy-Authenticate"
     else:
         return None
-    if any(_is_stale(value) for value in response.get_all(challenge)):
+    username = _username(request, sent)  # first: most challenges answer a request sent without any
+    if username is None or any(_is_stale(value) for value in response.get_all(challenge)):
         return None
-    return _username(request, sent)
+    return username
 
 
 def _username(request: Request, *headers: str) -> str | None:

@@ -21,6 +21,8 @@ _OPAQUE = re.compile(r"[^\s<>\"]+")
 
 @dataclass(slots=True)
 class SipUri:
+    """A value: never changed in place (make another), as its text is kept once written."""
+
     scheme: str  # "sip" or "sips", lower case
     host: str  # IPv6 without brackets; as written otherwise
     port: int | None = None
@@ -28,6 +30,9 @@ class SipUri:
     password: str | None = None
     params: dict[str, str | None] = field(default_factory=dict)
     headers: str | None = None  # raw text after '?'
+    # The text `str()` gives, once made: a relay writes the same URI several times (the forwarded
+    # Request-URI, the loop hash of each branch) and from parse it is already known (issue 12).
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def host_reference(self) -> str:
@@ -40,12 +45,14 @@ class SipUri:
         return value.lower() if value else None
 
     def __str__(self) -> str:
-        text = f"{self.scheme}:"
-        if self.user is not None:
-            text += self.user + (f":{self.password}" if self.password is not None else "") + "@"
-        text += self.host_reference + (f":{self.port}" if self.port is not None else "")
-        text += format_params(self.params)
-        return text + (f"?{self.headers}" if self.headers else "")
+        if self._text is None:
+            text = f"{self.scheme}:"
+            if self.user is not None:
+                text += self.user + (f":{self.password}" if self.password is not None else "") + "@"
+            text += self.host_reference + (f":{self.port}" if self.port is not None else "")
+            text += format_params(self.params)
+            self._text = text + (f"?{self.headers}" if self.headers else "")
+        return self._text
 
 
 @dataclass(slots=True)
@@ -78,15 +85,18 @@ def parse_uri(text: str) -> Uri:
 # Route and Record-Route entries, Contacts of the office's phones); each parse still gets its own
 # SipUri and params dict, so nothing parsed is shared. Bounded: cleared when full.
 UriParts = tuple[str, int | None, str | None, str | None, dict[str, str | None], str | None]
-_PARTS: Memo[tuple[str, str], UriParts] = Memo()
+_PARTS: Memo[tuple[str, str], tuple[UriParts, str]] = Memo()  # ... and the URI's text
 
 
 def _parse_sip(scheme: str, rest: str) -> SipUri:
-    parts = _PARTS.get((scheme, rest))
-    if parts is None:
-        parts = _PARTS.keep((scheme, rest), _sip_parts(rest))
-    host, port, user, password, params, headers = parts
-    return SipUri(scheme, host, port, user, password, dict(params), headers)
+    known = _PARTS.get((scheme, rest))
+    if known is None:
+        parts = _sip_parts(rest)
+        known = _PARTS.keep((scheme, rest), (parts, str(SipUri(scheme, *parts))))
+    (host, port, user, password, params, headers), text = known
+    uri = SipUri(scheme, host, port, user, password, dict(params), headers)
+    uri._text = text
+    return uri
 
 
 def _sip_parts(rest: str) -> UriParts:
