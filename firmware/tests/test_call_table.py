@@ -59,3 +59,15 @@ def test_a_call_seen_twice_keeps_its_first_record(clock: list[float]) -> None:
     table.started(invite("a", caller="101"), "online", "cloud", None)
     table.started(invite("a", caller="cloud"), "online", "phone", None)  # the cloud's leg back
     assert [(r["caller"], r["route"]) for r in table.rows()] == [("101", "cloud")]
+
+
+def test_a_clock_stepped_back_does_not_keep_expired_calls(clock: list[float]) -> None:
+    """NTP steps the wall clock back between two calls: the call started second is then older by
+    its start time than the first, and must still expire (found by helper-51 in an early-break scan
+    that trusted insertion order)."""
+    table = CallTable(max_age=3600.0)
+    table.started(invite("A"), "online", "cloud", None)
+    clock[0] -= 600
+    table.started(invite("B"), "online", "cloud", None)
+    clock[0] += 3601
+    assert [r["call_id"] for r in table.rows()] == ["A"]

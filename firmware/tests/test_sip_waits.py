@@ -93,3 +93,42 @@ def test_a_callback_may_queue_and_stop_others_while_the_sweep_runs():
         return fired
 
     assert asyncio.run(scenario()) == ["first", "queued by the first"]
+
+
+def test_a_failing_callback_is_logged_and_stops_no_other_timer(caplog):
+    """As with asyncio's own timers: a bug in one callback (a ring-timeout handler) must not stop
+    the sweep, or no long timer would ever fire again (found by helper-51)."""
+
+    async def scenario() -> tuple[list[str], int, bool]:
+        waits = Waits()
+        fired: list[str] = []
+
+        def failing() -> None:
+            raise RuntimeError("a bug in a ring-timeout handler")
+
+        waits.call_later(0.05, failing)
+        waits.call_later(0.05, fired.append, "due with it")
+        waits.call_later(0.3, fired.append, "timer B of another call")
+        await asyncio.sleep(0.3 + 2 * SWEEP)
+        waits.call_later(0.1, fired.append, "queued afterwards")
+        await asyncio.sleep(0.1 + 2 * SWEEP)
+        return fired, len(waits), waits._sweeper is None
+
+    fired, left, idle = asyncio.run(scenario())
+    assert fired == ["due with it", "timer B of another call", "queued afterwards"]
+    assert (left, idle) == (0, True)
+    assert "a bug in a ring-timeout handler" in caplog.text
+
+
+def test_when_every_queued_timer_is_stopped_the_sweeper_stops():
+    """Stopped timers (a quiet box's last Timer C, 180 s) do not keep a sweep running 10 times a
+    second until they would have been due."""
+
+    async def scenario() -> bool:
+        waits = Waits()
+        for handle in [waits.call_later(180.0, print, n) for n in range(3)]:
+            handle.cancel()
+        await asyncio.sleep(2 * SWEEP)
+        return waits._sweeper is None and not waits._queues[180.0]
+
+    assert asyncio.run(scenario())

@@ -36,7 +36,8 @@ COMPACT = {
     "x": "Session-Expires", "a": "Accept-Contact", "j": "Reject-Contact", "d": "Request-Disposition",
     "y": "Identity", "n": "Identity-Info",
 }  # fmt: skip
-SINGLE_VALUED = frozenset(("call-id", "from", "to", "cseq", "max-forwards", "content-type"))
+SINGLE_VALUED = ("call-id", "from", "to", "cseq", "max-forwards", "content-type")  # checked in this order
+_ONCE = frozenset((*SINGLE_VALUED, "content-length"))  # a second line of these may be a fault
 _VERSION = re.compile(r"SIP/\d+\.\d+", re.I)
 _FOLD = re.compile(r"\r\n[ \t]+")
 _LINE_END = re.compile(r"\r\n(?![ \t])")  # a line starting with SP or HTAB continues the last one
@@ -336,11 +337,11 @@ def parse_message(data: bytes) -> Request | Response:
     head = data[:end].decode("utf-8", "surrogateescape")
     start, _, header_text = head.partition(CRLF)
     try:
-        headers, firsts, fault = _split_headers(header_text)
+        headers, firsts, faults = _split_headers(header_text)
         message: Request | Response = _request(start, headers) if is_request else _response(start, headers)
         message.__dict__["_firsts"] = firsts
-        message.body = _body(firsts.get("content-length"), fault, data, end + 4)
-        _validate(message, fault)
+        message.body = _body(firsts.get("content-length"), faults, data, end + 4)
+        _validate(message, faults)
     except SipSyntaxError as exc:
         raise SipParseError(str(exc), is_request=is_request) from None
     return message
@@ -349,16 +350,16 @@ def parse_message(data: bytes) -> Request | Response:
 _TOKEN_NAMES: set[str] = set()  # header names already found to be tokens
 
 
-def _split_headers(text: str) -> tuple[list[Header], dict[str, str], str | None]:
-    """The header lines, the value of each key's first line (`Message._firsts`), and what a second
-    line broke: the key of a single-valued header given twice, "content-length" for a second
-    Content-Length that disagrees with the first, or None. One pass (issue 12); the faults are
-    raised later, so a message's start line is still judged first."""
+def _split_headers(text: str) -> tuple[list[Header], dict[str, str], set[str] | None]:
+    """The header lines, the value of each key's first line (`Message._firsts`), and the faults a
+    later line made: the keys of single-valued headers given again, and "content-length" for a
+    Content-Length that disagrees with the first. One pass (issue 12); the faults are raised later
+    (`_body`, `_validate`), so the start line is still judged first."""
     headers: list[Header] = []
     firsts: dict[str, str] = {}
-    fault = None
+    faults = None
     if not text:
-        return headers, firsts, fault
+        return headers, firsts, faults
     folded = "\r\n " in text or "\r\n\t" in text
     for raw in _LINE_END.split(text) if folded else text.split("\r\n"):
         name, colon, value = raw.partition(":")
@@ -370,12 +371,10 @@ def _split_headers(text: str) -> tuple[list[Header], dict[str, str], str | None]
         key = header.key
         if key not in firsts:
             firsts[key] = header.value
-        elif key == "content-length":
-            if header.value != firsts[key]:
-                fault = key  # said before any other: _body reads the length first
-        elif fault is None and key in SINGLE_VALUED:
-            fault = key
-    return headers, firsts, fault
+        elif key in _ONCE and (key != "content-length" or header.value.strip() != firsts[key].strip()):
+            faults = faults or set()
+            faults.add(key)
+    return headers, firsts, faults
 
 
 def _token_name(name: str) -> bool:
@@ -413,11 +412,12 @@ def _response(start: str, headers: list[Header]) -> Response:
     return Response(int(code), reason, headers)
 
 
-def _body(length_text: str | None, fault: str | None, data: bytes, start: int) -> bytes:
+def _body(length_text: str | None, faults: set[str] | None, data: bytes, start: int) -> bytes:
     if length_text is None:
         return data[start:]
-    if fault == "content-length":
+    if faults and "content-length" in faults:
         raise SipSyntaxError("conflicting Content-Length values")
+    length_text = length_text.strip()
     if not is_number(length_text):
         raise SipSyntaxError("malformed Content-Length")
     length = int(length_text)
@@ -435,10 +435,10 @@ def header_tag(value: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _validate(message: Request | Response, fault: str | None) -> None:
+def _validate(message: Request | Response, faults: set[str] | None) -> None:
     """Check what the forwarding path needs, so a bad one fails here and not mid-transaction."""
-    if fault is not None:
-        raise SipSyntaxError(f"more than one {fault} header")
+    if faults:  # a Content-Length fault was raised by _body: these are single-valued headers
+        raise SipSyntaxError(f"more than one {next(k for k in SINGLE_VALUED if k in faults)} header")
     _ = message.top_via, message.from_tag, message.to_tag, message.call_id
     _, method = message.cseq
     if isinstance(message, Request):

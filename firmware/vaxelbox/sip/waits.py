@@ -10,9 +10,12 @@ holding nothing, until its time or until stopped ones are half the queue.
 """
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("vaxelbox.sip.waits")
 
 SWEEP = 0.1  # s between sweeps while any wait is queued
 LONG = 4.0  # s: the shortest delay for which SWEEP is close enough (2.5 %)
@@ -81,9 +84,14 @@ class Waits:
                     self._cancelled -= 1
                     continue
                 wait.callback, wait.args = None, ()  # fired: a late cancel() changes nothing
-                callback(*args)
-        if self._cancelled >= _COMPACT_AFTER and 2 * self._cancelled >= self._queued:
-            self._compact()
+                try:
+                    callback(*args)
+                except Exception:  # as asyncio does: one failing callback stops no other timer
+                    log.exception("timer callback %r failed", callback)
+        if self._cancelled == self._queued or (
+            self._cancelled >= _COMPACT_AFTER and 2 * self._cancelled >= self._queued
+        ):
+            self._compact()  # all stopped (no sweeps for nothing on an idle box), or half of many
         self._sweeper = loop.call_later(SWEEP, self._sweep) if self._queued else None
 
     def _compact(self) -> None:
