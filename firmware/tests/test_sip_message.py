@@ -66,21 +66,36 @@ def test_compact_and_long_names_are_the_same_header():
     assert message.from_.tag == "f1"
 
 
-def test_a_uri_read_again_is_a_new_object_and_a_bad_one_fails_every_time():
-    """The relay remembers the parts of URIs it validated (issue 12); each parse still gets its own
-    object, so a change to one never shows in another."""
+def test_a_uri_read_again_is_the_same_value_nothing_can_change_and_a_bad_one_fails_every_time():
+    """The relay remembers the URIs and addresses it validated and hands every parse of the same
+    text the same object (issue 12: every Route of every ACK and BYE was parsed into new objects).
+    Shared safely because nothing can change one: frozen, with read-only params."""
+    from dataclasses import FrozenInstanceError, replace
+
+    from vaxelbox.sip.address import parse_address
     from vaxelbox.sip.errors import SipSyntaxError
-    from vaxelbox.sip.uri import parse_uri
+    from vaxelbox.sip.uri import SipUri, parse_uri
 
     first, second = (
         parse_uri("sip:201@192.0.2.20:5060;transport=tcp"),
         parse_uri("sip:201@192.0.2.20:5060;transport=tcp"),
     )
-    assert first == second
-    assert first is not second
-    first.params["lr"] = None  # type: ignore[union-attr]
-    assert second.params == {"transport": "tcp"}  # type: ignore[union-attr]
+    assert first is second
+    assert isinstance(first, SipUri)
+    with pytest.raises(TypeError):
+        first.params["lr"] = None  # type: ignore[index]
+    with pytest.raises(FrozenInstanceError):
+        first.port = 5070  # type: ignore[misc]
+    assert str(replace(first, port=5070)) == "sip:201@192.0.2.20:5070;transport=tcp"
     assert parse_uri("sip:201@192.0.2.20:5060;transport=tcp").params == {"transport": "tcp"}  # type: ignore[union-attr]
+    route = parse_address("<sip:192.0.2.1;lr>")
+    assert route is parse_address("<sip:192.0.2.1;lr>")
+    with pytest.raises(TypeError):
+        route.params["tag"] = "x"  # type: ignore[index]
+    given = {"transport": "udp"}
+    made = SipUri("sip", "192.0.2.9", params=given)
+    given["transport"] = "tcp"  # the maker's dict changed afterwards: the URI keeps its own copy
+    assert made.transport == "udp"
     for _ in range(2):
         with pytest.raises(SipSyntaxError):
             parse_uri("sip:201@192.0.2.20:99999")

@@ -4,15 +4,28 @@ from dataclasses import dataclass, field
 
 from vaxelbox.memo import Memo
 from vaxelbox.sip.errors import SipSyntaxError
-from vaxelbox.sip.syntax import format_params, has_lws, parse_params, quoted_string_end, split_list
+from vaxelbox.sip.syntax import (
+    Params,
+    format_params,
+    frozen_params,
+    has_lws,
+    parse_params,
+    quoted_string_end,
+    split_list,
+)
 from vaxelbox.sip.uri import SipUri, Uri, parse_uri
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Address:
+    """A value, shared like sip.uri.SipUri: frozen, its params read-only."""
+
     uri: Uri
     display: str | None = None  # as written, quotes included
-    params: dict[str, str | None] = field(default_factory=dict)
+    params: Params = field(default_factory=dict)  # read-only once made
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", frozen_params(self.params))
 
     @property
     def tag(self) -> str | None:
@@ -29,19 +42,17 @@ class Address:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
-# Validated address text -> (display, URI text, params): the relay reads the same Route, From and
-# Contact values again and again. Each parse gets its own Address, URI and params. Bounded.
-_PARTS: Memo[str, tuple[str | None, str, dict[str, str | None]]] = Memo()
+# Validated address text -> its Address, shared by every parse of that text: the relay reads the
+# same Route, From and Contact values again and again (issue 12: every Route of every ACK and BYE).
+# Bounded.
+_PARTS: Memo[str, Address] = Memo()
 
 
 def parse_address(text: str) -> Address:
-    parts = _PARTS.get(text)
-    if parts is None:
-        address = _parse_address(text)
-        _PARTS.keep(text, (address.display, str(address.uri), dict(address.params)))
-        return address
-    display, uri_text, params = parts
-    return Address(parse_uri(uri_text), display, dict(params))
+    address = _PARTS.get(text)
+    if address is None:
+        address = _PARTS.keep(text, _parse_address(text))
+    return address
 
 
 def _parse_address(text: str) -> Address:

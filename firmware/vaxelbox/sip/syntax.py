@@ -1,6 +1,8 @@
 """RFC 3261 §25 lexical pieces shared by the header parsers: tokens, quoted strings, lists, params."""
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from vaxelbox.sip.errors import SipSyntaxError
 
@@ -121,7 +123,15 @@ def value_and_params(text: str | None) -> tuple[str, dict[str, str | None]] | No
     return (value.strip(), parsed) if value.strip() else None
 
 
-def format_params(params: dict[str, str | None]) -> str:
+Params = Mapping[str, str | None]  # parsed `;name=value` parameters: lower-case name -> value or None
+
+
+def frozen_params(params: Params) -> Params:
+    """A read-only copy of `params`, for the parsed values the relay shares (sip.uri, sip.address)."""
+    return params if type(params) is MappingProxyType else MappingProxyType(dict(params))
+
+
+def format_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from vaxelbox.memo import Memo
 from vaxelbox.sip.errors import SipSyntaxError
-from vaxelbox.sip.syntax import format_params, is_number
+from vaxelbox.sip.syntax import Params, format_params, frozen_params, is_number
 
 _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _USER = re.compile(rf"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|{_ESCAPED})+")
@@ -19,20 +19,24 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _OPAQUE = re.compile(r"[^\s<>\"]+")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class SipUri:
-    """A value: never changed in place (make another), as its text is kept once written."""
+    """A value, shared: every parse of the same text gives the same object (issue 12), so nothing
+    changes one (frozen, its params read-only); `dataclasses.replace` makes another."""
 
     scheme: str  # "sip" or "sips", lower case
     host: str  # IPv6 without brackets; as written otherwise
     port: int | None = None
     user: str | None = None  # escaped, as written
     password: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
+    params: Params = field(default_factory=dict)  # read-only once made
     headers: str | None = None  # raw text after '?'
     # The text `str()` gives, once made: a relay writes the same URI several times (the forwarded
-    # Request-URI, the loop hash of each branch) and from parse it is already known (issue 12).
+    # Request-URI, the loop hash of each branch).
     _text: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", frozen_params(self.params))
 
     @property
     def host_reference(self) -> str:
@@ -51,11 +55,11 @@ class SipUri:
                 text += self.user + (f":{self.password}" if self.password is not None else "") + "@"
             text += self.host_reference + (f":{self.port}" if self.port is not None else "")
             text += format_params(self.params)
-            self._text = text + (f"?{self.headers}" if self.headers else "")
-        return self._text
+            object.__setattr__(self, "_text", text + (f"?{self.headers}" if self.headers else ""))
+        return self._text  # type: ignore[return-value]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class AbsoluteUri:
     """A URI of a scheme this element does not interpret (tel:, isbn:, http:, ...), kept verbatim."""
 
@@ -81,21 +85,17 @@ def parse_uri(text: str) -> Uri:
     return _parse_sip(lowered, rest)
 
 
-# Validated SIP URI text -> its parts. A relay reads the same few URIs over and over (Request-URIs,
-# Route and Record-Route entries, Contacts of the office's phones); each parse still gets its own
-# SipUri and params dict, so nothing parsed is shared. Bounded: cleared when full.
-UriParts = tuple[str, int | None, str | None, str | None, dict[str, str | None], str | None]
-_PARTS: Memo[tuple[str, str], tuple[UriParts, str]] = Memo()  # ... and the URI's text
+# Validated SIP URI text -> its SipUri, shared by every parse of that text: a relay reads the same
+# few URIs over and over (Request-URIs, Route and Record-Route entries, Contacts of the office's
+# phones). Bounded: cleared when full.
+UriParts = tuple[str, int | None, str | None, str | None, Params, str | None]
+_PARTS: Memo[tuple[str, str], SipUri] = Memo()
 
 
 def _parse_sip(scheme: str, rest: str) -> SipUri:
-    known = _PARTS.get((scheme, rest))
-    if known is None:
-        parts = _sip_parts(rest)
-        known = _PARTS.keep((scheme, rest), (parts, str(SipUri(scheme, *parts))))
-    (host, port, user, password, params, headers), text = known
-    uri = SipUri(scheme, host, port, user, password, dict(params), headers)
-    uri._text = text
+    uri = _PARTS.get((scheme, rest))
+    if uri is None:
+        uri = _PARTS.keep((scheme, rest), SipUri(scheme, *_sip_parts(rest)))
     return uri
 
 
