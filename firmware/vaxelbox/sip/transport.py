@@ -129,6 +129,7 @@ class StreamFlow(Flow, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._connection = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()  # kept: each get_running_loop() is a getpid(2) call
         self.local = transport.get_extra_info("sockname")[:2]
         self.remote = transport.get_extra_info("peername")[:2]
         if not self.outbound:
@@ -168,7 +169,7 @@ class StreamFlow(Flow, asyncio.Protocol):
         if self._connection is None:
             return
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._pending.append(data)
 
     def _flush(self) -> None:

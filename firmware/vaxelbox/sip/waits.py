@@ -52,13 +52,16 @@ class Waits:
         self._queued = 0
         self._cancelled = 0
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeper_loop: asyncio.AbstractEventLoop | None = None  # where the sweeper runs
 
     def __len__(self) -> int:
         """Timers still to fire (stopped ones not counted)."""
         return self._queued - self._cancelled
 
     def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> Wait:
-        loop = asyncio.get_running_loop()
+        # The sweeper's loop while it runs: asyncio.get_running_loop() makes a getpid(2) system
+        # call each time (CPython 3.11), a dozen times per call (issue 12).
+        loop = self._sweeper_loop if self._sweeper is not None else asyncio.get_running_loop()
         queue = self._queues.get(delay)
         if queue is None:
             queue = self._queues[delay] = deque()
@@ -66,14 +69,15 @@ class Waits:
         queue.append(wait)
         self._queued += 1
         if self._sweeper is None:
-            self._sweeper = loop.call_later(SWEEP, self._sweep)
+            self._sweeper, self._sweeper_loop = loop.call_later(SWEEP, self._sweep), loop
         return wait
 
     def _stopped(self) -> None:
         self._cancelled += 1
 
     def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._sweeper_loop
+        assert loop is not None
         now = loop.time()
         for queue in list(self._queues.values()):  # a callback may queue a new delay
             while queue and queue[0].when <= now:
