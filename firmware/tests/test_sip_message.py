@@ -115,13 +115,17 @@ def test_flow_tokens_are_remembered_only_when_valid():
 def test_parse_memos_stay_bounded_under_a_flood_of_distinct_values():
     """A flood of distinct URIs, addresses and Via sent-by values (issue 12: bounded memory) meets the
     memo's size, and what it parses stays right after the memo starts again."""
-    from vaxelbox.sip import address, uri, via
+    from vaxelbox.sip import address, message, uri, via
 
     for n in range(10_000):
         uri.parse_uri(f"sip:{n}@192.0.2.{n % 250}")
         address.parse_address(f"<sip:{n}@192.0.2.1>;tag=t{n}")
         via.parse_via(f"SIP/2.0/UDP 192.0.2.1:{1024 + n};branch=z9hG4bK{n}")
-    for memo in (uri._PARTS, address._PARTS, via._SENT):
+        parse_message(
+            f"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK{n}\r\nFrom: <sip:a@b>;tag=1\r\n"
+            f"To: <sip:a@b>\r\nCall-ID: {n}\r\nCSeq: {n} OPTIONS\r\nX-Seen: {n}\r\n\r\n".encode()
+        )
+    for memo in (uri._PARTS, address._PARTS, via._SENT, message._LINES):
         assert 0 < len(memo) <= memo.size
     assert uri.parse_uri("sip:9999@192.0.2.249").user == "9999"  # type: ignore[union-attr]
     assert via.parse_via("SIP/2.0/UDP 192.0.2.1:11023;branch=z9hG4bKx").port == 11023
@@ -170,3 +174,23 @@ def test_repeated_headers_are_judged_as_before_the_one_pass_parse(tail: str, out
     else:
         with pytest.raises(SipParseError, match=f"^{outcome}$"):
             parse_message(data)
+
+
+def test_a_header_line_read_again_is_shared_and_an_edit_changes_only_its_own_message():
+    """Lines that come again (CSeq, Max-Forwards, a dialog's Routes) are split once and their Header
+    shared (issue 12); Headers never change, so an edit of one message leaves the other as it was."""
+    text = (
+        "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK{n}\r\nFrom: <sip:a@b>;tag=1\r\n"
+        "To: <sip:a@b>\r\nCall-ID: c{n}\r\nCSeq: 7 MESSAGE\r\nMax-Forwards: 70\r\nSubject: hello\r\n\r\n"
+    )
+    first, second = (parse_message(text.format(n=n).encode()) for n in (1, 2))
+    shared = {h.key for h, g in zip(first.headers, second.headers, strict=True) if h is g}
+    assert shared == {"cseq", "max-forwards", "subject"}  # Via, From, To, Call-ID: new every time
+    first.replace("Subject", "changed")
+    first.remove("Max-Forwards")
+    assert (first.get("Subject"), second.get("Subject"), second.get("Max-Forwards")) == (
+        "changed",
+        "hello",
+        "70",
+    )
+    assert b"Subject: hello\r\n" in second.to_bytes()

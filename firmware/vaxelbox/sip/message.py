@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from vaxelbox.memo import Memo
 from vaxelbox.sip.address import Address, parse_address, parse_address_list
 from vaxelbox.sip.errors import SipParseError, SipSyntaxError
 from vaxelbox.sip.syntax import is_number, is_token, split_list
@@ -348,6 +349,11 @@ def parse_message(data: bytes) -> Request | Response:
 
 
 _TOKEN_NAMES: set[str] = set()  # header names already found to be tokens
+# Header line as received -> its Header, shared (a Header never changes): most lines come again and
+# again (CSeq, Max-Forwards, Content-Type, a dialog's Routes, a phone's Contact), and splitting them
+# was the largest share of parsing (issue 12). Not the lines new in every call or transaction.
+_LINES: Memo[str, Header] = Memo()
+_NEW_EACH_TIME = frozenset(("via", "from", "to", "call-id"))
 
 
 def _split_headers(text: str) -> tuple[list[Header], dict[str, str], set[str] | None]:
@@ -362,11 +368,15 @@ def _split_headers(text: str) -> tuple[list[Header], dict[str, str], set[str] | 
         return headers, firsts, faults
     folded = "\r\n " in text or "\r\n\t" in text
     for raw in _LINE_END.split(text) if folded else text.split("\r\n"):
-        name, colon, value = raw.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or (name not in _TOKEN_NAMES and not _token_name(name)):
-            raise SipSyntaxError(f"malformed header line {raw[:30]!r}")
-        header = Header(name, (_FOLD.sub(" ", value) if folded else value).strip(" \t"), raw)
+        header = _LINES.get(raw)
+        if header is None:
+            name, colon, value = raw.partition(":")
+            name = name.rstrip(" \t")
+            if not colon or (name not in _TOKEN_NAMES and not _token_name(name)):
+                raise SipSyntaxError(f"malformed header line {raw[:30]!r}")
+            header = Header(name, (_FOLD.sub(" ", value) if folded else value).strip(" \t"), raw)
+            if header.key not in _NEW_EACH_TIME:
+                _LINES.keep(raw, header)
         headers.append(header)
         key = header.key
         if key not in firsts:
