@@ -242,3 +242,31 @@ async def test_the_trusted_cloud_is_not_rate_limited():
         assert layer.stats["rate_limited"] == 0
     finally:
         await layer.close()
+
+
+def test_a_udp_request_is_stamped_with_where_it_came_from_in_its_top_via_only():
+    """§18.2.1 received and RFC 3581 rport in the top Via; the parsed top Via is the stamped one (the
+    transaction reads it next, without parsing the line again: issue 12), the others untouched."""
+    from vaxelbox.sip.message import parse_message
+    from vaxelbox.sip.transport import Flow, stamp_received
+
+    class Phone(Flow):
+        transport, reliable = "udp", False
+
+        def send(self, data: bytes) -> None:
+            pass
+
+    request = parse_message(
+        b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport\r\n"
+        b"Via: SIP/2.0/UDP z;branch=z9hG4bKy\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n"
+        b"Call-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"
+    )
+    assert isinstance(request, Request)
+    stamp_received(request, Phone(("192.0.2.1", 5060), ("192.0.2.5", 4000)))
+    stamped = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport=4000;received=192.0.2.5"
+    assert request.to_bytes().split(b"\r\n")[1:3] == [
+        f"Via: {stamped}".encode(),
+        b"Via: SIP/2.0/UDP z;branch=z9hG4bKy",
+    ]
+    assert str(request.top_via) == stamped
+    assert [str(via) for via in request.vias] == [stamped, "SIP/2.0/UDP z;branch=z9hG4bKy"]

@@ -560,7 +560,7 @@ def stamp_received(request: Request, flow: Flow) -> None:
         changed = True
     if changed:
         request.pop_first_value("Via")
-        request.add("Via", str(via), first=True)
+        request.push_via(via)  # its parsed form kept: the transaction reads it next
 
 
 def _keepalive(sock: socket.socket | None, limits: Limits) -> None:
