@@ -194,3 +194,20 @@ def test_a_header_line_read_again_is_shared_and_an_edit_changes_only_its_own_mes
         "70",
     )
     assert b"Subject: hello\r\n" in second.to_bytes()
+
+
+def test_long_header_lines_are_not_kept_for_reuse():
+    """The line memo holds 1,024 lines: kept at any length, a peer's padded lines (up to 64 KiB each)
+    would hold about 125 MiB once their messages were gone (found by helper-52)."""
+    from vaxelbox.sip import message
+
+    padded = f"X-Pad: {'a' * 60_000}"
+    parse_message(
+        (
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKpad\r\nFrom: <sip:a@b>;tag=1\r\n"
+            f"To: <sip:a@b>\r\nCall-ID: pad\r\nCSeq: 1 OPTIONS\r\n{padded}\r\nX-Short: kept\r\n\r\n"
+        ).encode()
+    )
+    assert padded not in message._LINES
+    assert "X-Short: kept" in message._LINES
+    assert all(len(line) <= 256 for line in message._LINES)

@@ -354,6 +354,7 @@ _TOKEN_NAMES: set[str] = set()  # header names already found to be tokens
 # was the largest share of parsing (issue 12). Not the lines new in every call or transaction.
 _LINES: Memo[str, Header] = Memo()
 _NEW_EACH_TIME = frozenset(("via", "from", "to", "call-id"))
+_KEPT_LINE = 256  # characters: the lines that repeat are short; 1,024 long ones would hold ~125 MiB
 
 
 def _split_headers(text: str) -> tuple[list[Header], dict[str, str], set[str] | None]:
@@ -375,7 +376,7 @@ def _split_headers(text: str) -> tuple[list[Header], dict[str, str], set[str] | 
             if not colon or (name not in _TOKEN_NAMES and not _token_name(name)):
                 raise SipSyntaxError(f"malformed header line {raw[:30]!r}")
             header = Header(name, (_FOLD.sub(" ", value) if folded else value).strip(" \t"), raw)
-            if header.key not in _NEW_EACH_TIME:
+            if len(raw) <= _KEPT_LINE and header.key not in _NEW_EACH_TIME:
                 _LINES.keep(raw, header)
         headers.append(header)
         key = header.key
