@@ -39,13 +39,14 @@ from local_site import (
     LocalAgent,
     code,
     command_line,
+    final_stats,
     free_port,
     kamailio,
     kamailio_config,
     machine,
+    sipp,
     site_text,
 )
-from sip_relay import final_stats, sipp
 from vaxelbox.site.model import LocalMode
 
 SITE_DEFAULT_RATE = LocalMode.model_fields["failback_rate"].default  # REGISTER/s

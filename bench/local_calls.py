@@ -34,13 +34,17 @@ from local_site import (
     LocalAgent,
     code,
     command_line,
+    final_stats,
     free_port,
     kamailio,
     kamailio_config,
     machine,
+    percentile,
+    register_one,
+    rtts,
+    sipp,
     site_text,
 )
-from sip_relay import final_stats, percentile, register_one, rtts, sipp
 
 USERS = {"101": "pw-101-secret", "102": "pw-102-secret"}  # caller, callee
 CALLER, CALLEE = "101", "102"

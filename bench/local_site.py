@@ -3,6 +3,7 @@ users, the agent started on it with no cloud so that it runs the office locally,
 with a copy of the tests' configuration changed for the benchmark (e.g. a line per REGISTER).
 """
 
+import csv
 import datetime
 import os
 import platform
@@ -156,3 +157,54 @@ __all__ = [
     "machine",
     "site_text",
 ]
+
+
+# --- sipp runs (failback.py, local_calls.py) ---------------------------------------------------
+
+SCENARIOS = Path(__file__).with_name("sipp")
+
+
+def sipp(
+    target: tuple[str, int], scenario: str, workdir: Path, *args: str, port: int | None = None,
+    wait: bool = True, timeout: float = 300,
+) -> subprocess.Popen[bytes]:  # fmt: skip
+    """sipp on bench/sipp/`scenario` against `target` over UDP, statistics in workdir/stats.csv;
+    `wait`: until it ends (at most `timeout` s)."""
+    command = [tool("sipp"), f"{target[0]}:{target[1]}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
+               "-t", "u1", "-nostdin", "-trace_stat", "-stf", "stats.csv", "-fd", "1", *args]  # fmt: skip
+    if port:
+        command += ["-p", str(port)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    if wait:
+        process.wait(timeout)
+    return process
+
+
+def final_stats(workdir: Path) -> dict[str, str]:
+    """The last row of sipp's periodic statistics in `workdir` (its totals)."""
+    with (workdir / "stats.csv").open() as file:
+        return list(csv.DictReader(file, delimiter=";"))[-1]
+
+
+def register_one(target: tuple[str, int], user: str, password: str, port: int, workdir: Path) -> None:
+    """Register `user` from sipp's `port` (answering the digest challenge); raises if it failed."""
+    inf = workdir / "one.csv"
+    workdir.mkdir(parents=True, exist_ok=True)
+    inf.write_text(f"SEQUENTIAL\n{user};[authentication username={user} password={password}]\n")
+    process = sipp(target, "register_many.xml", workdir, "-inf", str(inf), "-m", "1", port=port)
+    assert process.returncode == 0, f"registering {user} failed"
+
+
+def rtts(workdir: Path) -> list[float]:
+    """Every response time (ms) sipp's -trace_rtt wrote in `workdir`."""
+    values = []
+    for path in workdir.glob("*_rtt.csv"):
+        with path.open() as file:
+            values += [float(row["response_time_ms"]) for row in csv.DictReader(file, delimiter=";")]
+    return values
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
