@@ -223,9 +223,7 @@ class SipStack:
             return
         running.timers[action.name] = self.call_later(action.delay, self._fire, running, action.name)
 
-    def call_later(
-        self, delay: float, callback: Callable[..., None], *args: Any
-    ) -> asyncio.TimerHandle | Wait:
+    def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> Cancellable:
         """asyncio's call_later, or for a delay of `waits.LONG` s or more (Timers B, F, H, C: nearly
         always stopped long before due) the bulk queue, which may fire it up to 0.1 s late."""
         if delay >= LONG:

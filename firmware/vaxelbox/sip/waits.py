@@ -6,7 +6,7 @@ Under load thousands of these run at once, each kind always with the same delay.
 arrival order, one FIFO per delay, and one event-loop timer sweeps those due, instead of a heap
 entry, a timer handle and a context copy each (issue 12: a dozen per call). One fires up to
 `SWEEP` seconds late, so only delays of `LONG` or more belong here. A stopped one stays queued,
-holding nothing, until its time or until stopped ones are half the queue.
+holding nothing, until its time, until stopped ones are half the queue, or until all are stopped.
 """
 
 import asyncio
