@@ -46,6 +46,28 @@ def test_popping_the_first_route_value(invite):
     assert invite.get("Route") is None
 
 
+def test_each_edit_keeps_every_first_value_true(invite):
+    """An edit reads again only its own header's first value (issue 12): after each, `get` must give
+    what a fresh message of the same lines gives, for the edited header and the others."""
+    names = ("Via", "Route", "Max-Forwards", "Subject", "X-Vendor-Thing", "CSeq")
+    invite.get("Via")  # the first values are known before the edits
+    edits = [
+        lambda: invite.pop_first_value("Route"),  # a list line: the rest stays
+        lambda: invite.add("Via", "SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK-b2", first=True),
+        lambda: invite.pop_first_value("Via"),  # a line of one value: it goes
+        lambda: invite.pop_first_value("Via"),
+        lambda: invite.add("Subject", "lunch"),
+        lambda: invite.replace("Max-Forwards", "9"),
+        lambda: invite.remove("X-Vendor-Thing"),
+        lambda: invite.pop_first_value("Route"),
+    ]
+    for edit in edits:
+        edit()
+        fresh = Request(invite.method, invite.uri, list(invite.headers))
+        assert [invite.get(n) for n in names] == [fresh.get(n) for n in names]
+    assert (invite.get("Via"), invite.get("Route"), invite.get("Max-Forwards")) == (None, None, "9")
+
+
 def test_replacing_max_forwards(invite):
     invite.replace("Max-Forwards", str(invite.max_forwards - 1))
     assert invite.max_forwards == 69

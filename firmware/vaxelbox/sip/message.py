@@ -102,10 +102,7 @@ class Header:
         self.name = name
         self.key = _KEYS.get(name) or header_key(name)
         self.value = value
-        self.raw = raw  # written back verbatim while the header is unchanged
-
-    def line(self) -> str:
-        return self.raw if self.raw is not None else f"{self.name}: {self.value}"
+        self.raw = raw if raw is not None else f"{name}: {value}"  # as received, written back verbatim
 
     def __repr__(self) -> str:
         return f"Header({self.name!r}, {self.value!r})"
@@ -127,8 +124,13 @@ class Message:
     @cached
     def _firsts(self) -> dict[str, str]:
         """Header key -> the value of its first line, made in one pass: `get` is the hottest read of
-        a relay (issue 12), a dozen per message. Dropped by every edit (`_forget`)."""
+        a relay (issue 12), a dozen per message. Each edit reads its header's entry again (`_forget`)."""
         return {header.key: header.value for header in reversed(self.headers)}
+
+    def firsts_with(self, *headers: Header) -> dict[str, str]:
+        """`_firsts` for a copy of this message where each of `headers` is the first line of its
+        name (a proxy's forwarded copy: its Via, Max-Forwards, Record-Route on top)."""
+        return self._firsts | {header.key: header.value for header in headers}
 
     def get_all(self, name: str) -> list[str]:
         key = header_key(name)
@@ -251,22 +253,23 @@ class Message:
         for i, header in enumerate(self.headers):
             if header.key != key:
                 continue
-            values = split_list(header.value)
-            if len(values) == 1:
-                del self.headers[i]
-            else:
+            if "," in header.value and len(values := split_list(header.value)) > 1:
                 self.headers[i] = Header(header.name, ",".join(values[1:]).strip())
+                first = values[0]
+            else:  # one value on the line, as nearly always: nothing to split
+                del self.headers[i]
+                first = header.value
             parsed = self.__dict__.get(_LIST_OF.get(key, ""))
             self._forget(key)
             if parsed:  # the rest parses as before: keep it (popping our Routes one by one, §16.4)
                 self.__dict__[_LIST_OF[key]] = parsed[1:]
-            return values[0].strip()
+            return first.strip()
         return None
 
     def to_bytes(self) -> bytes:
         """The message on the wire, with Content-Length set to the body's length."""
         lines = [self.start_line()]
-        lines += [h.line() for h in self.headers if h.key != "content-length"]
+        lines += [h.raw for h in self.headers if h.key != "content-length"]
         lines.append(f"Content-Length: {len(self.body)}")
         head = CRLF.join(lines) + CRLF + CRLF
         return head.encode("utf-8", "surrogateescape") + self.body
@@ -281,8 +284,15 @@ class Message:
         return value
 
     def _forget(self, key: str) -> None:
-        """Drop the parsed forms of a header that was edited."""
-        self.__dict__.pop("_firsts", None)
+        """Drop the parsed forms of a header that was edited; its entry in `_firsts` is read again
+        (the others stand: a relay edits two or three headers of a message, and reads a dozen)."""
+        firsts = self.__dict__.get("_firsts")
+        if firsts is not None:
+            first = next((h.value for h in self.headers if h.key == key), None)
+            if first is None:
+                firsts.pop(key, None)
+            else:
+                firsts[key] = first
         for attribute in _PARSED_FROM.get(key, ()):
             self.__dict__.pop(attribute, None)
 

@@ -116,11 +116,13 @@ def forward_copy(
     ours = [Header("Record-Route", f"<{uri}>") for uri in record_route]
     routes_placed = request.get("Record-Route") is None  # none yet: ours go on top
     headers = list(ours) if routes_placed else []
+    top = Header("Via", str(via))
+    max_forwards = Header("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
     via_placed = mf_placed = False
     for header in request.headers:  # one pass: an edit at a time rebuilt the list each (issue 12)
         key = header.key
         if key == "via" and not via_placed:
-            headers.append(Header("Via", str(via)))  # §16.6 step 8: ours above the first Via
+            headers.append(top)  # §16.6 step 8: ours above the first Via
             via_placed = True
         elif key == "record-route" and not routes_placed:
             headers += ours  # step 4: ours above the first Record-Route
@@ -128,21 +130,19 @@ def forward_copy(
         if key != "max-forwards":
             headers.append(header)
         elif not mf_placed:  # step 3: the first one, less one; any others dropped
-            headers.append(_max_forwards_less_one(request))
+            headers.append(max_forwards)
             mf_placed = True
     if not mf_placed:
-        headers.append(_max_forwards_less_one(request))
+        headers.append(max_forwards)
     copy = Request(request.method, target or request.uri, headers, request.body)
+    placed = [top] if via_placed else []  # (a request we made ourselves may have no Via)
+    copy.__dict__["_firsts"] = request.firsts_with(*placed, max_forwards, *ours[:1])  # not read again
     copy.__dict__["top_via"] = via  # the client transaction keys itself on it at once (§17.1.3)
     for name in _SAME_IN_COPIES:
         if name in request.__dict__:
             copy.__dict__[name] = request.__dict__[name]
     strict_route(copy)
     return copy
-
-
-def _max_forwards_less_one(request: Request) -> Header:
-    return Header("Max-Forwards", str((request.max_forwards or DEFAULT_MAX_FORWARDS) - 1))
 
 
 # Parsed forms a forwarded copy keeps as they are: immutable, so sharing them shares nothing.
