@@ -132,6 +132,8 @@ bench: setup test-debs
 	@[ -x $(BIN)/py-spy ] || $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python bench/sip_relay.py --soak-minutes $(SOAK_MINUTES)
 	$(BIN)/python bench/sip_messages.py
+	@$(NEED_DEBS) valgrind
+	PYTHON=$(BIN)/python bench/instructions.sh
 	$(BIN)/python bench/coap_mgmt.py
 	$(BIN)/python bench/failback.py
 	$(BIN)/python bench/local_calls.py

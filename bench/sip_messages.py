@@ -12,6 +12,8 @@ on both legs. It measures the sip package alone; bench/sip_relay.py measures the
     python bench/sip_messages.py [--repeat 7] [--calls 3000]
 
 To compare with an older tree: PYTHONPATH=/path/to/old/firmware python bench/sip_messages.py
+On a shared VM its CPU time moves by 10-60 % from run to run; bench/instructions.sh counts the
+instructions of the same calls under valgrind, which do not move.
 """
 
 import argparse
