@@ -91,7 +91,8 @@ def header_key(name: str) -> str:
 
 
 class Header:
-    """One header line: its name as written, its unfolded value, and its original text.
+    """One header line: its name as written, its unfolded value, and its text on the wire (`raw`: as
+    received, folding and all, or "Name: value" for a line made here).
 
     Never changed once made (edits replace the line in a message's list), so forwarded copies and
     responses share the received lines instead of copying them."""
@@ -102,7 +103,7 @@ class Header:
         self.name = name
         self.key = _KEYS.get(name) or header_key(name)
         self.value = value
-        self.raw = raw if raw is not None else f"{name}: {value}"  # as received, written back verbatim
+        self.raw = raw if raw is not None else f"{name}: {value}"  # what to_bytes writes
 
     def __repr__(self) -> str:
         return f"Header({self.name!r}, {self.value!r})"
