@@ -21,6 +21,7 @@ from sip_corpus import CORPUS, manifest
 from vaxelbox.sip.errors import SipParseError, SipSyntaxError
 from vaxelbox.sip.message import Request, Response, parse_message
 from vaxelbox.sip.uri import AbsoluteUri, SipUri
+from vaxelbox.sip.via import parse_via
 
 RFC4475 = [(row, CORPUS / f"{row['name']}.dat") for row in manifest(CORPUS / "manifest.tsv")]
 RFC5118 = [
@@ -230,6 +231,13 @@ def test_rfc5118_ipv6_references():
 def test_rfc5118_received_with_and_without_brackets():
     assert parse("via-received-param-with-delim", WIRE).vias[0].params["received"] == "[2001:db8::9:255]"
     assert parse("via-received-param-no-delim", WIRE).vias[0].params["received"] == "2001:db8::9:255"
+
+
+@pytest.mark.parametrize("received", ["fe80::1%eth0", "[fe80::1%eth0]", "fe80::9:255%3"])
+def test_a_received_address_with_a_zone_parses(received):
+    """What the edge stamps for a link-local phone (RFC 4007 §11 zone), read back by the next hop."""
+    via = parse_via(f"SIP/2.0/UDP [fe80::1]:5060;branch=z9hG4bK1;received={received};rport=5060")
+    assert via.params == {"branch": "z9hG4bK1", "received": received, "rport": "5060"}
 
 
 def test_rfc5118_mixed_addresses_in_vias():

@@ -270,3 +270,28 @@ def test_a_udp_request_is_stamped_with_where_it_came_from_in_its_top_via_only():
     ]
     assert str(request.top_via) == stamped
     assert [str(via) for via in request.vias] == [stamped, "SIP/2.0/UDP z;branch=z9hG4bKy"]
+
+
+def test_a_link_local_phone_is_stamped_with_its_zone_and_every_via_still_parses():
+    """A datagram from a link-local IPv6 phone comes from `fe80::...%eth0` (recvfrom's host names the
+    zone): stamped as received=, it must read back (was: `vias` raised), zone kept for the reply."""
+    from vaxelbox.sip.message import parse_message
+    from vaxelbox.sip.transport import Flow, stamp_received
+
+    class Phone(Flow):
+        transport, reliable = "udp", False
+
+        def send(self, data: bytes) -> None:
+            pass
+
+    request = parse_message(
+        b"REGISTER sip:office.example SIP/2.0\r\nVia: SIP/2.0/UDP [fe80::a:1]:5060;branch=z9hG4bKx;rport\r\n"
+        b"From: <sip:101@office.example>;tag=1\r\nTo: <sip:101@office.example>\r\n"
+        b"Call-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n"
+    )
+    assert isinstance(request, Request)
+    stamp_received(request, Phone(("fe80::1", 5060), ("fe80::a:1%eth0", 5060)))
+    stamped = "SIP/2.0/UDP [fe80::a:1]:5060;branch=z9hG4bKx;rport=5060;received=fe80::a:1%eth0"
+    again = parse_message(request.to_bytes())
+    assert [str(via) for via in request.vias] == [str(via) for via in again.vias] == [stamped]
+    assert again.top_via.params["received"] == "fe80::a:1%eth0"

@@ -7,8 +7,12 @@ from types import MappingProxyType
 from vaxelbox.sip.errors import SipSyntaxError
 
 TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-# gen-value: token, host (IPv6 with or without brackets, as in received=), or quoted-string.
-_PARAM_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+|\[?[0-9A-Fa-f:.]+\]?|\"(?:[^\"\\]|\\.)*\"", re.S)
+# gen-value: token, host (IPv6 with or without brackets, as in received=), or quoted-string. An
+# IPv6 host may carry a zone (`fe80::1%eth0`): what a link-local phone's datagram comes from, which
+# the edge stamps as received= and must read back (RFC 4007 §11; no SIP grammar has a zone there).
+_PARAM_VALUE = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~]+|\[?[0-9A-Fa-f:.]+(?:%[A-Za-z0-9\-._~]+)?\]?|\"(?:[^\"\\]|\\.)*\"", re.S
+)
 _LWS = re.compile(r"\s+")
 
 
