@@ -347,10 +347,12 @@ def test_a_data_dir_in_args_wins_over_make_runs(tmp_path):
         text=True,
         start_new_session=True,
     )
+    seen: list[str] = []  # what make printed up to the ready line: the failure shows why none came
     try:
-        ready = next((line for line in make.stdout if '"agent ready"' in line), "")
+        ready = next((line for line in make.stdout if seen.append(line) or '"agent ready"' in line), "")
     finally:
-        ended(make, group=True)
+        seen.append(ended(make, group=True))
+    assert ready, "".join(seen)[-3000:]
     assert json.loads(ready)["data_dir"] == str(tmp_path / "mine")
 
 
