@@ -8,7 +8,7 @@ import pytest
 from peers import make_certificate
 from vaxelbox.sip.framing import FramingError, Ping, Pong, StreamFramer
 from vaxelbox.sip.message import Request
-from vaxelbox.sip.transport import Limits, SourceLimiter, TransportLayer
+from vaxelbox.sip.transport import Flow, Limits, SourceLimiter, TransportLayer
 
 OPTIONS = (
     "OPTIONS sip:edge@127.0.0.1 SIP/2.0\r\n"
@@ -244,17 +244,20 @@ async def test_the_trusted_cloud_is_not_rate_limited():
         await layer.close()
 
 
+class Phone(Flow):
+    """A UDP flow to a phone for the stamping tests: its remote is where the datagram came from."""
+
+    transport, reliable = "udp", False
+
+    def send(self, data: bytes) -> None:
+        pass
+
+
 def test_a_udp_request_is_stamped_with_where_it_came_from_in_its_top_via_only():
     """§18.2.1 received and RFC 3581 rport in the top Via; the parsed top Via is the stamped one (the
     transaction reads it next, without parsing the line again: issue 12), the others untouched."""
     from vaxelbox.sip.message import parse_message
-    from vaxelbox.sip.transport import Flow, stamp_received
-
-    class Phone(Flow):
-        transport, reliable = "udp", False
-
-        def send(self, data: bytes) -> None:
-            pass
+    from vaxelbox.sip.transport import stamp_received
 
     request = parse_message(
         b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport\r\n"
@@ -276,13 +279,7 @@ def test_a_link_local_phone_is_stamped_with_its_zone_and_every_via_still_parses(
     """A datagram from a link-local IPv6 phone comes from `fe80::...%eth0` (recvfrom's host names the
     zone): stamped as received=, it must read back (was: `vias` raised), zone kept for the reply."""
     from vaxelbox.sip.message import parse_message
-    from vaxelbox.sip.transport import Flow, stamp_received
-
-    class Phone(Flow):
-        transport, reliable = "udp", False
-
-        def send(self, data: bytes) -> None:
-            pass
+    from vaxelbox.sip.transport import stamp_received
 
     request = parse_message(
         b"REGISTER sip:office.example SIP/2.0\r\nVia: SIP/2.0/UDP [fe80::a:1]:5060;branch=z9hG4bKx;rport\r\n"
