@@ -195,8 +195,9 @@ def test_the_corpus_itself_creates_transactions_that_all_end():
 @settings(max_examples=2000, deadline=None)
 @given(st.text(alphabet=';= \t\r\n"\\[]:.aB1-~é\x0b', max_size=30))
 def test_parameters_read_fast_and_slowly_agree(text: str) -> None:
-    """parse_params reads with one regex per parameter (issue 12) and falls back to the piece-by-piece
-    reader on anything it does not take: both give the same parameters, or the same error."""
+    """parse_params checks plain parameters (no LWS, quotes or IPv6) with one regex for them all and
+    reads others with one per parameter (issue 12), and falls back to the piece-by-piece reader on
+    anything it does not take: all give the same parameters, or the same error."""
     from vaxelbox.sip.syntax import _parse_params_slowly, parse_params
 
     def outcome(parse: Callable[[str], dict[str, str | None]]) -> object:

@@ -461,9 +461,20 @@ def _validate(message: Request | Response, faults: set[str] | None) -> None:
     """Check what the forwarding path needs, so a bad one fails here and not mid-transaction."""
     if faults:  # a Content-Length fault was raised by _body: these are single-valued headers
         raise SipSyntaxError(f"more than one {next(k for k in SINGLE_VALUED if k in faults)} header")
-    _ = message.top_via, message.from_tag, message.to_tag, message.call_id
-    _, method = message.cseq
+    # Each parsed straight into its cached slot: through the descriptors, a frame more each (issue 12).
+    known = message.__dict__
+    known["top_via"] = _top_via(message)
+    known["from_tag"] = _from_tag(message)
+    known["to_tag"] = _to_tag(message)
+    known["call_id"] = _call_id(message)
+    cseq = known["cseq"] = _cseq(message)
     if isinstance(message, Request):
-        if method != message.method:
+        if cseq[1] != message.method:
             raise SipSyntaxError("CSeq method does not match the request method")
-        _ = message.max_forwards
+        known["max_forwards"] = _max_forwards(message)
+
+
+_top_via, _from_tag, _to_tag, _call_id, _cseq = (
+    Message.__dict__[name].func for name in ("top_via", "from_tag", "to_tag", "call_id", "cseq")
+)
+_max_forwards = Request.__dict__["max_forwards"].func
