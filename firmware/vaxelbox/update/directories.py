@@ -53,10 +53,12 @@ class DirectorySlots:
             raise ValueError(f"no slot {slot!r}")
         import tarfile
 
+        from vaxelbox.update.untar import extract_all
+
         fresh = self.root / f"{slot}.new"
         shutil.rmtree(fresh, ignore_errors=True)
         with tarfile.open(fileobj=image, mode="r:gz") as archive:
-            archive.extractall(fresh, filter="data")
+            extract_all(archive, fresh, "data")
         old = self.root / f"{slot}.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.slot_dir(slot).exists():

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from vaxelbox.bundle import pack
 from vaxelbox.hw.board import Board, load_board
+from vaxelbox.update.untar import extract_all
 
 PYTHON = "3.11"  # Debian bookworm's python3 on every real board
 GLIBC_MINOR = 36  # bookworm's glibc 2.36: manylinux wheels up to manylinux_2_36 run there
@@ -176,7 +177,7 @@ def rootfs_image(wheels: Path, manifest_file: Path, out: Path, base_rootfs: Path
         tree = Path(tmp)
         if base_rootfs is not None:
             with tarfile.open(base_rootfs) as archive:
-                archive.extractall(tree, filter="tar")
+                extract_all(archive, tree, "tar")
         payload = tree / PAYLOAD
         shutil.copytree(wheels, payload / "wheels")
         shutil.copy2(manifest_file, payload / "manifest.json")
