@@ -77,7 +77,7 @@ _PARAM = re.compile(
 
 
 # Parameters as phones and proxies write them: no LWS, no quoted or IPv6 values. Checked whole in
-# one match, then split in C; anything else is walked parameter by parameter.
+# one match, then split with str methods; anything else is walked parameter by parameter.
 _PLAIN_PARAMS = re.compile(rf"(?:;{TOKEN.pattern}(?:={TOKEN.pattern})?)+")
 
 
