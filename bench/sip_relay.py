@@ -69,6 +69,7 @@ from sip_latency import measure as measure_latency
 from sip_relay_report import OPTIONAL_PARTS, PARTS, write
 
 SCENARIOS = Path(__file__).with_name("sipp")
+PY_SPY = Path(sys.executable).with_name("py-spy")
 PHONES = 2000
 CALLER, CALLER_PASSWORD = "101", "pw-101-secret"
 CALLEES = [str(n) for n in range(110, 160)]  # one fresh callee per registration: the cloud never forks
@@ -455,7 +456,7 @@ def profile(args: argparse.Namespace, work: Path, cloud: Kamailio, users: Iterat
                 work / "profile" / "calls",
             )
             time.sleep(1)
-            spy = subprocess.run([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(agent.pid),
+            spy = subprocess.run([str(PY_SPY), "record", "-p", str(agent.pid),
                                   "-f", "raw", "--function", "-r", "200", "-d", str(int(args.profile_seconds)),
                                   "-o", str(raw)], capture_output=True, text=True)  # fmt: skip
             finish(run, args.profile_seconds + 90)
@@ -516,7 +517,7 @@ def versions() -> dict[str, str]:
 
     return {"python": f"{platform.python_version()} ({python_build()})", "kamailio": first_line(tool("kamailio"), "-v"),
             "sipp": first_line(tool("sipp"), "-v"),
-            "py-spy": first_line(str(Path(sys.executable).with_name("py-spy")), "--version"),
+            "py-spy": first_line(str(PY_SPY), "--version"),
             "vaxelbox": subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                                        capture_output=True, text=True).stdout.strip()}  # fmt: skip
 
@@ -580,6 +581,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--rates {args.rates!r}: calls/s as whole numbers separated by commas")
     if not all(rate > 0 for rate in args.rates):
         parser.error(f"--rates: each rate must be at least 1, not {min(args.rates)}")
+    if "profile" in args.parts and not PY_SPY.exists():  # found now, not after the other parts' minutes
+        parser.error(f"profile: {PY_SPY} is missing (make bench installs it: pip install -e '.[bench]')")
     return args
 
 
