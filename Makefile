@@ -122,6 +122,9 @@ format: setup
 	$(BIN)/ruff format .
 
 clean:
+	@# An agent running on $(DATA) would go on without its files (and its venv): stop it first.
+	@if [ -d $(DATA) ] && ! flock -n $(DATA) true; then \
+	  echo "make clean: an agent is running on $(DATA) (make run?): stop it first; nothing removed" >&2; exit 1; fi
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build $(DATA)
 
 # Regenerate the committed JSON Schemas after changing the site or board model.

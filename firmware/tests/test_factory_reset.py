@@ -15,6 +15,7 @@ from agent_process import AgentProcess
 from test_companion_link import SimCompanion, simulated_companion, wait_for
 from typer.testing import CliRunner
 from vaxelbox.agent.factory_reset import REQUEST_NAME, take_request
+from vaxelbox.agent.runtime import sole_agent
 from vaxelbox.cli import app
 from vaxelbox.site import demo_site_text
 from vaxelbox.store import Store
@@ -76,6 +77,20 @@ def test_yes_wipes_the_state_and_keeps_the_boards_identity(tmp_path, no_agent):
     assert [(a["action"], a["result"], a["stage"]) for a in audit] == [("factory-reset", "ok", "wiped")]
     assert "vaxelbox.db" in audit[0]["removed"]
     assert "pki" in audit[0]["removed"]
+
+
+def test_a_directory_an_agent_holds_is_not_wiped_under_it(tmp_path, no_agent):
+    """An agent that started after the command looked for one, or that could not write its record:
+    it holds the directory all the same (vaxelbox.agent.runtime.sole_agent), and nothing goes."""
+    data = filled(tmp_path / "data")
+    before = remaining(data)
+    with sole_agent(data):
+        result = CliRunner().invoke(
+            app, ["factory-reset", "--yes", "--data", str(data)], env={"COLUMNS": "80"}
+        )
+    assert result.exit_code == 1, result.output
+    assert f"not reset: {data} is in use by another agent" in " ".join(result.output.split())
+    assert remaining(data) == before
 
 
 def test_a_stale_request_is_removed_and_not_acted_on(tmp_path):

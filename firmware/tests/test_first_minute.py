@@ -27,6 +27,7 @@ import platformdirs
 import pytest
 from agent_process import AgentProcess, loopback_network
 from vaxelbox.agent.options import RunOptions
+from vaxelbox.store.database import DB_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the virtual environment's scripts
@@ -316,6 +317,47 @@ def test_a_second_agent_on_the_same_ports_names_them_all_in_one_event(tmp_path):
         assert purpose in reason
     flags = [word for word in suggested(reason).split() if word.startswith("--")]
     assert flags == ["--lan", "--lan-tls-port", "--wan", "--http-port", "--https-port", "--coap-port"]
+
+
+def test_a_second_agent_on_the_same_data_directory_is_refused_and_the_first_goes_on(tmp_path):
+    """The reproduction: a second `make run`, refused for its ports, was started again with the
+    ports the refusal suggested and then ran beside the first on the same .vaxelbox-data, both
+    applying the site. Now it is refused before it touches the store, and names the first."""
+    data = tmp_path / "data"
+    first = AgentProcess(tmp_path, "--data", str(data))
+    try:
+        first.wait_notification("READY", "1", timeout=30)
+        reason = refusal(agent_argv(tmp_path, loopback_network()), tmp_path)  # its own free ports
+        assert first.process.poll() is None
+    finally:
+        first.stop()
+    assert reason == (
+        f"{data} is in use by another agent (pid {first.process.pid}): one agent per data directory; "
+        "stop that one first, or use another directory (--data DIR)"
+    )
+    again = AgentProcess(tmp_path, "--data", str(data))  # the lock went with the first
+    try:
+        again.wait_notification("READY", "1", timeout=30)
+    finally:
+        again.stop()
+
+
+def test_make_clean_leaves_the_data_of_a_running_agent(tmp_path):
+    """`make clean` under a running `make run` removed its state and venv; the agent went on without
+    them (500 on provisioning, a traceback at Ctrl-C). Run in tmp_path, so what it removes is there."""
+    data = tmp_path / "data"
+    clean = ["make", "-s", "-f", str(REPO / "Makefile"), "-C", str(tmp_path), "clean", f"DATA={data}"]
+    agent = AgentProcess(tmp_path, "--data", str(data))
+    try:
+        agent.wait_notification("READY", "1", timeout=30)
+        refused = subprocess.run(clean, capture_output=True, text=True, timeout=60)
+    finally:
+        agent.stop()
+    assert refused.returncode != 0
+    assert f"make clean: an agent is running on {data} (make run?): stop it first" in refused.stderr
+    assert (data / DB_NAME).is_file()
+    subprocess.run(clean, capture_output=True, text=True, timeout=60, check=True)
+    assert not data.exists()
 
 
 def make_dry_run(*args: str) -> str:

@@ -16,7 +16,7 @@ import typer
 
 from vaxelbox.agent.factory_reset import KEPT, WipeError, doomed, request, wipe
 from vaxelbox.agent.logs import Redactor, audit, configure_logging
-from vaxelbox.agent.runtime import RunningAgent, running_agents
+from vaxelbox.agent.runtime import DataDirUnavailable, RunningAgent, running_agents, sole_agent
 from vaxelbox.cli_console import console
 from vaxelbox.cli_provisioning import BoardOption, DataOption, agent_data_dir
 from vaxelbox.store.database import DB_NAME
@@ -69,7 +69,11 @@ def _wipe_here(directory: Path, by: str) -> None:
     configure_logging(Redactor())  # the audit line to stderr (the journal, when run from a unit)
     origin = f"vaxelbox factory-reset ({by})"
     try:
-        removed = wipe(directory)
+        with sole_agent(directory):  # an agent that started meanwhile, or runs without its record
+            removed = wipe(directory)
+    except DataDirUnavailable as exc:
+        err.print(f"not reset: {exc}")
+        raise typer.Exit(1) from None
     except WipeError as exc:
         audit("factory-reset", "failed", None, origin, stage="wiped", removed=exc.removed, reason=str(exc))
         err.print(f"factory reset incomplete in {directory}: {exc}")

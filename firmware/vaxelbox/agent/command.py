@@ -21,7 +21,7 @@ from typing import get_args
 from vaxelbox.agent.app import Agent, StartupError
 from vaxelbox.agent.logs import LogFormat, LogRing, Redactor, configure_logging, get_logger
 from vaxelbox.agent.options import OptionsError, RunOptions
-from vaxelbox.agent.runtime import registered
+from vaxelbox.agent.runtime import DataDirUnavailable, registered, sole_agent
 from vaxelbox.hw.board import BoardError
 
 EXIT_USAGE = 2  # the agent cannot start with these flags or files
@@ -116,13 +116,13 @@ def run_agent(flags: RunFlags) -> int:
     log = get_logger("vaxelbox")
     try:
         options = _options(flags)
-        with registered(options.data_dir) as unregistered:  # so `vaxelbox phones` finds this agent's data
-            if unregistered:
+        with sole_agent(options.data_dir), registered(options.data_dir) as unregistered:
+            if unregistered:  # the record is how `vaxelbox phones` finds this agent's data
                 log.warning(
                     "local commands will not find this agent's data without --data", reason=unregistered
                 )
             _serve(options, redactor, log_ring)
-    except (OptionsError, BoardError, StartupError) as exc:
+    except (OptionsError, BoardError, StartupError, DataDirUnavailable) as exc:
         log.error("cannot start", reason="; ".join(str(exc).splitlines()))  # one event, however long
         return EXIT_USAGE
     return 0

@@ -11,11 +11,16 @@ unit's RuntimeDirectory, found by a root shell whatever its XDG_RUNTIME_DIR); el
 `$XDG_RUNTIME_DIR/vaxelbox`, or `/run/user/<uid>/vaxelbox` where that exists; else
 `vaxelbox-agents` beside the user's state directory.
 
+One agent per data directory: `vaxelbox run` holds an exclusive lock (flock) on the directory
+itself while it runs (`sole_agent`), so a second agent on the same store is refused at start,
+however it was started; the kernel lets go of the lock however the process ends.
+
 A local command's data directory (`local_data_dir`), first that applies: `--data`; the board
 file's (`--board`); the running agent's; the user's state directory. A directory without the
 agent's store is refused, never filled with an empty one.
 """
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -29,6 +34,11 @@ from vaxelbox.store.database import DB_NAME
 
 RUNTIME_ENV = "VAXELBOX_RUNTIME_DIR"
 ROOT_RUNTIME_DIR = Path("/run/vaxelbox")
+
+
+class DataDirUnavailable(RuntimeError):
+    """This agent cannot have its data directory: another agent runs on it, or it cannot be made or
+    opened. The message says which, and what to do."""
 
 
 class NoAgentState(LookupError):
@@ -79,6 +89,37 @@ def registered(data_dir: Path) -> Iterator[str | None]:
         yield None
     finally:
         record.unlink(missing_ok=True)
+
+
+@contextmanager
+def sole_agent(data_dir: Path) -> Iterator[None]:
+    """Hold `data_dir` (created 0700 if missing) for this process alone for the duration of the
+    block: two agents on one store would each serve, apply and replay it as theirs. The lock is on
+    the directory, not a file in it, so a factory reset's wipe cannot remove it. Raises
+    DataDirUnavailable naming the agent that holds it, or why the directory cannot be had."""
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DataDirUnavailable(f"cannot open the data directory {data_dir}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirUnavailable(_taken(data_dir)) from None
+        yield
+    finally:
+        os.close(fd)  # the lock goes with the last descriptor
+
+
+def _taken(data_dir: Path) -> str:
+    where = os.path.abspath(data_dir)
+    holder = next((a for a in running_agents() if os.path.abspath(a.data_dir) == where), None)
+    who = f"another agent (pid {holder.pid})" if holder else "another agent"
+    return (
+        f"{where} is in use by {who}: one agent per data directory; stop that one first, or use "
+        "another directory (--data DIR)"
+    )
 
 
 def _write_record(record: Path, data_dir: Path) -> None:
