@@ -5,6 +5,7 @@ appliance) against the real agent on loopback, or in network namespaces for mDNS
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -141,6 +142,52 @@ def test_a_wrong_pairing_code_is_called_wrong_and_a_typo_is_named(appliance, tmp
         "vaxelctl: '9' is not in any pairing code: it has letters A-Z and digits 2-7 "
         "(4 groups of 5, as on the label)"
     ]
+    # The appliance tells its log too (support's answer to "the code does not work"), once per
+    # REFUSALS_TOLD_EVERY s: a second wrong code at once is counted in the next line, not written.
+    again = vaxelctl(tmp_path / "c", "pair", appliance.address, "--code", "AAAAA-BBBBB-CCCCC-DDDDE")
+    assert again.returncode == 1
+    refused = wrong_codes(appliance)
+    assert [(e["result"], e["reason"], e["attempts"]) for e in refused] == [
+        ("refused", "wrong pairing code", 1)
+    ]
+    assert refused[0]["peer"].rpartition(":")[0].strip("[]").endswith("127.0.0.1"), refused[0]
+    assert "AAAAA" not in appliance.agent.output()
+
+
+def test_a_box_reset_at_the_same_address_gets_its_old_pairing_named_with_forget(appliance, laptop):
+    """The reproduction (`make clean`, `make run`): the fresh box has a new serial at the same
+    address; status said "does not know this laptop: run vaxelctl pair"; once paired, status said
+    "choose one with --appliance", and `-a 127.0.0.1` chose the dead one. No message named forget."""
+    old = listed_serial(laptop)
+    appliance.stop()
+    shutil.rmtree(appliance.data)
+    appliance.start()
+    again = vaxelctl(laptop, "pair", appliance.address, "--code", appliance.code(), "--name", "Lisa")
+    assert again.returncode == 0, again.stderr
+    new = next(p.name for p in (laptop / "appliances").iterdir() if p.name != old)
+    assert lines(again.stderr) == [
+        f"vaxelctl: {old} was paired at {appliance.address} too, where {new} answers now: if it was "
+        f"reset or replaced, vaxelctl forget {old}"
+    ]
+    ambiguous = vaxelctl(laptop, "status", "-a", appliance.address)
+    assert ambiguous.returncode == 2
+    assert " ".join(ambiguous.stderr.split()) == (
+        f"vaxelctl: paired with several appliances at {appliance.address} ({', '.join(sorted([old, new]))}): "
+        "name one by its serial, and vaxelctl forget SERIAL the one that is no longer there"
+    )
+    ok(vaxelctl(laptop, "status", "-a", new))
+    ok(vaxelctl(laptop, "forget", old, "--yes"))
+    ok(vaxelctl(laptop, "status", "-a", appliance.address))
+
+
+def wrong_codes(appliance: Appliance) -> list[dict]:
+    """The audit lines of refused pairings, once the first is there (it is written as vaxelctl
+    gets its answer; 5 s for it to reach the log)."""
+    deadline = time.monotonic() + 5
+    while not (found := [e for e in appliance.agent.events("audit") if e["action"] == "pair"]):
+        assert time.monotonic() < deadline, "no audit line for the wrong pairing code"
+        time.sleep(0.05)
+    return found
 
 
 def test_every_remote_command_says_unreachable_with_the_address_when_the_appliance_is_gone(

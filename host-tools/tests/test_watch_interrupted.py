@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from test_management import AT_A_TERMINAL, Appliance, ok, vaxelctl
 from vaxelbox.site import demo_site_text
+from vaxelctl.client import HOLD_WAIT
 
 GONE = 2  # interrupted watchers per resource: a notification to one is always followed by another
 WAIT = 10.0  # seconds a watcher may take to show a change
@@ -146,6 +147,39 @@ def test_watchers_ended_by_ctrl_c_are_dropped_quietly_and_the_others_go_on(tmp_p
         presence.interrupt()
         status.interrupt()
         assert json.loads(ok(vaxelctl(laptops[0], "status", "--json")))["last_errors"] == []
+    finally:
+        appliance.stop()
+
+
+def test_a_command_beside_a_watch_of_the_same_laptop_waits_for_it_then_names_it(tmp_path, watches):
+    """The reproduction: with `status --watch` open, `vaxelctl mode local` in a second terminal said
+    "another vaxelctl is using the pairing with ...: wait for it", which never ends while a watch
+    runs. Now a command waits HOLD_WAIT s for the pairing, then names what holds it and how to stop it."""
+    appliance = Appliance(tmp_path)
+    try:
+        config = laptop(appliance, "lisa")
+        watch = Watch(config, "status")
+        watches.append(watch)
+        watch.until(lambda state: True, "the first state")
+        started = time.monotonic()
+        refused = vaxelctl(config, "mode", "local")
+        assert time.monotonic() - started >= HOLD_WAIT
+        assert refused.returncode == 1, refused.stderr
+        said = " ".join(refused.stderr.split())
+        assert f"another vaxelctl (pid {watch.process.pid}: vaxelctl status --watch --json) is using" in said
+        assert "a --watch holds it until it ends (Ctrl-C in its terminal)" in said
+
+        waiting = subprocess.Popen(  # the watch ends while this waits: it goes through
+            [*AT_A_TERMINAL, "mode", "local"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "VAXELCTL_CONFIG": str(config), "COLUMNS": "80"},
+        )
+        time.sleep(HOLD_WAIT / 3)
+        watch.interrupt()
+        out, err = waiting.communicate(timeout=30)
+        assert waiting.returncode == 0, err + out
     finally:
         appliance.stop()
 

@@ -17,8 +17,10 @@ import logging
 import os
 import secrets
 import shutil
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,10 @@ from vaxelbox.mgmt.security import PairingError, pairing_context, release, write
 
 COAP_PORT = 5683
 TIMEOUT = 15.0
+# One vaxelctl at a time per pairing: two would send the same OSCORE sequence numbers, and the
+# appliance would refuse the second as a replay. Another command waits this long (s) for it.
+HOLD_WAIT = 5.0
+HOLDER = "in-use.json"  # in the pairing's directory while a vaxelctl holds it: {"pid", "command"}
 
 EXIT_FAILED = 1  # the appliance refused (bad input, conflict, nothing staged, a wrong pairing code, ...)
 EXIT_USAGE = 2  # the command was given wrongly (as click's usage errors): nothing was sent
@@ -101,11 +107,30 @@ def choose(appliance: str | None) -> Paired:
         raise ClientError(
             f"paired with several appliances ({names}): choose one with --appliance", EXIT_USAGE
         )
+    if by_serial := [p for p in paired if p.serial == appliance]:
+        return by_serial[0]
     host, port = split_host_port(appliance)
-    for p in paired:
-        if appliance == p.serial or (p.host == host and (port is None or port == p.port)):
-            return p
+    found = [p for p in paired if p.host == host and (port is None or port == p.port)]
+    if len(found) > 1:  # e.g. a box reset (a new serial) at the address of the one paired before
+        names = ", ".join(p.serial for p in found)
+        raise ClientError(
+            f"paired with several appliances at {appliance} ({names}): name one by its serial, and "
+            "vaxelctl forget SERIAL the one that is no longer there",
+            EXIT_USAGE,
+        )
+    if found:
+        return found[0]
     raise ClientError(f"not paired with {appliance}: run vaxelctl pair {appliance}", EXIT_NOT_PAIRED)
+
+
+def paired_before_at(paired: Paired) -> list[Paired]:
+    """The other appliances this laptop was paired with at `paired`'s address, where `paired`
+    answers now: reset to a new serial, or replaced (their pairings are likely dead)."""
+    return [
+        p
+        for p in paired_appliances()
+        if (p.host, p.port) == (paired.host, paired.port) and p.serial != paired.serial
+    ]
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
@@ -140,7 +165,7 @@ class Connection:
         )
         if self.paired is not None:
             try:
-                self._security = FilesystemSecurityContext(str(self.paired.directory / "oscore"))
+                self._security = await _held(self.paired)
             except Exception as exc:
                 await self._context.shutdown()
                 raise _unusable(self.paired, exc) from None
@@ -156,6 +181,8 @@ class Connection:
         finally:
             if self._security is not None:
                 release(self._security)  # also after Ctrl-C: the next command may use the pairing
+                assert self.paired is not None
+                (self.paired.directory / HOLDER).unlink(missing_ok=True)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """While aiocoap shuts down with requests in flight (Ctrl-C, or a ClientError in the
@@ -211,9 +238,45 @@ class Connection:
             yield decode(notification)
 
 
+async def _held(paired: Paired) -> FilesystemSecurityContext:
+    """The pairing's OSCORE context, held by this process (see HOLD_WAIT). Raises filelock.Timeout
+    when another vaxelctl still holds it after HOLD_WAIT s, or what aiocoap raises for a bad one."""
+    deadline = time.monotonic() + HOLD_WAIT
+    while True:
+        try:
+            security = FilesystemSecurityContext(str(paired.directory / "oscore"))
+            break
+        except filelock.Timeout:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
+    command = " ".join(["vaxelctl", *_command_words(sys.argv[1:])])
+    with suppress(OSError):  # only for the message another vaxelctl may give
+        (paired.directory / HOLDER).write_text(json.dumps({"pid": os.getpid(), "command": command}))
+    return security
+
+
+def _command_words(argv: list[str]) -> list[str]:
+    """The command and its flags without any value (a pairing code, a file name): `status --watch`."""
+    first = next((i for i, word in enumerate(argv) if word.startswith("-")), len(argv))
+    return [*argv[:first], *(word.partition("=")[0] for word in argv[first:] if word.startswith("-"))]
+
+
+def _holder(paired: Paired) -> str:
+    """Who holds the pairing, as ` (pid N: vaxelctl WORDS)`; "" when its record is gone or unreadable."""
+    try:
+        record = json.loads((paired.directory / HOLDER).read_text())
+        return f" (pid {int(record['pid'])}: {record['command']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def _unusable(paired: Paired, exc: Exception) -> ClientError:
     if isinstance(exc, filelock.Timeout):
-        return ClientError(f"another vaxelctl is using the pairing with {paired.serial}: wait for it")
+        return ClientError(
+            f"another vaxelctl{_holder(paired)} is using the pairing with {paired.serial}: one command "
+            "at a time per pairing, and a --watch holds it until it ends (Ctrl-C in its terminal)"
+        )
     return ClientError(f"cannot use the pairing with {paired.serial} ({exc}): run vaxelctl pair again")
 
 

@@ -55,6 +55,7 @@ from vaxelctl.client import (
     choose,
     decode,
     pair,
+    paired_before_at,
     split_host_port,
 )
 from vaxelctl.discovery import discover_appliances
@@ -297,6 +298,12 @@ def pair_command(
         err.print(
             f"vaxelctl: this laptop's earlier installer {replaced.installer} is still listed "
             f"({replaced.error}): vaxelctl installers revoke {replaced.installer}",
+            highlight=False,
+        )
+    for before in paired_before_at(pairing.paired):
+        err.print(
+            f"vaxelctl: {before.serial} was paired at {before.address} too, where {pairing.paired.serial} "
+            f"answers now: if it was reset or replaced, vaxelctl forget {before.serial}",
             highlight=False,
         )
 

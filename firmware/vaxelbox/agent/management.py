@@ -17,7 +17,7 @@ from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
 from vaxelbox import __version__
-from vaxelbox.agent.logs import LogRing, get_logger
+from vaxelbox.agent.logs import LogRing, audit, get_logger
 from vaxelbox.inventory import (
     already_assigned,
     assign,
@@ -65,6 +65,11 @@ def serial_number(directory: Path) -> str:
     return serial
 
 
+def _wrong_code(peer: str, attempts: int) -> None:
+    """Pairing attempts that did not decrypt: the installer typed the code wrong, or someone guesses."""
+    audit("pair", "refused", None, None, reason="wrong pairing code", peer=peer, attempts=attempts)
+
+
 class ManagementBackend:
     """Answers the resources (vaxelbox.mgmt.resources.Backend) from the running agent."""
 
@@ -72,7 +77,7 @@ class ManagementBackend:
         self.agent = agent
         self.store = agent.store
         self.serial = serial_number(directory)
-        self.pairing = PairingSecret(directory)
+        self.pairing = PairingSecret(directory, _wrong_code)
         self.installers = Installers(directory / "installers")
         # The key is read when an upload starts, so one installed while the agent runs counts.
         key = agent.options.firmware_key or agent.options.data_dir / "firmware-signing.pub"

@@ -6,6 +6,9 @@ they cost ~12 MiB of RSS for life (issue 12). vaxelbox.mgmt.security imports
 it on first use; import it directly only where OSCORE is certainly needed.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from aiocoap import oscore
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -33,6 +36,17 @@ class EphemeralContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityCo
         self.recipient_replay_window = oscore.ReplayWindow(32, lambda: None)
         self.recipient_replay_window.initialize_empty()
         self.authenticated_claims = [PAIRING_CLAIM]
+        # Told the peer's address when a request does not decrypt: a wrong code (the appliance's side).
+        self.on_refused: Callable[[str], None] | None = None
+
+    def unprotect(self, protected_message: Any, request_id: Any = None) -> Any:
+        try:
+            return super().unprotect(protected_message, request_id)
+        except oscore.ProtectionInvalid:
+            if self.on_refused is not None:
+                remote = protected_message.remote
+                self.on_refused(str(getattr(remote, "hostinfo", remote)))
+            raise
 
     def post_seqnoincrease(self) -> None:
         pass  # never persisted: the context dies with the attempt

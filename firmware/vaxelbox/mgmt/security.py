@@ -21,7 +21,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ APPLIANCE_ID = b""  # the appliance's sender ID in every context
 _CODE_CHARS = re.compile(r"[^A-Z2-7]")
 _SEPARATORS = re.compile(r"[\s\-_.]+")  # how people group a code when they type it
 MAX_REMEMBERED_ATTEMPTS = 10_000
+REFUSALS_TOLD_EVERY = 10.0  # s: wrong codes are told at most this often, so guessing cannot flood the log
 # The COSE header labels a request names its context by (RFC 8613; aiocoap.oscore.COSE_KID and
 # COSE_KID_CONTEXT), here so that looking a context up needs no OSCORE import.
 COSE_KID = 4
@@ -82,7 +83,12 @@ def pairing_context(code: str, id_context: bytes, *, appliance: bool) -> "Epheme
 class PairingSecret:
     """The appliance's pairing secret: created on first boot, kept 0600 in the data directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, on_refused: Callable[[str, int], None] | None = None) -> None:
+        """`on_refused(peer, attempts)`: pairing attempts with a wrong code, `attempts` of them since
+        the last call, the latest from `peer` ("HOST:PORT"); called at most every
+        REFUSALS_TOLD_EVERY s, so attempts in between are told with the next call."""
+        self._on_refused = on_refused
+        self._refusals, self._refusals_told = 0, -REFUSALS_TOLD_EVERY
         self._path = directory / "pairing-code"
         self._attempts_path = directory / "pairing-attempts"
         if not self._path.exists():
@@ -99,7 +105,16 @@ class PairingSecret:
             return None
         if id_context.hex() in self._attempts:
             return None  # a replayed attempt: answered as an unknown context
-        return pairing_context(self.code, id_context, appliance=True)
+        context = pairing_context(self.code, id_context, appliance=True)
+        context.on_refused = self._refused
+        return context
+
+    def _refused(self, peer: str) -> None:
+        self._refusals += 1
+        now = time.monotonic()
+        if self._on_refused is not None and now - self._refusals_told >= REFUSALS_TOLD_EVERY:
+            self._on_refused(peer, self._refusals)
+            self._refusals, self._refusals_told = 0, now
 
     def spend(self, id_context: bytes) -> None:
         """Remember an attempt that decrypted, so it cannot be replayed (survives restarts)."""
