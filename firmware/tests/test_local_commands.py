@@ -25,6 +25,7 @@ import pytest
 from agent_process import AgentProcess
 from peers import free_port
 from vaxelbox.agent import runtime
+from vaxelbox.site import demo_site_text
 from vaxelbox.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,3 +226,21 @@ def test_the_help_says_which_store_the_commands_use(tmp_path):
     for command in (["phones"], ["enrol"], ["activity"], ["pairing-code"]):
         shown = " ".join(ok(vaxelbox(tmp_path, *command, "--help")).split())
         assert "the running agent's data directory (--data DIR picks another)" in shown, command
+
+
+def test_assign_says_the_open_enrolment_window_lets_it_in_now(tmp_path):
+    """The reproduction: `phones assign` printed "It fetches its configuration in the next enrolment
+    window: vaxelbox enrol open" while a window was open, and the phone enrolled at its next fetch."""
+    data = tmp_path / "data"
+    store = Store(data)
+    store.sites.apply(demo_site_text(), "demo site")
+    store.close()
+    first, second = "0c:38:3e:07:e1:98", "0c:38:3e:07:e1:99"  # never seen; their vendor named
+    assert ok(
+        vaxelbox(tmp_path, "phones", "assign", first, "fredrik", "--vendor", "fanvil", "--data", str(data))
+    ).splitlines()[-1] == ("It fetches its configuration in the next enrolment window: vaxelbox enrol open")
+    opened = ok(vaxelbox(tmp_path, "enrol", "open", "--minutes", "10", "--data", str(data)))
+    until = re.search(r"Enrolment open until (\S+) for", opened)[1]
+    assert ok(
+        vaxelbox(tmp_path, "phones", "assign", second, "fredrik", "--vendor", "fanvil", "--data", str(data))
+    ).splitlines()[-1] == (f"It gets its configuration at its next request: enrolment is open until {until}.")

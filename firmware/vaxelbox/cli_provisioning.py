@@ -178,13 +178,16 @@ def assign(
         _change_site(lambda: assign_device(store, bare, users, dect, wanted))
         out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
     enrolled = store.devices.enrolled(bare) is not None
-    for line in _assigned_outlook(site_vendor(store, bare), seen is not None, enrolled):
+    window = store.devices.enrolment()
+    until = window.until if window and window.admits(bare, time.time()) else None
+    for line in _assigned_outlook(site_vendor(store, bare), seen is not None, enrolled, until):
         out.print(line)
 
 
-def _assigned_outlook(vendor: str | None, seen: bool, enrolled: bool) -> list[str]:
+def _assigned_outlook(vendor: str | None, seen: bool, enrolled: bool, until: float | None) -> list[str]:
     """What an assigned device gets next: a file is promised only where its vendor is known (named in
-    the site, by the installer or by the device's own request)."""
+    the site, by the installer or by the device's own request); `until`: the end of an enrolment
+    window open for it now."""
     named = f"--vendor VENDOR ({', '.join(v.value for v in Vendor)})"
     if vendor is None and seen:  # it asked already and nothing in its request named a vendor
         return [f"Its vendor is unknown, so it gets no file: assign it again with {named}."]
@@ -195,6 +198,8 @@ def _assigned_outlook(vendor: str | None, seen: bool, enrolled: bool) -> list[st
             f"User-Agent or MAC, or name its vendor with {named}.",
             f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
         ]
+    if not enrolled and until is not None:
+        return [f"It gets its configuration at its next request: enrolment is open until {_when(until)}."]
     if not enrolled:
         return [f"It fetches its configuration in the next enrolment window: {window}"]
     return []

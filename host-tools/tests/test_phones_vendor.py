@@ -6,6 +6,7 @@ the device, with the User-Agent it really sent."""
 import json
 import subprocess
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,7 @@ def test_assign_promises_a_file_only_where_the_vendor_is_known(office):
         f"User-Agent or MAC, or name its vendor with --vendor VENDOR {vendors}.",
         "It fetches its configuration in an enrolment window once its vendor is known: vaxelctl enrol open",
     ]
-    ok(vaxelctl(laptop, "enrol", "open", "--minutes", "10"))
+    window = json.loads(ok(vaxelctl(laptop, "enrol", "open", "--minutes", "10", "--json")))
     status, body = provisioning.curl("https", "001565123456.cfg", ua)  # its User-Agent names Yealink
     assert (status, FREDRIK_PASSWORD.encode() in body) == (200, True)
 
@@ -140,8 +141,15 @@ def test_assign_promises_a_file_only_where_the_vendor_is_known(office):
         f"Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR {vendors}.",
     ]
     named = "0c:38:3e:07:e1:99"  # never seen either, but the installer names its vendor
+    until = datetime.fromtimestamp(window["until"]).isoformat(timespec="seconds")
     assert lines(at80(laptop, "phones", "assign", named, "fredrik", "--vendor", "fanvil")) == [
-        f"{named} assigned to fredrik (site version 4).",
+        f"{named} assigned to fredrik (site version 4).",  # in the window still open: said so, not
+        f"It gets its configuration at its next request: enrolment is open until {until}.",  # "next"
+    ]
+    ok(vaxelctl(laptop, "enrol", "close"))
+    later = "0c:38:3e:07:e1:98"
+    assert lines(at80(laptop, "phones", "assign", later, "fredrik", "--vendor", "fanvil")) == [
+        f"{later} assigned to fredrik (site version 5).",
         "It fetches its configuration in the next enrolment window: vaxelctl enrol open",
     ]
 

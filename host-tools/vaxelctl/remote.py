@@ -786,7 +786,8 @@ def phones_assign(
 
 def _assigned_outlook(row: dict[str, Any]) -> list[str]:
     """What the assigned device gets next, from the agent's reply (`vendor`, `vendor_unknown`: seen
-    without a vendor, `vendors`, `enrolled`): a file is promised only where its vendor is known."""
+    without a vendor, `vendors`, `enrolled`, `enrolment_until`): a file is promised only where its
+    vendor is known."""
     named = f"--vendor VENDOR ({', '.join(row.get('vendors') or [])})"
     if row.get("vendor_unknown"):  # it asked already and nothing in its request named a vendor
         return [f"Its vendor is unknown, so it gets no file: assign it again with {named}."]
@@ -797,6 +798,9 @@ def _assigned_outlook(row: dict[str, Any]) -> list[str]:
             f"User-Agent or MAC, or name its vendor with {named}.",
             f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
         ]
+    if not row["enrolled"] and row.get("enrolment_until"):
+        until = datetime.fromtimestamp(row["enrolment_until"]).isoformat(timespec="seconds")
+        return [f"It gets its configuration at its next request: enrolment is open until {until}."]
     if not row["enrolled"]:
         return [f"It fetches its configuration in the next enrolment window: {window}"]
     return []
