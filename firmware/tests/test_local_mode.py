@@ -422,6 +422,7 @@ async def test_vaxelctl_shows_the_mode_and_the_calls_in_progress(offline_office,
     vaxelctl(laptop, "pair", coap, "--code", code, "--name", "Lisa")
     status = json.loads(vaxelctl(laptop, "status", "--json"))
     assert (status["mode"], status["mode_reason"]) == ("local", "the cloud stopped answering")
+    assert status["back_online_at"] is None  # the cloud never answers: no hold-down runs
     bjorn = await offline_office.phone("register_wait.xml", "102", answers="answer.xml", hold=10)
     await until_registered(bjorn)
     anna = await offline_office.phone("local_call_hold.xml", "101", callee="102", hold=5)

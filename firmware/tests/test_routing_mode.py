@@ -9,10 +9,13 @@ def test_down_goes_local_at_once_and_up_waits_for_the_hold_down():
     assert machine.cloud(CloudState.UP, 1) is None
     change = machine.cloud(CloudState.DOWN, 10)
     assert (change.old, change.new, change.reason) == (Mode.ONLINE, Mode.LOCAL, "the cloud stopped answering")
+    assert machine.back_online_at is None  # local, the cloud still down: no end in sight
     assert machine.cloud(CloudState.UP, 20) is None
+    assert machine.back_online_at == 50  # what status shows during the hold-down
     assert machine.tick(49.9) is None
     back = machine.tick(50)
     assert (back.new, back.at, machine.since) == (Mode.ONLINE, 50, 50)
+    assert machine.back_online_at is None
 
 
 def test_a_flapping_link_restarts_the_hold_down():
@@ -20,7 +23,9 @@ def test_a_flapping_link_restarts_the_hold_down():
     machine.cloud(CloudState.DOWN, 1)
     machine.cloud(CloudState.UP, 2)
     machine.cloud(CloudState.DEGRADED, 25)  # one lost probe
+    assert machine.back_online_at is None
     machine.cloud(CloudState.UP, 26)
+    assert machine.back_online_at == 56
     assert machine.tick(40) is None
     assert machine.tick(55) is None
     assert machine.tick(56).new is Mode.ONLINE
@@ -36,6 +41,7 @@ def test_forced_local_holds_until_auto():
     machine = ModeMachine(now=0, hold_down=30)
     machine.cloud(CloudState.UP, 0)
     assert machine.force_local(5).new is Mode.LOCAL
+    assert machine.back_online_at is None  # an installer's order: no hold-down ends it
     assert machine.tick(100) is None
     assert machine.cloud(CloudState.UP, 101) is None
     assert machine.auto(102).new is Mode.ONLINE  # the cloud was up all along: no hold-down

@@ -400,6 +400,8 @@ def status(appliance: ApplianceOption = None, watch: bool = False, as_json: Json
         )
         if state.get("mode_since"):
             out.print(f"  mode {state['mode']} since {state['mode_since']}: {state['mode_reason']}")
+        if state.get("back_online_at"):  # an older appliance does not say
+            out.print(f"  back online at {state['back_online_at']} if the cloud keeps answering")
         if state.get("site_warning"):
             out.print(f"  warning: {state['site_warning']}", highlight=False)
         for error in state["last_errors"]:

@@ -93,10 +93,11 @@ class LocalMode:
         m = self.machine
         return {
             "mode": m.mode.value,
-            "since": datetime.fromtimestamp(m.since, UTC).isoformat(timespec="seconds"),
+            "since": _iso(m.since),
             "reason": m.reason,
             "forced": m.forced,
             "hold_down": m.hold_down,
+            "back_online_at": _iso(m.back_online_at),  # None unless the hold-down runs
             "failback": self._failback_summary(),
         }
 
@@ -293,3 +294,7 @@ class LocalMode:
             return None
         state, plan = self._failback_state
         return {"state": state, **plan.report().as_dict()}
+
+
+def _iso(stamp: float | None) -> str | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")

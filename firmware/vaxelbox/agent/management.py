@@ -124,6 +124,7 @@ class ManagementBackend:
             "mode": mode["mode"],
             "mode_since": mode["since"],
             "mode_reason": mode["reason"],
+            "back_online_at": mode["back_online_at"],  # the hold-down's end, while it runs
             "site_version": agent.active.version.number if agent.active else None,
             "site_warning": agent.site_warning(),
             "phones": {

@@ -64,6 +64,14 @@ class ModeMachine:
             return self._become(Mode.ONLINE, now, f"the cloud answered for {self.hold_down:g} s")
         return None
 
+    @property
+    def back_online_at(self) -> float | None:
+        """When the office goes back online if the cloud keeps answering (local by the cloud's doing,
+        the cloud up again: the hold-down runs), in the clock of `now`; else None."""
+        if self.mode is Mode.LOCAL and not self.forced and self._up_since is not None:
+            return self._up_since + self.hold_down
+        return None
+
     def force_local(self, now: float) -> ModeChange | None:
         self.forced = True
         if self.mode is Mode.LOCAL:  # already local (the cloud is down): now it stays so by order
