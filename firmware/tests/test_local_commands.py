@@ -244,3 +244,15 @@ def test_assign_says_the_open_enrolment_window_lets_it_in_now(tmp_path):
     assert ok(
         vaxelbox(tmp_path, "phones", "assign", second, "fredrik", "--vendor", "fanvil", "--data", str(data))
     ).splitlines()[-1] == (f"It gets its configuration at its next request: enrolment is open until {until}.")
+
+
+def test_assign_to_a_misspelt_user_names_the_users(tmp_path):
+    """It said `phones[10].lines[0]: unknown user 'fredirk'`: a path into a site the installer never
+    wrote. Now as `vaxelbox activity set` says it (vaxelctl gets the same words from the appliance)."""
+    data = tmp_path / "data"
+    store = Store(data)
+    store.sites.apply(demo_site_text(), "demo site")
+    store.close()
+    refused = vaxelbox(tmp_path, "phones", "assign", "0c:38:3e:07:e1:98", "fredirk", "--data", str(data))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("no user 'fredirk' in the site (anna, bjorn, "), refused.stderr

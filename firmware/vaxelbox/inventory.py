@@ -50,7 +50,12 @@ def assign(
     SiteError."""
     seen = seen_device(store, mac)
     active = store.sites.active()
-    before = parse_site(active.source, "stored site").phone(mac) if active else None
+    site = parse_site(active.source, "stored site") if active else None
+    known = [u.id for u in site.users] if site else []
+    if site is not None and (unknown := next((u for u in users if u not in known), None)):
+        # Said here, not as the new site's `phones[N].lines[M]`, where validation would find it.
+        raise EditError(f"no user {unknown!r} in the site ({', '.join(known)})")
+    before = site.phone(mac) if site else None
     # The installer's word first, then what the device proved, then what the site said before.
     vendor = vendor or (seen.vendor if seen else None) or (before.vendor if before else None)
     model = (seen.model if seen else None) or (before.model if before else None)

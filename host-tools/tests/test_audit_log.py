@@ -117,7 +117,7 @@ def test_every_management_action_is_audited_with_who_and_result(day, tmp_path):
     assert all(e["installer"] == me for e in lines if e["installer_name"] == "Lisa")
     by_action = {(e["action"], e["result"]): e for e in lines}
     assert by_action["phones-assign", "ok"]["mac"] == "80:5e:c0:11:22:33"
-    assert "unknown user 'gustav'" in by_action["phones-assign", "refused"]["reason"]
+    assert "no user 'gustav' in the site" in by_action["phones-assign", "refused"]["reason"]
     assert by_action["site-rollback", "ok"]["to_version"] == 1
     assert by_action["mode", "ok"]["mode"] == "local"
     assert (

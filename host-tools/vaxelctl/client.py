@@ -333,6 +333,8 @@ def check(response: Message) -> None:
         raise ClientError(hint, EXIT_NOT_PAIRED)
     if response.code == Code.PRECONDITION_FAILED:
         raise ClientError(reason or "the site changed on the appliance meanwhile: pull it again")
+    if response.code == Code.BAD_REQUEST and reason:
+        raise ClientError(reason)  # the appliance's words say it all; "4.00 Bad Request" adds nothing
     raise ClientError(f"{response.code}: {reason}" if reason else str(response.code))
 
 

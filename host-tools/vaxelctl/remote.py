@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_pem_private_key,
 )
+from phoneprov.device import installer_mac
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from vaxelbox.bundle import BundleError, Header, pack, read_header
@@ -772,7 +773,7 @@ def phones_assign(
     as_json: JsonOption = False,
 ) -> None:
     """Assign a device to users (a new site version, validated on the appliance)."""
-    request: dict[str, Any] = {"assign": mac, "users": users, "dect": dect}
+    request: dict[str, Any] = {"assign": _typed_mac(mac), "users": users, "dect": dect}
     if vendor is not None:  # the appliance checks the name: a laptop's list may be older than its own
         request["vendor"] = vendor
     result = _change(appliance, "phones", request)
@@ -784,6 +785,15 @@ def phones_assign(
             out.print(line)
 
     emit(result, as_json, human)
+
+
+def _typed_mac(mac: str) -> str:
+    """`mac` as typed, once it is one: a usage error (2, nothing sent) as from `vaxelbox phones`."""
+    try:
+        installer_mac(mac)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    return mac
 
 
 def _assigned_outlook(row: dict[str, Any]) -> list[str]:
@@ -810,7 +820,7 @@ def _assigned_outlook(row: dict[str, Any]) -> list[str]:
 
 def phones_unassign(mac: str, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:
     """Remove a device from the site; it gets only the bootstrap from now on."""
-    result = _change(appliance, "phones", {"unassign": mac})
+    result = _change(appliance, "phones", {"unassign": _typed_mac(mac)})
     emit(result, as_json, lambda r: out.print(f"{r['mac']} unassigned (site version {r['site_version']})."))
 
 
