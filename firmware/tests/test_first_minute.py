@@ -275,6 +275,19 @@ def test_a_busy_port_is_named_with_the_flag_that_moves_it(tmp_path, option, purp
             sock.close()
 
 
+def test_a_port_held_over_udp_alone_is_named_with_udp_alone(tmp_path):
+    """It said "(udp+tcp) is held" when another program held only the UDP port."""
+    network = loopback_network()
+    host, port = flag(network, "--lan").rsplit(":", 1)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((host, int(port)))
+    try:
+        reason = refusal(agent_argv(tmp_path, network), tmp_path)
+    finally:
+        udp.close()
+    assert reason.startswith(f"SIP for phones (LAN) {host}:{port} (udp) is held by another program"), reason
+
+
 def test_held_provisioning_and_management_ports_are_named_first_in_one_event(tmp_path):
     """The reproduction: with 8080, 8443 and 5683 held the refusal began "cannot listen for SIP" (or
     for whichever service the agent bound first) and came as 3-5 separate `cannot start` events."""

@@ -88,8 +88,8 @@ def cannot_listen(
 
 
 def _named(port: Port) -> str:
-    """e.g. `provisioning HTTP 127.0.0.1:8080 (tcp)`."""
-    return f"{port.purpose} {port} ({'+'.join(port.transports)})"
+    """e.g. `provisioning HTTP 127.0.0.1:8080 (tcp)`: the transports another program holds."""
+    return f"{port.purpose} {port} ({'+'.join(held(port) or port.transports)})"
 
 
 def _wan_follows_lan(options: RunOptions) -> bool:
@@ -118,7 +118,13 @@ def _moved(port: Port, options: RunOptions) -> str:
 
 def in_use(port: Port) -> bool:
     """Whether another program holds `port` on one of its transports (binding it now fails)."""
+    return bool(held(port))
+
+
+def held(port: Port) -> tuple[str, ...]:
+    """The transports of `port` another program holds (binding them now fails), e.g. ("udp",)."""
     family = socket.AF_INET6 if ":" in port.host else socket.AF_INET
+    taken = []
     for transport in port.transports:
         kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
         with socket.socket(family, kind) as probe:
@@ -128,8 +134,8 @@ def in_use(port: Port) -> bool:
                 probe.bind((port.host, port.port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    return True
-    return False
+                    taken.append(transport)
+    return tuple(taken)
 
 
 @dataclass(frozen=True)
