@@ -68,7 +68,9 @@ def activities(ctx: typer.Context, data: DataOption = None) -> None:
 @activity_app.command("set")
 def set_activity(
     user_id: Annotated[str, typer.Argument(metavar="USER", help="The user's id in the site")],
-    profile: Annotated[str, typer.Argument(metavar="PROFILE", help="The activity's id or number, e.g. lunch or 1")],
+    profile: Annotated[
+        str, typer.Argument(metavar="PROFILE", help="The activity's id or number, e.g. lunch or 1")
+    ],
     minutes: Annotated[int | None, typer.Option(help="How long (default: the profile's length)")] = None,
     data: DataOption = None,
 ) -> None:
