@@ -184,6 +184,33 @@ def test_a_command_beside_a_watch_of_the_same_laptop_waits_for_it_then_names_it(
         appliance.stop()
 
 
+def test_revoking_an_installer_ends_its_watch(tmp_path, watches):
+    """The reproduction: `installers revoke` of an installer whose `status --watch` ran ("locks one
+    out", says the README) left the watch running, and it went on hearing every change."""
+    appliance = Appliance(tmp_path)
+    try:
+        lisa, maja = laptop(appliance, "lisa"), laptop(appliance, "maja")
+        watch = Watch(lisa, "status")
+        watches.append(watch)
+        watch.until(lambda state: True, "the first state")
+        rows = json.loads(ok(vaxelctl(maja, "installers", "--json")))
+        ok(vaxelctl(maja, "installers", "revoke", next(r["id"] for r in rows if r["name"] == "lisa")))
+        assert watch.process.wait(WAIT) == 4  # not paired: the appliance ended the observation
+        assert "not paired with this appliance (or revoked)" in watch.process.stderr.read()
+        maja_watch = Watch(maja, "status")  # the revoker's own watch is not touched
+        watches.append(maja_watch)
+        maja_watch.until(lambda state: True, "the first state")
+        ok(
+            vaxelctl(
+                tmp_path / "olle", "pair", appliance.address, "--code", appliance.code(), "--name", "olle"
+            )
+        )
+        ok(vaxelctl(tmp_path / "olle", "mode", "local"))
+        maja_watch.until(lambda state: state["mode_reason"] == "forced local by an installer", "the drill")
+    finally:
+        appliance.stop()
+
+
 def test_a_factory_reset_starts_the_status_errors_afresh(tmp_path):
     site = tmp_path / "site.toml"  # Appliance writes the demo site there
     appliance = Appliance(tmp_path, "--site", str(site))

@@ -8,6 +8,7 @@ leaves one `audit` log line (who, what, result) through `Audit`.
 """
 
 import gc
+import weakref
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
@@ -164,6 +165,20 @@ class Snapshot(Guarded, resource.ObservableResource):
         self._read = read
         self._last: Any = None
         self.watchers = 0  # observations aiocoap holds for this resource
+        # Whose each observation is (its installer), so a revoked installer's watch can be ended.
+        self._observers: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+    async def add_observation(self, request: Message, serverobservation: Any) -> None:
+        await super().add_observation(request, serverobservation)
+        self._observers[serverobservation] = installer_of(request)
+
+    def revoked(self, installer: str) -> None:
+        """End `installer`'s watches: their last notification is a 4.01 (RFC 7641 §3.2: an error
+        response ends an observation). It went on hearing every change after its revocation."""
+        for observation, who in list(self._observers.items()):
+            if who == installer:
+                observation.trigger(Message(code=Code.UNAUTHORIZED, payload=b"installer revoked"))
+                del self._observers[observation]
 
     def update_observation_count(self, newcount: int) -> None:
         """aiocoap's hook, called when a watcher comes or goes."""
@@ -428,9 +443,10 @@ class InstallerList(Guarded, resource.Resource):
 
     rt = RT_PREFIX + "installers"
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, snapshots: list[Snapshot]) -> None:
         super().__init__()
         self._backend = backend
+        self._snapshots = snapshots  # whose watches a revocation ends
 
     async def render_get(self, request: Message) -> Message:
         me = installer_of(request)
@@ -448,6 +464,8 @@ class InstallerList(Guarded, resource.Resource):
             audit.name()  # the revoker's name, while it exists (it may be revoking itself)
             if not self._backend.installers.revoke(installer):
                 raise PayloadError(f"no installer {installer!r}")
+            for snapshot in self._snapshots:
+                snapshot.revoked(installer)
             return Message(code=DELETED)
 
 
@@ -498,6 +516,6 @@ def build_site(backend: Backend) -> tuple[resource.Site, list[Snapshot]]:
     site.add_resource(["mode"], Mode(backend))
     site.add_resource(["fw"], Firmware(backend))
     site.add_resource(["fw", "update"], FirmwareExecute(backend))
-    site.add_resource(["installers"], InstallerList(backend))
+    site.add_resource(["installers"], InstallerList(backend, list(snapshots.values())))
     site.add_resource(["pair"], Pair(backend))
     return site, list(snapshots.values())
