@@ -38,7 +38,7 @@ from test_management import (
     vaxelctl,
 )
 from typer.testing import CliRunner
-from vaxelbox.mgmt.security import release
+from vaxelbox.mgmt.security import REFUSALS_TOLD_EVERY, release
 from vaxelbox.site import demo_site_text
 
 RECEPTION = "00:15:65:4a:a9:37"  # the demo site's phones (anna; bjorn)
@@ -142,15 +142,18 @@ def test_a_wrong_pairing_code_is_called_wrong_and_a_typo_is_named(appliance, tmp
         "vaxelctl: '9' is not in any pairing code: it has letters A-Z and digits 2-7 "
         "(4 groups of 5, as on the label)"
     ]
-    # The appliance tells its log too (support's answer to "the code does not work"), once per
-    # REFUSALS_TOLD_EVERY s: a second wrong code at once is counted in the next line, not written.
-    again = vaxelctl(tmp_path / "c", "pair", appliance.address, "--code", "AAAAA-BBBBB-CCCCC-DDDDE")
-    assert again.returncode == 1
-    refused = wrong_codes(appliance)
+    # The appliance tells its log too (support's answer to "the code does not work"): the first at
+    # once, then at most every REFUSALS_TOLD_EVERY s, counting those in between (none is lost).
+    refused = wrong_codes(appliance, 1)
     assert [(e["result"], e["reason"], e["attempts"]) for e in refused] == [
         ("refused", "wrong pairing code", 1)
     ]
     assert refused[0]["peer"].rpartition(":")[0].strip("[]").endswith("127.0.0.1"), refused[0]
+    for letter in "EF":
+        code = f"AAAAA-BBBBB-CCCCC-DDDD{letter}"
+        assert vaxelctl(tmp_path / letter, "pair", appliance.address, "--code", code).returncode == 1
+    assert len(wrong_codes(appliance, 1)) == 1  # held back until the interval ends
+    assert [e["attempts"] for e in wrong_codes(appliance, 2, REFUSALS_TOLD_EVERY + 5)] == [1, 2]
     assert "AAAAA" not in appliance.agent.output()
 
 
@@ -180,12 +183,11 @@ def test_a_box_reset_at_the_same_address_gets_its_old_pairing_named_with_forget(
     ok(vaxelctl(laptop, "status", "-a", appliance.address))
 
 
-def wrong_codes(appliance: Appliance) -> list[dict]:
-    """The audit lines of refused pairings, once the first is there (it is written as vaxelctl
-    gets its answer; 5 s for it to reach the log)."""
-    deadline = time.monotonic() + 5
-    while not (found := [e for e in appliance.agent.events("audit") if e["action"] == "pair"]):
-        assert time.monotonic() < deadline, "no audit line for the wrong pairing code"
+def wrong_codes(appliance: Appliance, count: int, within: float = 5) -> list[dict]:
+    """The audit lines of refused pairings, once `count` are there (fails after `within` s)."""
+    deadline = time.monotonic() + within
+    while len(found := [e for e in appliance.agent.events("audit") if e["action"] == "pair"]) < count:
+        assert time.monotonic() < deadline, f"not {count} audit lines for wrong pairing codes: {found}"
         time.sleep(0.05)
     return found
 

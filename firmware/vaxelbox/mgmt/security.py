@@ -14,6 +14,7 @@ survives restarts. Revoking one deletes its directory; the appliance stops
 answering it at the next request.
 """
 
+import asyncio
 import base64
 import json
 import os
@@ -85,10 +86,10 @@ class PairingSecret:
 
     def __init__(self, directory: Path, on_refused: Callable[[str, int], None] | None = None) -> None:
         """`on_refused(peer, attempts)`: pairing attempts with a wrong code, `attempts` of them since
-        the last call, the latest from `peer` ("HOST:PORT"); called at most every
-        REFUSALS_TOLD_EVERY s, so attempts in between are told with the next call."""
+        the last call, the latest from `peer` ("HOST:PORT"); called at once for the first, then at
+        most every REFUSALS_TOLD_EVERY s, with those in between counted (from the event loop)."""
         self._on_refused = on_refused
-        self._refusals, self._refusals_told = 0, -REFUSALS_TOLD_EVERY
+        self._refusals, self._refusals_told, self._refused_by = 0, -REFUSALS_TOLD_EVERY, ""
         self._path = directory / "pairing-code"
         self._attempts_path = directory / "pairing-attempts"
         if not self._path.exists():
@@ -111,10 +112,17 @@ class PairingSecret:
 
     def _refused(self, peer: str) -> None:
         self._refusals += 1
-        now = time.monotonic()
-        if self._on_refused is not None and now - self._refusals_told >= REFUSALS_TOLD_EVERY:
-            self._on_refused(peer, self._refusals)
-            self._refusals, self._refusals_told = 0, now
+        self._refused_by = peer
+        wait = self._refusals_told + REFUSALS_TOLD_EVERY - time.monotonic()
+        if wait <= 0:
+            self._tell_refusals()
+        elif self._refusals == 1:  # the first held back: told when the interval ends, not lost
+            asyncio.get_running_loop().call_later(wait, self._tell_refusals)
+
+    def _tell_refusals(self) -> None:
+        if self._on_refused is not None and self._refusals:
+            self._on_refused(self._refused_by, self._refusals)
+        self._refusals, self._refusals_told = 0, time.monotonic()
 
     def spend(self, id_context: bytes) -> None:
         """Remember an attempt that decrypted, so it cannot be replayed (survives restarts)."""
