@@ -341,6 +341,12 @@ def test_a_second_agent_on_the_same_data_directory_is_refused_and_the_first_goes
     try:
         first.wait_notification("READY", "1", timeout=30)
         reason = refusal(agent_argv(tmp_path, loopback_network()), tmp_path)  # its own free ports
+        (tmp_path / "link").symlink_to(data)  # the same directory by another name: the same refusal
+        linked = agent_argv(tmp_path, loopback_network())
+        linked[linked.index(str(data))] = str(tmp_path / "link")
+        assert refusal(linked, tmp_path).startswith(
+            f"{data} is in use by another agent (pid {first.process.pid})"
+        )
         assert first.process.poll() is None
     finally:
         first.stop()

@@ -244,6 +244,10 @@ def test_assign_says_the_open_enrolment_window_lets_it_in_now(tmp_path):
     assert ok(
         vaxelbox(tmp_path, "phones", "assign", second, "fredrik", "--vendor", "fanvil", "--data", str(data))
     ).splitlines()[-1] == (f"It gets its configuration at its next request: enrolment is open until {until}.")
+    unknown = ok(vaxelbox(tmp_path, "phones", "assign", "0c:38:3e:07:e1:97", "fredrik", "--data", str(data)))
+    assert unknown.splitlines()[-1] == (  # no vendor named: the open window is said, not "open one"
+        f"Enrolment is open until {until}: it gets its configuration at a request that tells its vendor."
+    )
 
 
 def test_assign_to_a_misspelt_user_names_the_users(tmp_path):

@@ -47,6 +47,17 @@ def test_forced_local_holds_until_auto():
     assert machine.auto(102).new is Mode.ONLINE  # the cloud was up all along: no hold-down
 
 
+def test_auto_soon_after_the_cloud_returned_waits_out_its_hold_down():
+    """It went online at once, saying "the cloud answered for 30 s" of a cloud back for 11 s."""
+    machine = ModeMachine(now=0, hold_down=30)
+    machine.cloud(CloudState.DOWN, 1)
+    machine.cloud(CloudState.UP, 90)
+    machine.force_local(95)
+    assert machine.auto(101) is None
+    assert (machine.mode, machine.back_online_at) == (Mode.LOCAL, 120)
+    assert machine.tick(120).reason == "the cloud answered for 30 s"
+
+
 def test_auto_while_the_cloud_is_down_stays_local():
     machine = ModeMachine(now=0, forced=True)
     assert machine.mode is Mode.LOCAL

@@ -196,7 +196,10 @@ def _assigned_outlook(vendor: str | None, seen: bool, enrolled: bool, until: flo
         return [
             "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
             f"User-Agent or MAC, or name its vendor with {named}.",
-            f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
+            f"Enrolment is open until {_when(until)}: it gets its configuration at a request that tells "
+            "its vendor."
+            if until is not None
+            else f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
         ]
     if not enrolled and until is not None:
         return [f"It gets its configuration at its next request: enrolment is open until {_when(until)}."]

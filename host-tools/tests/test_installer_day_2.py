@@ -415,7 +415,14 @@ def test_several_paired_appliances_without_a_choice_is_usage_2(appliance, laptop
         second.stop()
     assert result.returncode == 2
     assert lines(result.stderr)[0].startswith("vaxelctl: paired with several appliances (")
-    assert lines(result.stderr)[0].endswith("): choose one with --appliance")
+    assert lines(result.stderr)[0].endswith(
+        "): choose one with --appliance (by its serial), and vaxelctl forget SERIAL one that is gone"
+    )
+    malformed = vaxelctl(laptop, "enrol", "open", "--mac", "zz:11", "-a", appliance.address)
+    assert (malformed.returncode, lines(malformed.stderr)) == (  # usage, as from `vaxelbox enrol open`
+        2,
+        ["vaxelctl: 'zz:11' is not a MAC address (e.g. 00:15:65:4a:a9:37)"],
+    )
 
 
 def test_discover_finding_nothing_is_unreachable_3(tmp_path):

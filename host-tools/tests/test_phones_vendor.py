@@ -132,24 +132,28 @@ def test_assign_promises_a_file_only_where_the_vendor_is_known(office):
         "It fetches its configuration in an enrolment window once its vendor is known: vaxelctl enrol open",
     ]
     window = json.loads(ok(vaxelctl(laptop, "enrol", "open", "--minutes", "10", "--json")))
+    until = datetime.fromtimestamp(window["until"]).isoformat(timespec="seconds")
+    unseen_in_window = "00:15:65:12:34:57"  # the same, assigned with the window open
+    assert lines(at80(laptop, "phones", "assign", unseen_in_window, "fredrik"))[-1] == (
+        f"Enrolment is open until {until}: it gets its configuration at a request that tells its vendor."
+    )
     status, body = provisioning.curl("https", "001565123456.cfg", ua)  # its User-Agent names Yealink
     assert (status, FREDRIK_PASSWORD.encode() in body) == (200, True)
 
     assert provisioning.curl("https", f"{BARE}.cfg", UA)[0] == 404  # seen, and nothing names a vendor
     assert lines(at80(laptop, "phones", "assign", MAC, "fredrik")) == [
-        f"{MAC} assigned to fredrik (site version 3).",
+        f"{MAC} assigned to fredrik (site version 4).",
         f"Its vendor is unknown, so it gets no file: assign it again with --vendor VENDOR {vendors}.",
     ]
     named = "0c:38:3e:07:e1:99"  # never seen either, but the installer names its vendor
-    until = datetime.fromtimestamp(window["until"]).isoformat(timespec="seconds")
     assert lines(at80(laptop, "phones", "assign", named, "fredrik", "--vendor", "fanvil")) == [
-        f"{named} assigned to fredrik (site version 4).",  # in the window still open: said so, not
+        f"{named} assigned to fredrik (site version 5).",  # in the window still open: said so, not
         f"It gets its configuration at its next request: enrolment is open until {until}.",  # "next"
     ]
     ok(vaxelctl(laptop, "enrol", "close"))
     later = "0c:38:3e:07:e1:98"
     assert lines(at80(laptop, "phones", "assign", later, "fredrik", "--vendor", "fanvil")) == [
-        f"{later} assigned to fredrik (site version 5).",
+        f"{later} assigned to fredrik (site version 6).",
         "It fetches its configuration in the next enrolment window: vaxelctl enrol open",
     ]
 

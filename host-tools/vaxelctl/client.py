@@ -105,7 +105,9 @@ def choose(appliance: str | None) -> Paired:
             raise ClientError("not paired with any appliance: run vaxelctl pair HOST", EXIT_NOT_PAIRED)
         names = ", ".join(f"{p.serial} ({p.host})" for p in paired)
         raise ClientError(
-            f"paired with several appliances ({names}): choose one with --appliance", EXIT_USAGE
+            f"paired with several appliances ({names}): choose one with --appliance (by its serial), "
+            "and vaxelctl forget SERIAL one that is gone",
+            EXIT_USAGE,
         )
     if by_serial := [p for p in paired if p.serial == appliance]:
         return by_serial[0]
@@ -257,9 +259,13 @@ async def _held(paired: Paired) -> FilesystemSecurityContext:
 
 
 def _command_words(argv: list[str]) -> list[str]:
-    """The command and its flags without any value (a pairing code, a file name): `status --watch`."""
-    first = next((i for i, word in enumerate(argv) if word.startswith("-")), len(argv))
-    return [*argv[:first], *(word.partition("=")[0] for word in argv[first:] if word.startswith("-"))]
+    """The command as typed, a pairing code (`--code`'s value) left out: `enrol -a HOST status`."""
+    words = []
+    for word, before in zip(argv, ["", *argv], strict=False):
+        if before == "--code" or word.startswith("--code="):
+            word = "--code=..." if word.startswith("--code=") else "..."
+        words.append(word)
+    return words
 
 
 def _holder(paired: Paired) -> str:

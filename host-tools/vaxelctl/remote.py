@@ -787,6 +787,16 @@ def phones_assign(
     emit(result, as_json, human)
 
 
+def _unknown_vendor_window(until: float | None, window: str) -> str:
+    """What a device whose vendor is unknown gets next, with the window open for it until `until`."""
+    if until:
+        when = datetime.fromtimestamp(until).isoformat(timespec="seconds")
+        return (
+            f"Enrolment is open until {when}: it gets its configuration at a request that tells its vendor."
+        )
+    return f"It fetches its configuration in an enrolment window once its vendor is known: {window}"
+
+
 def _typed_mac(mac: str) -> str:
     """`mac` as typed, once it is one: a usage error (2, nothing sent) as from `vaxelbox phones`."""
     try:
@@ -808,7 +818,7 @@ def _assigned_outlook(row: dict[str, Any]) -> list[str]:
         return [
             "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
             f"User-Agent or MAC, or name its vendor with {named}.",
-            f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
+            _unknown_vendor_window(row.get("enrolment_until"), window),
         ]
     if not row["enrolled"] and row.get("enrolment_until"):
         until = datetime.fromtimestamp(row["enrolment_until"]).isoformat(timespec="seconds")
@@ -850,7 +860,8 @@ def enrol_open(
     """Let assigned phones fetch their configuration (with their SIP passwords) for a while.
     Opening while a window is open widens it (both windows' phones, until the later end);
     nothing that was open closes early."""
-    emit(_change(appliance, "enrol", {"open": minutes, "macs": mac or []}), as_json, _show_enrolment)
+    macs = [_typed_mac(m) for m in mac or []]
+    emit(_change(appliance, "enrol", {"open": minutes, "macs": macs}), as_json, _show_enrolment)
 
 
 def enrol_close(appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:

@@ -113,8 +113,8 @@ def sole_agent(data_dir: Path) -> Iterator[None]:
 
 
 def _taken(data_dir: Path) -> str:
-    where = os.path.abspath(data_dir)
-    holder = next((a for a in running_agents() if os.path.abspath(a.data_dir) == where), None)
+    where = os.path.realpath(data_dir)  # however either was named: relative, through a link
+    holder = next((a for a in running_agents() if os.path.realpath(a.data_dir) == where), None)
     who = f"another agent (pid {holder.pid})" if holder else "another agent"
     return (
         f"{where} is in use by {who}: one agent per data directory; stop that one first, or use "

@@ -85,8 +85,9 @@ class ModeMachine:
         if self._cloud is CloudState.DOWN:  # stays local, now because of the cloud, not an order
             self.reason = "override ended; the cloud is still unreachable"
             return None
-        if self._cloud is CloudState.UP:
-            self._up_since = now - self.hold_down  # the cloud was fine all along: no hold-down
+        if self._cloud is CloudState.UP:  # online once it has answered for the hold-down, as always
+            self._up_since = now if self._up_since is None else self._up_since
+            self.reason = "override ended; the cloud answers again: back online after the hold-down"
             return self.tick(now)
         return self._become(Mode.ONLINE, now, "override ended")
 
