@@ -51,3 +51,18 @@ def test_version():
     result = vaxelctl("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("vaxelctl ")
+
+
+def test_the_record_of_who_holds_a_pairing_keeps_the_command_and_never_a_pairing_code():
+    """It dropped everything after the first flag (`enrol -a HOST status` read `enrol -a`)."""
+    from vaxelctl.client import _command_words
+
+    assert _command_words(["enrol", "-a", "127.0.0.1", "status"]) == ["enrol", "-a", "127.0.0.1", "status"]
+    assert _command_words(["status", "--watch", "--json"]) == ["status", "--watch", "--json"]
+    assert _command_words(["pair", "10.0.0.5", "--code", "ABCDE-FGHIJ"]) == [
+        "pair",
+        "10.0.0.5",
+        "--code",
+        "...",
+    ]
+    assert _command_words(["pair", "--code=ABCDE-FGHIJ", "10.0.0.5"]) == ["pair", "--code=...", "10.0.0.5"]
