@@ -30,6 +30,7 @@ from vaxelbox.inventory import (
 )
 from vaxelbox.inventory import assign as assign_device
 from vaxelbox.inventory import unassign as unassign_device
+from vaxelbox.outlook import assigned_outlook
 from vaxelbox.problems import report
 from vaxelbox.site import SiteError
 from vaxelbox.site.edit import EditError
@@ -177,35 +178,15 @@ def assign(
     else:
         _change_site(lambda: assign_device(store, bare, users, dect, wanted))
         out.print(f"{colon_mac(bare)} assigned to {', '.join(users)}.")
-    enrolled = store.devices.enrolled(bare) is not None
-    window = store.devices.enrolment()
-    until = window.until if window and window.admits(bare, time.time()) else None
-    for line in _assigned_outlook(site_vendor(store, bare), seen is not None, enrolled, until):
+    for line in assigned_outlook(
+        vendor_known=site_vendor(store, bare) is not None,
+        seen=seen is not None,
+        enrolled=store.devices.enrolled(bare) is not None,
+        until=store.devices.open_until(bare, time.time()),
+        vendors=[v.value for v in Vendor],
+        tool="vaxelbox",
+    ):
         out.print(line)
-
-
-def _assigned_outlook(vendor: str | None, seen: bool, enrolled: bool, until: float | None) -> list[str]:
-    """What an assigned device gets next: a file is promised only where its vendor is known (named in
-    the site, by the installer or by the device's own request); `until`: the end of an enrolment
-    window open for it now."""
-    named = f"--vendor VENDOR ({', '.join(v.value for v in Vendor)})"
-    if vendor is None and seen:  # it asked already and nothing in its request named a vendor
-        return [f"Its vendor is unknown, so it gets no file: assign it again with {named}."]
-    window = "vaxelbox enrol open"
-    if vendor is None:  # never seen, nobody named it: its first request may tell
-        return [
-            "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
-            f"User-Agent or MAC, or name its vendor with {named}.",
-            f"Enrolment is open until {_when(until)}: it gets its configuration at a request that tells "
-            "its vendor."
-            if until is not None
-            else f"It fetches its configuration in an enrolment window once its vendor is known: {window}",
-        ]
-    if not enrolled and until is not None:
-        return [f"It gets its configuration at its next request: enrolment is open until {_when(until)}."]
-    if not enrolled:
-        return [f"It fetches its configuration in the next enrolment window: {window}"]
-    return []
 
 
 @phones_app.command("unassign")

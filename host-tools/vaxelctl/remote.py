@@ -37,6 +37,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from vaxelbox.bundle import BundleError, Header, pack, read_header
 from vaxelbox.cli_help import plain_flags
 from vaxelbox.hw.board import load_board
+from vaxelbox.outlook import assigned_outlook
 from vaxelbox.site.mark import SITE_MARK
 from vaxelbox.site.mark import site_mark as mark_line
 from vaxelbox.tables import print_table
@@ -787,16 +788,6 @@ def phones_assign(
     emit(result, as_json, human)
 
 
-def _unknown_vendor_window(until: float | None, window: str) -> str:
-    """What a device whose vendor is unknown gets next, with the window open for it until `until`."""
-    if until:
-        when = datetime.fromtimestamp(until).isoformat(timespec="seconds")
-        return (
-            f"Enrolment is open until {when}: it gets its configuration at a request that tells its vendor."
-        )
-    return f"It fetches its configuration in an enrolment window once its vendor is known: {window}"
-
-
 def _typed_mac(mac: str) -> str:
     """`mac` as typed, once it is one: a usage error (2, nothing sent) as from `vaxelbox phones`."""
     try:
@@ -808,24 +799,15 @@ def _typed_mac(mac: str) -> str:
 
 def _assigned_outlook(row: dict[str, Any]) -> list[str]:
     """What the assigned device gets next, from the agent's reply (`vendor`, `vendor_unknown`: seen
-    without a vendor, `vendors`, `enrolled`, `enrolment_until`): a file is promised only where its
-    vendor is known."""
-    named = f"--vendor VENDOR ({', '.join(row.get('vendors') or [])})"
-    if row.get("vendor_unknown"):  # it asked already and nothing in its request named a vendor
-        return [f"Its vendor is unknown, so it gets no file: assign it again with {named}."]
-    window = "vaxelctl enrol open"
-    if row.get("vendor") is None:  # never seen, nobody named it: its first request may tell
-        return [
-            "No vendor is known for it yet: it gets its files once provisioning identifies it by its "
-            f"User-Agent or MAC, or name its vendor with {named}.",
-            _unknown_vendor_window(row.get("enrolment_until"), window),
-        ]
-    if not row["enrolled"] and row.get("enrolment_until"):
-        until = datetime.fromtimestamp(row["enrolment_until"]).isoformat(timespec="seconds")
-        return [f"It gets its configuration at its next request: enrolment is open until {until}."]
-    if not row["enrolled"]:
-        return [f"It fetches its configuration in the next enrolment window: {window}"]
-    return []
+    without a vendor, `vendors`, `enrolled`, `enrolment_until`)."""
+    return assigned_outlook(
+        vendor_known=row.get("vendor") is not None,
+        seen=bool(row.get("vendor_unknown")),
+        enrolled=bool(row["enrolled"]),
+        until=row.get("enrolment_until"),
+        vendors=row.get("vendors") or [],
+        tool="vaxelctl",
+    )
 
 
 def phones_unassign(mac: str, appliance: ApplianceOption = None, as_json: JsonOption = False) -> None:

@@ -219,13 +219,12 @@ class ManagementBackend:
         vendor = site_vendor(self.store, mac)
         # Seen, yet neither evidence nor the installer named its vendor: it gets no file.
         unknown = vendor is None and seen_device(self.store, mac) is not None
-        window = self.store.devices.enrolment()
         return {
             "mac": colon_mac(mac),
             "site_version": version.number,
             "enrolled": self.store.devices.enrolled(mac) is not None,
             # The end of an enrolment window open for it now (s since the epoch), or None.
-            "enrolment_until": window.until if window and window.admits(mac, time.time()) else None,
+            "enrolment_until": self.store.devices.open_until(mac, time.time()),
             "changed": changed,  # False: it was assigned so already; no new site version
             "vendor": vendor,  # the site's word; None until the device or the installer says
             "vendor_unknown": unknown,

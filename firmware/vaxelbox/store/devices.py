@@ -130,6 +130,11 @@ class Devices:
                 )
         return window
 
+    def open_until(self, mac: str, now: float) -> float | None:
+        """The end of the enrolment window that admits `mac` at `now` (s since the epoch), or None."""
+        window = self.enrolment()
+        return window.until if window is not None and window.admits(mac, now) else None
+
     def close_enrolment(self) -> None:
         with self._store.transaction() as db:
             db.execute("DELETE FROM enrolment")
